@@ -1,0 +1,4 @@
+//! coregate: a thread-per-core edge proxy, load balancer and API gateway.
+//!
+//! Linux only: the runtime relies on io_uring (with an epoll fallback), SO_REUSEPORT and
+//! per-core pinning.
