@@ -12,7 +12,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DEFAULT_CONFIG: &str = "config/coregate.toml";
 
 #[derive(Parser)]
-#[command(name = "coregate", version, about = "Thread-per-core edge proxy and load balancer for Linux")]
+#[command(
+    name = "coregate",
+    version,
+    about = "Thread-per-core edge proxy and load balancer for Linux"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,6 +44,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_thread_names(true)
         .init();
 }

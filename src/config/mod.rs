@@ -31,7 +31,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
     }
 }
 
@@ -39,7 +43,12 @@ impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     /// An error at a byte offset of `src` (`None`: the start of the file).
-    pub fn at(file: &str, src: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+    pub fn at(
+        file: &str,
+        src: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
         let (line, col) = line_col(src, span.map_or(0, |s| s.start));
         ConfigError {
             file: file.to_string(),
@@ -77,8 +86,8 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
 
 /// Validates config text; `file` names it in errors.
 pub fn parse(file: &str, src: &str) -> Result<Snapshot, ConfigError> {
-    let raw: schema::RawConfig =
-        toml::from_str(src).map_err(|e| ConfigError::at(file, src, e.span(), e.message().trim_end()))?;
+    let raw: schema::RawConfig = toml::from_str(src)
+        .map_err(|e| ConfigError::at(file, src, e.span(), e.message().trim_end()))?;
     validate::validate(raw).map_err(|e| ConfigError::at(file, src, e.span, e.message))
 }
 

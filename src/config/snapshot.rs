@@ -141,7 +141,13 @@ impl Snapshot {
         let _ = writeln!(s, "listeners: {}", self.listeners.len());
         for li in &self.listeners {
             let names: Vec<&str> = li.routes.routes().iter().map(|r| &*r.name).collect();
-            let _ = writeln!(s, "  {} {} -> routes [{}]", li.name, li.addr, names.join(", "));
+            let _ = writeln!(
+                s,
+                "  {} {} -> routes [{}]",
+                li.name,
+                li.addr,
+                names.join(", ")
+            );
         }
         let _ = writeln!(s, "upstreams: {}", self.upstreams.len());
         for u in &self.upstreams {

@@ -97,7 +97,10 @@ upstream = "a"
     assert_eq!(s.runtime.workers, 3);
     assert!(!s.runtime.workers_auto);
     assert_eq!(s.runtime.driver, DriverKind::Epoll);
-    assert_eq!(s.runtime.ring_flags.names(), vec!["single_issuer", "defer_taskrun"]);
+    assert_eq!(
+        s.runtime.ring_flags.names(),
+        vec!["single_issuer", "defer_taskrun"]
+    );
     assert_eq!(s.runtime.drain_timeout, Duration::ZERO);
     assert_eq!(s.limits.max_body_bytes, 1 << 30);
     assert_eq!(s.limits.max_head_bytes, 4096);
@@ -153,5 +156,7 @@ fn missing_sections_are_reported_at_the_start() {
 fn unreadable_file_is_a_positioned_error() {
     let e = load(Path::new("/nonexistent/coregate.toml")).unwrap_err();
     assert_eq!((e.line, e.col), (1, 1));
-    assert!(e.to_string().starts_with("/nonexistent/coregate.toml:1:1: cannot read"));
+    assert!(e
+        .to_string()
+        .starts_with("/nonexistent/coregate.toml:1:1: cannot read"));
 }

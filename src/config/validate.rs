@@ -55,7 +55,10 @@ pub fn validate(raw: RawConfig) -> Result<Snapshot> {
         let name = u.get_ref().name.get_ref().as_str();
         check_name(&u.get_ref().name, "upstream")?;
         if upstream_index.insert(name, i).is_some() {
-            return err(&u.get_ref().name, format!("duplicate upstream name {name:?}"));
+            return err(
+                &u.get_ref().name,
+                format!("duplicate upstream name {name:?}"),
+            );
         }
         upstreams.push(upstream(i, u.get_ref())?);
     }
@@ -72,7 +75,11 @@ pub fn validate(raw: RawConfig) -> Result<Snapshot> {
             return err(&rr.name, format!("duplicate route name {name:?}"));
         }
         let route = route(i, rr, &upstream_index)?;
-        let path_at: &Spanned<String> = rr.path_exact.as_ref().or(rr.path_prefix.as_ref()).unwrap_or(&rr.name);
+        let path_at: &Spanned<String> = rr
+            .path_exact
+            .as_ref()
+            .or(rr.path_prefix.as_ref())
+            .unwrap_or(&rr.name);
         let keys: Vec<Option<HostPattern>> = if route.hosts.is_empty() {
             vec![None]
         } else {
@@ -130,7 +137,15 @@ fn runtime(r: &RawRuntime) -> Result<RuntimeSettings> {
     let ring_entries = match &r.ring_entries {
         None => 1024,
         Some(e) if (256..=32768).contains(e.get_ref()) => *e.get_ref(),
-        Some(e) => return err(e, format!("invalid ring_entries {}: must be from 256 to 32768", e.get_ref())),
+        Some(e) => {
+            return err(
+                e,
+                format!(
+                    "invalid ring_entries {}: must be from 256 to 32768",
+                    e.get_ref()
+                ),
+            )
+        }
     };
     let ring_flags = match &r.ring_flags {
         None => RingFlags {
@@ -165,7 +180,10 @@ fn ring_flags(list: &Spanned<Vec<Spanned<RingFlag>>>) -> Result<RingFlags> {
         *slot = true;
     }
     if f.defer_taskrun && !f.single_issuer {
-        return err(list, "ring flag \"defer_taskrun\" requires \"single_issuer\"");
+        return err(
+            list,
+            "ring flag \"defer_taskrun\" requires \"single_issuer\"",
+        );
     }
     if f.sqpoll && (f.coop_taskrun || f.defer_taskrun) {
         return err(
@@ -181,13 +199,27 @@ fn limits(l: &super::schema::RawLimits) -> Result<Limits> {
         None => 32768,
         Some(s) if (1024..=(1 << 20)).contains(&s.get_ref().0) => s.get_ref().0 as usize,
         Some(s) => {
-            return err(s, format!("invalid max_head_bytes {}: must be from 1024 to 1MiB", s.get_ref().0))
+            return err(
+                s,
+                format!(
+                    "invalid max_head_bytes {}: must be from 1024 to 1MiB",
+                    s.get_ref().0
+                ),
+            )
         }
     };
     let max_headers = match &l.max_headers {
         None => 100,
         Some(n) if (1..=1024).contains(n.get_ref()) => *n.get_ref() as usize,
-        Some(n) => return err(n, format!("invalid max_headers {}: must be from 1 to 1024", n.get_ref())),
+        Some(n) => {
+            return err(
+                n,
+                format!(
+                    "invalid max_headers {}: must be from 1 to 1024",
+                    n.get_ref()
+                ),
+            )
+        }
     };
     let max_body_bytes = match &l.max_body_bytes {
         None => 16 << 20,
@@ -207,8 +239,14 @@ fn check_name(name: &Spanned<String>, what: &str) -> Result<()> {
     if n.is_empty() {
         return err(name, format!("{what} name must not be empty"));
     }
-    if !n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-        return err(name, format!("invalid {what} name {n:?}: use letters, digits, '-', '_' and '.'"));
+    if !n
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return err(
+            name,
+            format!("invalid {what} name {n:?}: use letters, digits, '-', '_' and '.'"),
+        );
     }
     Ok(())
 }
@@ -218,23 +256,38 @@ fn resolve(addr: &Spanned<String>, what: &str) -> Result<SocketAddr> {
     let s = addr.get_ref();
     if let Ok(a) = s.parse::<SocketAddr>() {
         if a.port() == 0 {
-            return err(addr, format!("invalid {what} address {s:?}: port 0 is not allowed"));
+            return err(
+                addr,
+                format!("invalid {what} address {s:?}: port 0 is not allowed"),
+            );
         }
         return Ok(a);
     }
     let Some((host, port)) = s.rsplit_once(':') else {
-        return err(addr, format!("invalid {what} address {s:?}: expected host:port"));
+        return err(
+            addr,
+            format!("invalid {what} address {s:?}: expected host:port"),
+        );
     };
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return err(addr, format!("invalid {what} address {s:?}: expected host:port with a port from 1 to 65535"));
+        return err(
+            addr,
+            format!("invalid {what} address {s:?}: expected host:port with a port from 1 to 65535"),
+        );
     }
     if port.parse::<u16>() == Ok(0) {
-        return err(addr, format!("invalid {what} address {s:?}: port 0 is not allowed"));
+        return err(
+            addr,
+            format!("invalid {what} address {s:?}: port 0 is not allowed"),
+        );
     }
     match s.to_socket_addrs() {
         Ok(mut it) => match it.next() {
             Some(a) => Ok(a),
-            None => err(addr, format!("cannot resolve {what} address {s:?}: no address found")),
+            None => err(
+                addr,
+                format!("cannot resolve {what} address {s:?}: no address found"),
+            ),
         },
         Err(e) => err(addr, format!("cannot resolve {what} address {s:?}: {e}")),
     }
@@ -242,7 +295,10 @@ fn resolve(addr: &Spanned<String>, what: &str) -> Result<SocketAddr> {
 
 fn upstream(index: usize, u: &RawUpstream) -> Result<Upstream> {
     if u.backends.get_ref().is_empty() {
-        return err(&u.backends, format!("upstream {:?} has no backends", u.name.get_ref()));
+        return err(
+            &u.backends,
+            format!("upstream {:?} has no backends", u.name.get_ref()),
+        );
     }
     let mut backends = Vec::with_capacity(u.backends.get_ref().len());
     for (i, b) in u.backends.get_ref().iter().enumerate() {
@@ -251,7 +307,12 @@ fn upstream(index: usize, u: &RawUpstream) -> Result<Upstream> {
         let weight = match &b.weight {
             None => 1,
             Some(w) if (1..=65535).contains(w.get_ref()) => *w.get_ref() as u32,
-            Some(w) => return err(w, format!("invalid weight {}: must be from 1 to 65535", w.get_ref())),
+            Some(w) => {
+                return err(
+                    w,
+                    format!("invalid weight {}: must be from 1 to 65535", w.get_ref()),
+                )
+            }
         };
         backends.push(Backend {
             index: i,
@@ -263,7 +324,12 @@ fn upstream(index: usize, u: &RawUpstream) -> Result<Upstream> {
     let max_idle = match &u.pool.max_idle {
         None => 64,
         Some(n) if (0..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,
-        Some(n) => return err(n, format!("invalid max_idle {}: must be from 0 to 100000", n.get_ref())),
+        Some(n) => {
+            return err(
+                n,
+                format!("invalid max_idle {}: must be from 0 to 100000", n.get_ref()),
+            )
+        }
     };
     Ok(Upstream {
         index,
@@ -287,7 +353,10 @@ fn check_path(p: &Spanned<String>, what: &str) -> Result<Box<[u8]>> {
     if !s.starts_with('/') {
         return err(p, format!("invalid {what} {s:?}: must start with '/'"));
     }
-    if let Some(c) = s.chars().find(|c| c.is_control() || c.is_whitespace() || *c == '?' || *c == '#' || !c.is_ascii()) {
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || *c == '?' || *c == '#' || !c.is_ascii())
+    {
         return err(p, format!("invalid {what} {s:?}: must not contain {c:?}"));
     }
     Ok(s.as_bytes().into())
@@ -299,19 +368,32 @@ fn host_pattern(h: &Spanned<String>) -> Result<HostPattern> {
         Some(rest) => (true, rest),
         None => (false, s.as_str()),
     };
-    let ipv6 = name.starts_with('[') && name.ends_with(']') && name[1..name.len() - 1].parse::<std::net::Ipv6Addr>().is_ok();
+    let ipv6 = name.starts_with('[')
+        && name.ends_with(']')
+        && name[1..name.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok();
     let ok = ipv6 && !wild
         || !name.is_empty()
             && name.len() <= 253
             && !name.starts_with('.')
             && !name.ends_with('.')
             && !name.contains("..")
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
     if !ok {
-        let hint = if name.contains(':') && !ipv6 { " (hosts are matched without the port)" } else { "" };
+        let hint = if name.contains(':') && !ipv6 {
+            " (hosts are matched without the port)"
+        } else {
+            ""
+        };
         return err(
             h,
-            format!("invalid host {:?}: expected a host name or \"*.suffix\"{hint}", h.get_ref()),
+            format!(
+                "invalid host {:?}: expected a host name or \"*.suffix\"{hint}",
+                h.get_ref()
+            ),
         );
     }
     Ok(if wild {
@@ -343,14 +425,20 @@ fn route(index: usize, r: &RawRoute, upstreams: &HashMap<&str, usize>) -> Result
     let strip = r.strip_prefix.as_ref().is_some_and(|s| *s.get_ref());
     let rewrite = match &r.replace_prefix {
         Some(rp) if strip => {
-            return err(rp, "strip_prefix and replace_prefix exclude each other: give one")
+            return err(
+                rp,
+                "strip_prefix and replace_prefix exclude each other: give one",
+            )
         }
         Some(rp) => Rewrite::Replace(check_path(rp, "replace_prefix")?),
         None if strip => Rewrite::Strip,
         None => Rewrite::None,
     };
     let Some(&upstream) = upstreams.get(r.upstream.get_ref().as_str()) else {
-        return err(&r.upstream, format!("unknown upstream {:?}", r.upstream.get_ref()));
+        return err(
+            &r.upstream,
+            format!("unknown upstream {:?}", r.upstream.get_ref()),
+        );
     };
     Ok(Route {
         index,

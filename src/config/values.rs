@@ -187,7 +187,17 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        for bad in ["", "s", "10", "10 s", "1.5s", "-1s", "10sec", "9999999h", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "s",
+            "10",
+            "10 s",
+            "1.5s",
+            "-1s",
+            "10sec",
+            "9999999h",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -206,7 +216,15 @@ mod tests {
         assert_eq!(parse_size("512KiB"), Ok(512 << 10));
         assert_eq!(parse_size("16MiB"), Ok(16 << 20));
         assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        for bad in ["", "MiB", "16MB", "16 MiB", "1.5MiB", "99999999999999999999GiB", "-1"] {
+        for bad in [
+            "",
+            "MiB",
+            "16MB",
+            "16 MiB",
+            "1.5MiB",
+            "99999999999999999999GiB",
+            "-1",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad:?} accepted");
         }
     }

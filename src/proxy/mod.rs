@@ -53,14 +53,21 @@ pub async fn serve_connection(
                                     close = false;
                                 }
                             } else if h.name.eq_ignore_ascii_case("transfer-encoding")
-                                || (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+                                || (h.name.eq_ignore_ascii_case("content-length")
+                                    && h.value != b"0")
                             {
                                 has_body = true;
                             }
                         }
                         let target = req.path.unwrap_or("/").as_bytes();
                         let path_len = memchr::memchr(b'?', target).unwrap_or(target.len());
-                        break (n, host.to_vec(), target[..path_len].to_vec(), !close, has_body);
+                        break (
+                            n,
+                            host.to_vec(),
+                            target[..path_len].to_vec(),
+                            !close,
+                            has_body,
+                        );
                     }
                     Ok(httparse::Status::Partial) => {}
                     Err(httparse::Error::TooManyHeaders) => {
@@ -87,7 +94,11 @@ pub async fn serve_connection(
                 .max(Duration::from_millis(1));
             let result = if len == 0 {
                 // Nothing of a request yet: wait for one, but not past shutdown.
-                let wait = if first { left } else { limits.client_idle_timeout };
+                let wait = if first {
+                    left
+                } else {
+                    limits.client_idle_timeout
+                };
                 monoio::select! {
                     r = monoio::time::timeout(wait, read) => r,
                     _ = ctx.shutdown_signal() => return,
@@ -106,13 +117,22 @@ pub async fn serve_connection(
         first = false;
         buf.drain(..head_len);
         if has_body {
-            reply(&mut stream, 501, "request bodies are not supported yet\n", false).await;
+            reply(
+                &mut stream,
+                501,
+                "request bodies are not supported yet\n",
+                false,
+            )
+            .await;
             return;
         }
         let keep_alive = keep_alive && !ctx.shutting_down();
         let ok = match table.find(&host, &path) {
             Some(r) => {
-                let body = format!("route {} -> {}\n", r.name, snapshot.upstreams[r.upstream].name);
+                let body = format!(
+                    "route {} -> {}\n",
+                    r.name, snapshot.upstreams[r.upstream].name
+                );
                 reply(&mut stream, 200, &body, keep_alive).await
             }
             None => reply(&mut stream, 404, "no route\n", keep_alive).await,

@@ -150,7 +150,8 @@ impl PathRules {
 
     fn finish(&mut self) {
         // Longest first; equal lengths keep file order (stable sort).
-        self.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        self.prefixes
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     }
 
     fn find(&self, path: &[u8]) -> Option<usize> {
@@ -194,9 +195,11 @@ impl RouteTable {
             }
             for h in &r.hosts {
                 match h {
-                    HostPattern::Exact(h) => {
-                        t.exact_hosts.entry(h.clone()).or_default().insert(&r.path, pos)
-                    }
+                    HostPattern::Exact(h) => t
+                        .exact_hosts
+                        .entry(h.clone())
+                        .or_default()
+                        .insert(&r.path, pos),
                     HostPattern::Suffix(s) => {
                         match t.wildcard_hosts.iter_mut().find(|(q, _)| q == s) {
                             Some((_, rules)) => rules.insert(&r.path, pos),

@@ -36,8 +36,7 @@ fn table(routes: Vec<Route>) -> RouteTable {
 }
 
 fn name<'a>(t: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
-    t.find(host.as_bytes(), path.as_bytes())
-        .map(|r| &*r.name)
+    t.find(host.as_bytes(), path.as_bytes()).map(|r| &*r.name)
 }
 
 #[test]
@@ -88,7 +87,13 @@ fn exact_host_case_insensitive_without_port_and_dot() {
     ] {
         assert_eq!(name(&t, host, "/x"), Some("a"), "{host}");
     }
-    for host in ["example.com", "xapi.example.com", "api.example.co", "", ":80"] {
+    for host in [
+        "example.com",
+        "xapi.example.com",
+        "api.example.co",
+        "",
+        ":80",
+    ] {
         assert_eq!(name(&t, host, "/x"), None, "{host}");
     }
 }
@@ -134,7 +139,10 @@ fn falls_through_to_less_specific_group_when_path_misses() {
         route("exact-api", &["api.example.com"], "/api/", Rewrite::None),
     ]);
     assert_eq!(name(&t, "api.example.com", "/api/1"), Some("exact-api"));
-    assert_eq!(name(&t, "api.example.com", "/static/x"), Some("wild-static"));
+    assert_eq!(
+        name(&t, "api.example.com", "/static/x"),
+        Some("wild-static")
+    );
     assert_eq!(name(&t, "api.example.com", "/other"), Some("any"));
 }
 

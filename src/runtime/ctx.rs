@@ -173,7 +173,11 @@ mod tests {
             let mut s = Box::pin(ctx.shutdown_signal());
             assert!(s.as_mut().poll(&mut cx).is_pending());
         }
-        assert_eq!(ctx.waiters.borrow().slots.len(), 1, "dropped signals must free their slot");
+        assert_eq!(
+            ctx.waiters.borrow().slots.len(),
+            1,
+            "dropped signals must free their slot"
+        );
         let mut a = Box::pin(ctx.shutdown_signal());
         let mut b = Box::pin(ctx.shutdown_signal());
         assert!(a.as_mut().poll(&mut cx).is_pending());
@@ -184,7 +188,10 @@ mod tests {
         assert_eq!(counter.0.load(Ordering::SeqCst), 2);
         assert!(a.as_mut().poll(&mut cx).is_ready());
         assert!(b.as_mut().poll(&mut cx).is_ready());
-        assert!(Box::pin(ctx.shutdown_signal()).as_mut().poll(&mut cx).is_ready());
+        assert!(Box::pin(ctx.shutdown_signal())
+            .as_mut()
+            .poll(&mut cx)
+            .is_ready());
         ctx.begin_shutdown(); // idempotent
         assert_eq!(counter.0.load(Ordering::SeqCst), 2);
     }

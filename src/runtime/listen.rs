@@ -92,11 +92,19 @@ pub async fn accept_loop(listener: TcpListener, listener_index: usize, ctx: Rc<W
                         worker = ctx.index,
                         listener = listener_index,
                         "accept failed: {e}{}",
-                        if exhausted { " (out of file descriptors or memory; backing off)" } else { "" }
+                        if exhausted {
+                            " (out of file descriptors or memory; backing off)"
+                        } else {
+                            ""
+                        }
                     );
                     last_warning = Some(Instant::now());
                 }
-                let pause = if exhausted { EXHAUSTED_BACKOFF } else { ERROR_BACKOFF };
+                let pause = if exhausted {
+                    EXHAUSTED_BACKOFF
+                } else {
+                    ERROR_BACKOFF
+                };
                 monoio::select! {
                     _ = monoio::time::sleep(pause) => {},
                     _ = ctx.shutdown_signal() => break,
@@ -161,7 +169,11 @@ mod tests {
     #[test]
     fn error_classes() {
         assert!(is_exhaustion(&io::Error::from_raw_os_error(libc::EMFILE)));
-        assert!(!is_exhaustion(&io::Error::from_raw_os_error(libc::ECONNABORTED)));
-        assert!(is_transient(&io::Error::from_raw_os_error(libc::ECONNABORTED)));
+        assert!(!is_exhaustion(&io::Error::from_raw_os_error(
+            libc::ECONNABORTED
+        )));
+        assert!(is_transient(&io::Error::from_raw_os_error(
+            libc::ECONNABORTED
+        )));
     }
 }

@@ -52,7 +52,9 @@ pub fn run(snapshot: Snapshot) -> Result<(), RuntimeError> {
     let cores = if rt.pin {
         let ids = core_affinity::get_core_ids().unwrap_or_default();
         if ids.is_empty() {
-            tracing::warn!("pin = true but the usable cores cannot be listed; workers are not pinned");
+            tracing::warn!(
+                "pin = true but the usable cores cannot be listed; workers are not pinned"
+            );
         } else if rt.workers > ids.len() {
             tracing::warn!(
                 "{} workers on {} usable cores: some cores run two workers",
@@ -117,7 +119,9 @@ pub fn run(snapshot: Snapshot) -> Result<(), RuntimeError> {
     }
     signals.stop();
     if panicked > 0 {
-        return Err(RuntimeError::Worker(format!("{panicked} worker thread(s) panicked")));
+        return Err(RuntimeError::Worker(format!(
+            "{panicked} worker thread(s) panicked"
+        )));
     }
     tracing::info!("shutdown complete");
     Ok(())
@@ -136,17 +140,35 @@ fn log_summary(s: &Snapshot, started: &mut [worker::Started]) {
     );
     for w in started.iter() {
         match w.core {
-            Some(c) => tracing::info!("worker {}: driver {}, pinned to core {c}", w.index, w.driver),
+            Some(c) => tracing::info!(
+                "worker {}: driver {}, pinned to core {c}",
+                w.index,
+                w.driver
+            ),
             None => tracing::info!("worker {}: driver {}, not pinned", w.index, w.driver),
         }
     }
     for l in &s.listeners {
         let names: Vec<&str> = l.routes.routes().iter().map(|r| &*r.name).collect();
-        tracing::info!("listener {} on {}: routes [{}]", l.name, l.addr, names.join(", "));
+        tracing::info!(
+            "listener {} on {}: routes [{}]",
+            l.name,
+            l.addr,
+            names.join(", ")
+        );
     }
     for u in &s.upstreams {
-        let b: Vec<String> = u.backends.iter().map(|b| format!("{} (weight {})", b.addr, b.weight)).collect();
-        tracing::info!("upstream {} ({}): {}", u.name, u.balancer.as_str(), b.join(", "));
+        let b: Vec<String> = u
+            .backends
+            .iter()
+            .map(|b| format!("{} (weight {})", b.addr, b.weight))
+            .collect();
+        tracing::info!(
+            "upstream {} ({}): {}",
+            u.name,
+            u.balancer.as_str(),
+            b.join(", ")
+        );
     }
     for r in &s.routes {
         tracing::info!("route {}", s.describe_route(r));

@@ -28,7 +28,9 @@ impl Watcher {
                         std::process::exit(1);
                     }
                     seen = true;
-                    tracing::info!("{name}: stopped accepting; draining connections for up to {drain:?}");
+                    tracing::info!(
+                        "{name}: stopped accepting; draining connections for up to {drain:?}"
+                    );
                     let _ = stop.send(true);
                 }
             })?;

@@ -93,7 +93,10 @@ fn build_runtime(index: usize, rt: &RuntimeSettings) -> Result<Rt, String> {
         }
         DriverKind::Auto => {
             if !monoio::utils::detect_uring() {
-                tracing::warn!(worker = index, "io_uring is not available; falling back to epoll");
+                tracing::warn!(
+                    worker = index,
+                    "io_uring is not available; falling back to epoll"
+                );
                 return legacy();
             }
             match uring_runtime(rt) {
@@ -126,7 +129,11 @@ pub fn run(spec: WorkerSpec) {
         if core_affinity::set_for_current(core) {
             pinned = Some(core.id);
         } else {
-            tracing::warn!(worker = index, core = core.id, "could not pin the worker to its core");
+            tracing::warn!(
+                worker = index,
+                core = core.id,
+                "could not pin the worker to its core"
+            );
         }
     }
     let rt = match build_runtime(index, &snapshot.runtime) {
@@ -137,7 +144,9 @@ pub fn run(spec: WorkerSpec) {
         }
     };
     match rt {
-        Rt::Uring(mut rt) => rt.block_on(serve(index, snapshot, shutdown, ready, "io_uring", pinned)),
+        Rt::Uring(mut rt) => {
+            rt.block_on(serve(index, snapshot, shutdown, ready, "io_uring", pinned))
+        }
         Rt::Legacy(mut rt) => rt.block_on(serve(index, snapshot, shutdown, ready, "epoll", pinned)),
     }
 }
@@ -193,7 +202,10 @@ async fn serve(
     }
     let left = ctx.live_connections();
     if left > 0 {
-        tracing::warn!(worker = index, "drain timeout reached; closing {left} connection(s)");
+        tracing::warn!(
+            worker = index,
+            "drain timeout reached; closing {left} connection(s)"
+        );
     } else {
         tracing::debug!(worker = index, "drained");
     }
