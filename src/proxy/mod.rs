@@ -39,6 +39,10 @@ pub async fn serve_connection(
                 let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
                 let mut req = httparse::Request::new(&mut headers);
                 match req.parse(&buf) {
+                    Ok(httparse::Status::Complete(n)) if n > limits.max_head_bytes => {
+                        reply(&mut stream, 431, "request head too large\n", false).await;
+                        return;
+                    }
                     Ok(httparse::Status::Complete(n)) => {
                         let mut host: &[u8] = b"";
                         let mut close = req.version == Some(0);

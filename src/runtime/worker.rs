@@ -202,10 +202,7 @@ async fn serve(
     }
     let left = ctx.live_connections();
     if left > 0 {
-        tracing::warn!(
-            worker = index,
-            "drain timeout reached; closing {left} connection(s)"
-        );
+        tracing::warn!("worker {index}: drain timeout reached; closing {left} connection(s)");
     } else {
         tracing::debug!(worker = index, "drained");
     }
