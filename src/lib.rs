@@ -2,3 +2,5 @@
 //!
 //! Linux only: the runtime relies on io_uring (with an epoll fallback), SO_REUSEPORT and
 //! per-core pinning.
+
+pub mod http1;
