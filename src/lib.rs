@@ -4,6 +4,7 @@
 //! per-core pinning.
 
 pub mod config;
+pub mod http1;
 pub mod proxy;
 pub mod route;
 pub mod runtime;
