@@ -8,7 +8,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_coregate");
@@ -51,9 +52,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A config with one listener on `port`, one upstream and one catch-all route, plus `runtime`
-/// lines for the [runtime] table and `limits` lines for [limits].
-pub fn config(port: u16, runtime: &str, limits: &str) -> String {
+/// A config with one listener on `port`, one upstream (the backend on `backend`) and two routes
+/// (`/api/` and a catch-all), plus `runtime` lines for [runtime] and `limits` lines for [limits].
+pub fn config(port: u16, backend: u16, runtime: &str, limits: &str) -> String {
     format!(
         r#"[runtime]
 {runtime}
@@ -67,7 +68,7 @@ address = "127.0.0.1:{port}"
 
 [[upstreams]]
 name = "app"
-backends = [ {{ address = "127.0.0.1:9" }} ]
+backends = [ {{ address = "127.0.0.1:{backend}" }} ]
 
 [[routes]]
 name = "api"
@@ -79,6 +80,88 @@ name = "default"
 upstream = "app"
 "#
     )
+}
+
+/// A minimal HTTP/1.1 backend on loopback: answers every request head with `200` and the body
+/// `backend saw PATH\n`, keep-alive, no request bodies. Stops (and joins its threads) on drop.
+pub struct Backend {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Backend {
+    pub fn start() -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let stop3 = stop2.clone();
+                        conns.push(std::thread::spawn(move || backend_conn(s, stop3)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        Backend {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+fn backend_conn(mut s: TcpStream, stop: Arc<AtomicBool>) {
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            buf.drain(..end + 4);
+            let path = head.split(' ').nth(1).unwrap_or("?").to_string();
+            let body = format!("backend saw {path}\n");
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if s.write_all(reply.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A running `coregate run`, killed on drop if still alive.
