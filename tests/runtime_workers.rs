@@ -469,3 +469,44 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[test]
+fn auto_driver_falls_back_to_epoll_and_io_uring_driver_refuses() {
+    // monoio's own switch makes io_uring look unavailable.
+    let env = [("MONOIO_FORCE_LEGACY_DRIVER", "1")];
+    let backend = Backend::start();
+    let port = free_port();
+    let proxy = Proxy::start_with_env(
+        &config(port, backend.port, "workers = 1\ndriver = \"auto\"", ""),
+        port,
+        "info",
+        &env,
+    );
+    let log = proxy.log_text();
+    assert!(
+        log.contains("io_uring is not available; falling back to epoll"),
+        "{log}"
+    );
+    assert!(log.contains("worker 0: driver epoll"), "{log}");
+    assert_eq!(get(proxy.addr, "h", "/").status, 200);
+    drop(proxy);
+
+    let port = free_port();
+    let dir = TempDir::new("uring-only");
+    let cfg = dir.write(
+        "c.toml",
+        &config(port, backend.port, "workers = 1\ndriver = \"io_uring\"", ""),
+    );
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .envs(env)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("worker 0: driver = \"io_uring\" but io_uring is not available"),
+        "{stderr}"
+    );
+}
