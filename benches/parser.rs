@@ -13,7 +13,11 @@ const BROWSER: &[u8] = include_bytes!("heads/browser.txt");
 const POST_JSON: &[u8] = include_bytes!("heads/post.txt");
 
 fn bench(c: &mut Criterion) {
-    for (name, head) in [("minimal_get", MINIMAL), ("browser_get", BROWSER), ("post_json", POST_JSON)] {
+    for (name, head) in [
+        ("minimal_get", MINIMAL),
+        ("browser_get", BROWSER),
+        ("post_json", POST_JSON),
+    ] {
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Bytes(head.len() as u64));
         group.bench_function("coregate", |b| {

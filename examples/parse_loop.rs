@@ -11,7 +11,10 @@ fn main() {
         Some("post") => include_bytes!("../benches/heads/post.txt"),
         _ => b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
     };
-    let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = args
+        .get(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     if args.get(1).map(String::as_str) == Some("httparse") {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         for _ in 0..n {

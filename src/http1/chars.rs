@@ -37,7 +37,10 @@ pub static QDTEXT: [bool; 256] =
 
 /// Bytes of a reg-name host (unreserved, pct-encoded, sub-delims except `,`).
 pub static REG_NAME: [bool; 256] = table!(|b| b.is_ascii_alphanumeric()
-    || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')')
+    || matches!(
+        b,
+        b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
+    )
     || matches!(b, b'*' | b'+' | b';' | b'='));
 
 /// Reason phrase: HTAB, SP, VCHAR, obs-text.

@@ -82,7 +82,10 @@ pub(crate) fn parse_line(buf: &[u8], pos: usize) -> Step<(Option<Header>, usize)
         b' ' | b'\t' => return Err(Error::ObsFold.into()),
         _ => {}
     }
-    let name_len = buf[pos..].iter().position(|&b| !is_token(b)).ok_or(Stop::Partial)?;
+    let name_len = buf[pos..]
+        .iter()
+        .position(|&b| !is_token(b))
+        .ok_or(Stop::Partial)?;
     let mut i = pos + name_len;
     match buf[i] {
         b':' if name_len > 0 => {}

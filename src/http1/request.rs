@@ -126,7 +126,10 @@ fn request(buf: &[u8], headers: &mut [Header]) -> Step<Request> {
         }
     }
 
-    let len = buf[start..].iter().position(|&b| !is_token(b)).ok_or(Stop::Partial)?;
+    let len = buf[start..]
+        .iter()
+        .position(|&b| !is_token(b))
+        .ok_or(Stop::Partial)?;
     let mut i = start + len;
     if i == start || buf[i] != b' ' {
         return Err(Error::Method.into());
