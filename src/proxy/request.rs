@@ -498,9 +498,7 @@ impl<'a> ClientConn<'a> {
         let plan = &mut self.plan;
         plan.clear();
         plan.response_head(&resp, rh, |h| {
-            let dropped_framing = dechunk && h.kind == HeaderKind::TransferEncoding;
-            !(h.kind.is_hop_by_hop() || dropped_framing)
-                && !(rconn.nominates_others && connection_has(rh, data, h.name.of(data)))
+            keep_response_field(h, data, rh, &rconn, dechunk)
         });
         if !keep_client {
             plan.static_bytes(b"Connection: close\r\n");
@@ -654,6 +652,22 @@ fn keep_request_field(
         | HeaderKind::XForwardedProto
         | HeaderKind::XForwardedHost => false,
         HeaderKind::Host => !absolute,
+        k if k.is_hop_by_hop() => false,
+        _ => !(conn.nominates_others && connection_has(hs, buf, h.name.of(buf))),
+    }
+}
+
+/// Response fields forwarded untouched: not hop-by-hop, and no `Transfer-Encoding` when the
+/// body is de-chunked for an HTTP/1.0 client.
+fn keep_response_field(
+    h: &Header,
+    buf: &[u8],
+    hs: &[Header],
+    conn: &ConnectionOptions,
+    dechunk: bool,
+) -> bool {
+    match h.kind {
+        HeaderKind::TransferEncoding => !dechunk,
         k if k.is_hop_by_hop() => false,
         _ => !(conn.nominates_others && connection_has(hs, buf, h.name.of(buf))),
     }
