@@ -352,6 +352,10 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
                 .as_bytes(),
             );
             rx.consume(req.total);
+            if req.close {
+                write(&mut stream, &mut out).await;
+                return;
+            }
             continue;
         }
         Counters::bump(&ctx.mine.requests, 1);
