@@ -7,7 +7,7 @@
 //! - `bench`: runs backend, proxies and generator together and prints the comparison.
 
 mod backend;
-// mod bench;
+mod bench;
 mod http;
 mod idle;
 mod relay;
@@ -33,8 +33,8 @@ enum Cmd {
     Relay(relay::RelayArgs),
     /// Hold many keep-alive connections open to measure memory per connection.
     Idle(idle::IdleArgs),
-    // Compare coregate with the relay floor, direct, nginx and HAProxy in one table.
-    // Bench(bench::BenchArgs),
+    /// Compare coregate with the relay floor, direct, nginx and HAProxy in one table.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -44,7 +44,7 @@ fn main() {
         Cmd::Backend(a) => backend::main(a),
         Cmd::Relay(a) => relay::main(a),
         Cmd::Idle(a) => idle::main(a),
-        // Cmd::Bench(a) => bench::main(a),
+        Cmd::Bench(a) => bench::main(a),
     };
     std::process::exit(code);
 }

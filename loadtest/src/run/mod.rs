@@ -231,6 +231,8 @@ pub struct Stats {
     /// Every response, warm-up and errors included (for progress).
     pub responses: u64,
     pub last_done: Option<Instant>,
+    /// CPU time (user + system) the generator process used during the run, in seconds.
+    pub cpu_secs: f64,
 }
 
 impl Default for Stats {
@@ -246,6 +248,7 @@ impl Default for Stats {
             connects: 0,
             responses: 0,
             last_done: None,
+            cpu_secs: 0.0,
         }
     }
 }
@@ -386,6 +389,7 @@ pub fn plan(args: &RunArgs) -> Result<Plan, String> {
 pub fn execute(mut plan: Plan, threads: usize, pin: bool, progress: bool) -> (Plan, Stats, f64) {
     util::raise_nofile();
     let threads = threads.clamp(1, plan.connections);
+    let cpu_before = self_cpu_secs();
     let now = Instant::now();
     let warm = plan.measure_from - plan.start;
     let len = plan.end - plan.measure_from;
@@ -446,6 +450,7 @@ pub fn execute(mut plan: Plan, threads: usize, pin: bool, progress: bool) -> (Pl
             Err(_) => eprintln!("loadtest: a generator thread panicked"),
         }
     }
+    stats.cpu_secs = self_cpu_secs() - cpu_before;
     let finished = stats.last_done.unwrap_or(plan.end);
     let window_end = if plan.quota.is_some() {
         finished.min(plan.end)
@@ -457,6 +462,18 @@ pub fn execute(mut plan: Plan, threads: usize, pin: bool, progress: bool) -> (Pl
         .max(1e-6);
     let plan = Arc::unwrap_or_clone(plan);
     (plan, stats, secs)
+}
+
+/// User + system CPU seconds of this process so far.
+pub fn self_cpu_secs() -> f64 {
+    // SAFETY: getrusage fills one plain struct.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn progress_bar(plan: &Plan) -> indicatif::ProgressBar {

@@ -60,6 +60,8 @@ pub struct Summary {
     pub unsent: u64,
     pub warmup_responses: u64,
     pub connects: u64,
+    /// CPU time of the generator process per valid response, in µs.
+    pub generator_cpu_us_per_req: f64,
     /// Latency of valid responses (open loop: from the intended send time).
     pub latency: Latency,
     /// Open loop only: from the actual send time (what a tool without correction reports).
@@ -90,6 +92,7 @@ impl Summary {
             unsent: s.unsent,
             warmup_responses: s.warmup,
             connects: s.connects,
+            generator_cpu_us_per_req: s.cpu_secs * 1e6 / s.ok.max(1) as f64,
             latency: Latency::of(&s.latency),
             service_latency: plan.interval.map(|_| Latency::of(&s.service)),
         }
@@ -126,10 +129,11 @@ impl Summary {
         );
         let _ = writeln!(
             t,
-            "  requests/s {:>12.1}   ok {:>10}   transfer {}/s",
+            "  requests/s {:>12.1}   ok {:>10}   transfer {}/s   generator CPU {:.2}us/req",
             self.requests_per_sec,
             self.ok,
-            fmt_bytes(self.bytes_per_sec)
+            fmt_bytes(self.bytes_per_sec),
+            self.generator_cpu_us_per_req
         );
         let row = |t: &mut String, name: &str, l: &Latency| {
             let _ = writeln!(
