@@ -198,7 +198,7 @@ pub fn haproxy_config(listen: SocketAddr, backend: SocketAddr) -> String {
         r#"# Written by `loadtest bench`: one thread, server connections reused always.
 global
     nbthread 1
-    maxconn 20000
+    maxconn 8000
 
 defaults
     mode http
