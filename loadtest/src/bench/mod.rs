@@ -149,6 +149,7 @@ pub struct TargetResult {
     pub achieved_rps: f64,
     pub rss_bytes: Option<u64>,
     pub errors: u64,
+    pub error_kinds: run::Errors,
     pub unsent: u64,
     pub generator_cpu_us_per_req: f64,
 }
@@ -603,7 +604,7 @@ fn scenario(
     let threads = plan.gen.len();
     let n = tgts.len();
     let mut sat: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut errors = vec![0u64; n];
+    let mut errors = vec![run::Errors::default(); n];
     let mut unsent = vec![0u64; n];
     for round in 0..plan.rounds {
         for k in 0..n {
@@ -619,20 +620,28 @@ fn scenario(
                 st.errors.total()
             );
             sat[i].push(rps);
-            errors[i] += st.errors.total();
+            errors[i].add(&st.errors);
         }
     }
-    let slowest = tgts
-        .iter()
-        .zip(&sat)
-        .filter(|(t, _)| t.proc.is_some())
-        .map(|(_, v)| median(v))
-        .fold(f64::INFINITY, f64::min);
-    let slowest = if slowest.is_finite() {
-        slowest
-    } else {
-        sat.iter().map(|v| median(v)).fold(f64::INFINITY, f64::min)
+    // The fixed rate sits below the slowest proxy that answered correctly at all; a target
+    // with no valid response (e.g. answering 502) is reported, not used to pick the rate.
+    for (t, v) in tgts.iter().zip(&sat) {
+        if median(v) == 0.0 {
+            notes.push(format!("{}: no valid response at saturation", t.name));
+        }
+    }
+    let pick = |proxies_only: bool| {
+        tgts.iter()
+            .zip(&sat)
+            .filter(|(t, _)| !proxies_only || t.proc.is_some())
+            .map(|(_, v)| median(v))
+            .filter(|&m| m > 0.0)
+            .fold(f64::INFINITY, f64::min)
     };
+    let slowest = Some(pick(true))
+        .filter(|s| s.is_finite())
+        .or_else(|| Some(pick(false)).filter(|s| s.is_finite()))
+        .unwrap_or(1.0);
     let rate = match args.rate {
         Some(r) => r,
         None => round_rate((slowest * args.rate_fraction).max(1.0)),
@@ -673,7 +682,7 @@ fn scenario(
             );
             achieved[i] += st.ok as f64 / secs / plan.rounds as f64;
             gen_cpu[i] += st.cpu_secs * 1e6 / st.ok.max(1) as f64 / plan.rounds as f64;
-            errors[i] += st.errors.total();
+            errors[i].add(&st.errors);
             unsent[i] += st.unsent;
             hist[i].merge(&st);
         }
@@ -692,7 +701,8 @@ fn scenario(
             latency: Latency::of(&hist[i].latency),
             achieved_rps: achieved[i],
             rss_bytes: pid.map(targets::rss_tree),
-            errors: errors[i],
+            errors: errors[i].total(),
+            error_kinds: errors[i].clone(),
             unsent: unsent[i],
             generator_cpu_us_per_req: gen_cpu[i],
         });

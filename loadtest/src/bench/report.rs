@@ -51,13 +51,14 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// The reference the ratios are taken against: coregate, else the first proxy, else the first.
+/// The reference the ratios are taken against: coregate, else the first proxy, else the first
+/// target; only among targets that gave valid responses.
 fn reference(s: &ScenarioResult) -> Option<&TargetResult> {
-    s.targets
-        .iter()
+    let valid = || s.targets.iter().filter(|t| t.saturation_median > 0.0);
+    valid()
         .find(|t| t.name == "coregate")
-        .or_else(|| s.targets.iter().find(|t| t.cpu_us_per_req_median.is_some()))
-        .or_else(|| s.targets.first())
+        .or_else(|| valid().find(|t| t.cpu_us_per_req_median.is_some()))
+        .or_else(|| valid().next())
 }
 
 pub fn markdown(b: &BenchReport) -> String {
@@ -141,6 +142,9 @@ pub fn markdown(b: &BenchReport) -> String {
                 ratio(Some(c.saturation_median), Some(f.saturation_median)),
                 ratio(c.cpu_us_per_req_median, f.cpu_us_per_req_median)
             );
+        }
+        for t in s.targets.iter().filter(|t| t.errors > 0) {
+            let _ = writeln!(m, "\n- {} errors: {}", t.name, t.error_kinds.describe());
         }
         for n in &s.notes {
             let _ = writeln!(m, "\n- {n}");

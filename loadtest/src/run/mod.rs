@@ -185,6 +185,28 @@ impl Errors {
             + self.body_length
     }
 
+    /// The non-zero kinds, e.g. "body_length 812, timeout 3".
+    pub fn describe(&self) -> String {
+        let kinds = [
+            ("connect", self.connect),
+            ("timeout", self.timeout),
+            ("reset", self.reset),
+            ("parse", self.parse),
+            ("status_1xx", self.status_1xx),
+            ("status_2xx", self.status_2xx),
+            ("status_3xx", self.status_3xx),
+            ("status_4xx", self.status_4xx),
+            ("status_5xx", self.status_5xx),
+            ("body_length", self.body_length),
+        ];
+        let v: Vec<String> = kinds
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        v.join(", ")
+    }
+
     pub fn status(&mut self, status: u16) {
         match status / 100 {
             1 => self.status_1xx += 1,
@@ -195,7 +217,7 @@ impl Errors {
         }
     }
 
-    fn add(&mut self, o: &Errors) {
+    pub fn add(&mut self, o: &Errors) {
         self.connect += o.connect;
         self.timeout += o.timeout;
         self.reset += o.reset;
