@@ -687,6 +687,16 @@ fn scenario(
             hist[i].merge(&st);
         }
     }
+    let series: Vec<(String, Vec<(f64, u64)>)> = tgts
+        .iter()
+        .zip(&hist)
+        .map(|(t, h)| (t.name.clone(), run::report::percentile_points(&h.latency)))
+        .collect();
+    let title = format!("{}: latency by percentile at {rate} req/s", s.name);
+    let svg = dir.join(format!("{}-latency.svg", s.name));
+    if let Err(e) = std::fs::write(&svg, run::report::svg(&title, &series)) {
+        notes.push(format!("{}: {e}", svg.display()));
+    }
     let mut out = Vec::new();
     for (i, t) in tgts.iter().enumerate() {
         let pid = t.proc.as_ref().and_then(Running::pid);
