@@ -8,3 +8,4 @@ pub mod http1;
 pub mod proxy;
 pub mod route;
 pub mod runtime;
+pub mod upstream;

@@ -132,7 +132,7 @@ fn valid_host(v: &[u8]) -> bool {
 /// Explains why coregate rejected (with `err`) a request httparse accepted, by checking the
 /// input and httparse's own view of it. `None` means unexplained.
 fn explain_request(input: &[u8], err: Error, theirs: &httparse::Request) -> Option<&'static str> {
-    let head = &input[..];
+    let head = input;
     let host_values: Vec<&[u8]> = theirs
         .headers
         .iter()

@@ -35,6 +35,14 @@ pub static TARGET: [bool; 256] = table!(|b| b > 0x20 && b < 0x7f);
 pub static QDTEXT: [bool; 256] =
     table!(|b| b == b'\t' || b == b' ' || b == 0x21 || (b >= 0x23 && b != 0x5c && b != 0x7f));
 
+/// Bytes of a reg-name host (unreserved, pct-encoded, sub-delims except `,`).
+pub static REG_NAME: [bool; 256] = table!(|b| b.is_ascii_alphanumeric()
+    || matches!(
+        b,
+        b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
+    )
+    || matches!(b, b'*' | b'+' | b';' | b'='));
+
 /// Reason phrase: HTAB, SP, VCHAR, obs-text.
 pub use FIELD_VALUE as REASON;
 

@@ -82,21 +82,15 @@ pub(crate) fn parse_line(buf: &[u8], pos: usize) -> Step<(Option<Header>, usize)
         b' ' | b'\t' => return Err(Error::ObsFold.into()),
         _ => {}
     }
-    let mut i = pos;
-    loop {
-        let b = *buf.get(i).ok_or(Stop::Partial)?;
-        if is_token(b) {
-            i += 1;
-            continue;
-        }
-        if b == b':' && i > pos {
-            break;
-        }
-        return Err(match b {
-            b' ' | b'\t' if i > pos => Error::WhitespaceBeforeColon,
-            _ => Error::HeaderName,
-        }
-        .into());
+    let name_len = buf[pos..]
+        .iter()
+        .position(|&b| !is_token(b))
+        .ok_or(Stop::Partial)?;
+    let mut i = pos + name_len;
+    match buf[i] {
+        b':' if name_len > 0 => {}
+        b' ' | b'\t' if name_len > 0 => return Err(Error::WhitespaceBeforeColon.into()),
+        _ => return Err(Error::HeaderName.into()),
     }
     let name = Span::new(pos, i);
     i += 1;

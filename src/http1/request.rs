@@ -1,7 +1,7 @@
 //! Request heads (RFC 9112 §3): request line, header fields, and the request-level rules
 //! (`Host`, the target form each method allows).
 
-use super::chars::is_token;
+use super::chars::{is_token, REG_NAME};
 use super::fields::{parse_fields, HeaderKind};
 use super::{finish, simd, Error, Header, Span, Status, Step, Stop, Version};
 
@@ -126,10 +126,11 @@ fn request(buf: &[u8], headers: &mut [Header]) -> Step<Request> {
         }
     }
 
-    let mut i = start;
-    while is_token(*buf.get(i).ok_or(Stop::Partial)?) {
-        i += 1;
-    }
+    let len = buf[start..]
+        .iter()
+        .position(|&b| !is_token(b))
+        .ok_or(Stop::Partial)?;
+    let mut i = start + len;
     if i == start || buf[i] != b' ' {
         return Err(Error::Method.into());
     }
@@ -184,18 +185,20 @@ fn request(buf: &[u8], headers: &mut [Header]) -> Step<Request> {
 /// Reads `HTTP/1.0` or `HTTP/1.1` at `i`; a prefix of either is partial.
 #[inline]
 pub(crate) fn version(buf: &[u8], i: usize) -> Step<Version> {
-    let have = &buf[i.min(buf.len())..buf.len().min(i + 8)];
-    if have.len() < 8 {
-        return if b"HTTP/1."[..have.len().min(7)] == have[..have.len().min(7)] {
-            Err(Stop::Partial)
-        } else {
-            Err(Error::Version.into())
+    const V11: u64 = u64::from_le_bytes(*b"HTTP/1.1");
+    const V10: u64 = u64::from_le_bytes(*b"HTTP/1.0");
+    if let Some(&have) = buf.get(i..).and_then(|b| b.first_chunk::<8>()) {
+        return match u64::from_le_bytes(have) {
+            V11 => Ok(Version::Http11),
+            V10 => Ok(Version::Http10),
+            _ => Err(Error::Version.into()),
         };
     }
-    match have {
-        b"HTTP/1.1" => Ok(Version::Http11),
-        b"HTTP/1.0" => Ok(Version::Http10),
-        _ => Err(Error::Version.into()),
+    let have = &buf[i.min(buf.len())..];
+    if b"HTTP/1."[..have.len().min(7)] == have[..have.len().min(7)] {
+        Err(Stop::Partial)
+    } else {
+        Err(Error::Version.into())
     }
 }
 
@@ -285,6 +288,29 @@ pub(crate) fn is_authority(a: &[u8], need_port: bool) -> bool {
     host_ok && port_ok && !(need_port && host.is_empty() && !a.starts_with(b"["))
 }
 
+/// A `Host` value: the common `name` and `name:port` shapes in one table-driven pass; IP
+/// literals (rare) take the general path. A `,` means several values were folded into one.
+#[inline]
+fn check_host(v: &[u8]) -> Step<()> {
+    let ok = match v.iter().position(|&b| !REG_NAME[b as usize]) {
+        None => true,
+        Some(p) => match v[p] {
+            b':' => {
+                let port = &v[p + 1..];
+                !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
+            }
+            b',' => return Err(Error::DuplicateHost.into()),
+            b'[' if p == 0 => is_authority(v, false),
+            _ => false,
+        },
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidHost.into())
+    }
+}
+
 /// RFC 9112 §3.2: exactly one `Host` on HTTP/1.1, at most one on HTTP/1.0, a valid authority.
 fn host(buf: &[u8], headers: &[Header], version: Version) -> Step<Option<u16>> {
     let mut found = None;
@@ -294,13 +320,7 @@ fn host(buf: &[u8], headers: &[Header], version: Version) -> Step<Option<u16>> {
                 return Err(Error::DuplicateHost.into());
             }
             found = Some(i as u16);
-            let v = h.value.of(buf);
-            if v.contains(&b',') {
-                return Err(Error::DuplicateHost.into());
-            }
-            if !is_authority(v, false) {
-                return Err(Error::InvalidHost.into());
-            }
+            check_host(h.value.of(buf))?;
         }
     }
     if found.is_none() && version == Version::Http11 {

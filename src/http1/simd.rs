@@ -17,7 +17,27 @@ pub fn scan_value(bytes: &[u8], mut i: usize) -> usize {
             _ => break,
         }
     }
-    scalar(bytes, i, &FIELD_VALUE)
+    scalar(bytes, swar_value(bytes, i), &FIELD_VALUE)
+}
+
+/// Eight bytes at a time in a `u64` for the short tails the vector loop leaves: stops at the
+/// first word holding a control byte or DEL (the scalar loop then finds which byte).
+#[inline(always)]
+fn swar_value(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    while let Some(word) = bytes.get(i..).and_then(|b| b.first_chunk::<8>()) {
+        let x = u64::from_ne_bytes(*word);
+        // A byte < 0x20: (x - 0x20..) & !x has its high bit set (classic "has less than").
+        let ctl = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let y = x ^ (ONES * 0x7f);
+        let del = y.wrapping_sub(ONES) & !y & HIGH;
+        if ctl | del != 0 {
+            break;
+        }
+        i += 8;
+    }
+    i
 }
 
 /// First index at or after `i` whose byte is not visible ASCII (0x21..=0x7e).

@@ -1,165 +1,98 @@
-//! The forwarding state machine (placeholder until the real proxy lands): the runtime's accept
-//! loop calls [`serve_connection`] once per accepted connection, on the worker that accepted it.
+//! The forwarding state machine: one task per client connection, on the worker that accepted
+//! it (`crate::runtime` calls [`serve_connection`]).
 //!
-//! This interim version answers from the route table without contacting an upstream, so the
-//! runtime can be exercised end to end: for each request head it replies `200` with
-//! `route NAME -> UPSTREAM` in the body, or `404` when no route matches; requests with a body get
-//! `501` and the connection is closed. It honours keep-alive, pipelining, the client header and
-//! idle timeouts, the head-size limit and graceful shutdown (`Connection: close` once the worker
-//! is shutting down; idle connections close at once).
+//! Lifecycle of a request on a keep-alive connection:
+//! 1. read the head into the connection's buffer (idle timeout before the first byte, header
+//!    timeout for the whole head; a graceful shutdown closes an idle connection), parse it
+//!    (`crate::http1`) and decide the body framing — malformed or ambiguous: 400, nothing sent;
+//! 2. route it (`crate::route`), check the body limit, answer `Expect: 100-continue`;
+//! 3. take an upstream connection (`crate::upstream`: pooled or new), write the rewritten head
+//!    and the body bytes that came with it in one vectored write, stream the rest of the body;
+//! 4. read and parse the response head (response timeout), rewrite it, write it with the body
+//!    bytes that came with it, stream the rest;
+//! 5. return the upstream connection to the pool when it can carry another request; keep the
+//!    bytes of a pipelined next request and go back to 1, or close.
+//!
+//! A pooled connection found closed before any of the request was sent, or one that closes
+//! before any response byte on a request without a body, is replaced by a new connection once.
 
-use std::net::SocketAddr;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+mod body;
+mod error;
+mod io;
+mod request;
+pub(crate) mod sys;
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+pub use error::{error_response, reason, Stats};
 
 use crate::runtime::WorkerCtx;
+use crate::upstream::Upstreams;
+use monoio::net::TcpStream;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// Proxy state owned by one worker.
+pub struct WorkerState {
+    pub upstreams: Upstreams,
+    pub stats: Stats,
+    /// Spare response buffers (leased per request, returned after).
+    spare: RefCell<Vec<Vec<u8>>>,
+}
+
+impl WorkerState {
+    pub fn new(snapshot: &crate::config::Snapshot) -> WorkerState {
+        WorkerState {
+            upstreams: Upstreams::new(snapshot),
+            stats: Stats::default(),
+            spare: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn lease(&self) -> Vec<u8> {
+        self.spare
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(body::BODY_BUF))
+    }
+
+    fn give_back(&self, mut buf: Vec<u8>) {
+        let mut spare = self.spare.borrow_mut();
+        if buf.capacity() >= body::BODY_BUF && spare.len() < 64 {
+            buf.clear();
+            spare.push(buf);
+        }
+    }
+
+    /// One line for the shutdown log.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        let classes: Vec<String> = s
+            .relayed
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{}xx={}", i + 1, c.get()))
+            .collect();
+        format!(
+            "requests={} relayed[{}] errors[{}] upstream connects={} reuses={} retries={} client_timeouts={}",
+            s.requests.get(),
+            classes.join(" "),
+            s.errors.summary(),
+            s.upstream_connects.get(),
+            s.upstream_reuses.get(),
+            s.upstream_retries.get(),
+            s.client_timeouts.get(),
+        )
+    }
+}
 
 /// Serves one client connection until it closes, fails, times out, or the worker shuts down.
 pub async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     listener: usize,
     ctx: Rc<WorkerCtx>,
 ) {
-    let _ = peer;
-    let snapshot = ctx.snapshot.clone();
-    let limits = &snapshot.limits;
-    let table = &snapshot.listeners[listener].routes;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut first = true;
-    loop {
-        // Read until a complete head is buffered.
-        let head_deadline = Instant::now() + limits.client_header_timeout;
-        let (head_len, host, path, keep_alive, has_body) = loop {
-            if !buf.is_empty() {
-                let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-                let mut req = httparse::Request::new(&mut headers);
-                match req.parse(&buf) {
-                    Ok(httparse::Status::Complete(n)) if n > limits.max_head_bytes => {
-                        reply(&mut stream, 431, "request head too large\n", false).await;
-                        return;
-                    }
-                    Ok(httparse::Status::Complete(n)) => {
-                        let mut host: &[u8] = b"";
-                        let mut close = req.version == Some(0);
-                        let mut has_body = false;
-                        for h in req.headers.iter() {
-                            if h.name.eq_ignore_ascii_case("host") {
-                                host = h.value;
-                            } else if h.name.eq_ignore_ascii_case("connection") {
-                                if h.value.eq_ignore_ascii_case(b"close") {
-                                    close = true;
-                                } else if h.value.eq_ignore_ascii_case(b"keep-alive") {
-                                    close = false;
-                                }
-                            } else if h.name.eq_ignore_ascii_case("transfer-encoding")
-                                || (h.name.eq_ignore_ascii_case("content-length")
-                                    && h.value != b"0")
-                            {
-                                has_body = true;
-                            }
-                        }
-                        let target = req.path.unwrap_or("/").as_bytes();
-                        let path_len = memchr::memchr(b'?', target).unwrap_or(target.len());
-                        break (
-                            n,
-                            host.to_vec(),
-                            target[..path_len].to_vec(),
-                            !close,
-                            has_body,
-                        );
-                    }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(httparse::Error::TooManyHeaders) => {
-                        reply(&mut stream, 431, "too many headers\n", false).await;
-                        return;
-                    }
-                    Err(_) => {
-                        reply(&mut stream, 400, "bad request\n", false).await;
-                        return;
-                    }
-                }
-            }
-            if buf.len() >= limits.max_head_bytes {
-                reply(&mut stream, 431, "request head too large\n", false).await;
-                return;
-            }
-            if buf.len() == buf.capacity() {
-                buf.reserve(4096);
-            }
-            let len = buf.len();
-            let read = stream.read(buf.slice_mut(len..));
-            let left = head_deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1));
-            let result = if len == 0 {
-                // Nothing of a request yet: wait for one, but not past shutdown.
-                let wait = if first {
-                    left
-                } else {
-                    limits.client_idle_timeout
-                };
-                monoio::select! {
-                    r = monoio::time::timeout(wait, read) => r,
-                    _ = ctx.shutdown_signal() => return,
-                }
-            } else {
-                monoio::time::timeout(left, read).await
-            };
-            // A timed-out read may have lost bytes: close the connection (MONOIO-FACTS).
-            let Ok((res, slice)) = result else { return };
-            buf = slice.into_inner();
-            match res {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        };
-        first = false;
-        buf.drain(..head_len);
-        if has_body {
-            reply(
-                &mut stream,
-                501,
-                "request bodies are not supported yet\n",
-                false,
-            )
-            .await;
-            return;
-        }
-        let keep_alive = keep_alive && !ctx.shutting_down();
-        let ok = match table.find(&host, &path) {
-            Some(r) => {
-                let body = format!(
-                    "route {} -> {}\n",
-                    r.name, snapshot.upstreams[r.upstream].name
-                );
-                reply(&mut stream, 200, &body, keep_alive).await
-            }
-            None => reply(&mut stream, 404, "no route\n", keep_alive).await,
-        };
-        if !ok || !keep_alive {
-            return;
-        }
-    }
-}
-
-async fn reply(stream: &mut TcpStream, status: u16, body: &str, keep_alive: bool) -> bool {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        431 => "Request Header Fields Too Large",
-        _ => "Not Implemented",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{body}",
-        body.len(),
-        if keep_alive { "" } else { "connection: close\r\n" },
-    );
-    let (res, _) = stream.write_all(head.into_bytes()).await;
-    res.is_ok()
+    request::ClientConn::new(stream, peer, listener, &ctx)
+        .run()
+        .await;
 }

@@ -17,6 +17,8 @@ pub struct WorkerCtx {
     pub index: usize,
     /// The config snapshot: cloned once per worker, never per request.
     pub snapshot: Arc<Snapshot>,
+    /// The forwarding path's per-worker state: upstream pools, balancers, counters.
+    pub proxy: crate::proxy::WorkerState,
     live: Cell<usize>,
     shutting_down: Cell<bool>,
     waiters: RefCell<Waiters>,
@@ -32,6 +34,7 @@ impl WorkerCtx {
     pub fn new(index: usize, snapshot: Arc<Snapshot>) -> Rc<Self> {
         Rc::new(WorkerCtx {
             index,
+            proxy: crate::proxy::WorkerState::new(&snapshot),
             snapshot,
             live: Cell::new(0),
             shutting_down: Cell::new(false),

@@ -206,4 +206,5 @@ async fn serve(
     } else {
         tracing::debug!(worker = index, "drained");
     }
+    tracing::info!("worker {index}: {}", ctx.proxy.summary());
 }
