@@ -510,3 +510,40 @@ fn auto_driver_falls_back_to_epoll_and_io_uring_driver_refuses() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_second_signal_exits_at_once_with_status_1() {
+    let backend = Backend::start();
+    let port = free_port();
+    let mut proxy = Proxy::start(
+        &config(
+            port,
+            backend.port,
+            "workers = 1\ndrain_timeout = \"60s\"",
+            "client_header_timeout = \"60s\"",
+        ),
+        port,
+        "info",
+    );
+    let mut stuck = connect(proxy.addr);
+    stuck.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    proxy.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "must still be draining"
+    );
+    proxy.signal(libc::SIGINT);
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit after the second signal");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        proxy
+            .log_text()
+            .contains("SIGINT again: exiting without waiting"),
+        "{}",
+        proxy.log_text()
+    );
+}
