@@ -92,6 +92,7 @@ pub fn run(snapshot: Snapshot, exit_after: Option<Duration>) -> Result<(), Runti
             core: (!cores.is_empty()).then(|| cores[index % cores.len()]),
             shutdown: stop_rx.clone(),
             ready: ready_tx.clone(),
+            exit_after,
         };
         let t = std::thread::Builder::new()
             .name(format!("coregate-w{index}"))
