@@ -1,11 +1,16 @@
 //! Idle upstream connections of one backend on one worker: a LIFO stack (the most recently
 //! used connection is the warmest), bounded by `max_idle`, entries older than `idle_timeout`
-//! dropped on the way in and out. A connection the backend closed while idle is detected with a
-//! non-blocking peek before reuse.
+//! dropped on the way in and out. A connection idle for longer than [`PEEK_AFTER`] is checked
+//! with a non-blocking peek before reuse (the backend may have closed it); one reused sooner is
+//! not — that would cost a syscall per request under load — and the rare close that races with
+//! reuse is caught by the proxy's retry on a fresh connection.
 
 use crate::config::PoolSettings;
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Idle time after which a pooled connection is peeked before reuse.
+pub const PEEK_AFTER: Duration = Duration::from_millis(200);
 
 use monoio::net::TcpStream;
 
@@ -39,8 +44,9 @@ impl Pool {
     /// The most recent idle connection that is still open and not expired.
     pub fn take(&mut self, now: Instant) -> Option<TcpStream> {
         while let Some(p) = self.idle.pop_back() {
-            if now.duration_since(p.since) < self.settings.idle_timeout
-                && crate::proxy::sys::peer_still_open(&p.stream)
+            let idle = now.duration_since(p.since);
+            if idle < self.settings.idle_timeout
+                && (idle < PEEK_AFTER || crate::proxy::sys::peer_still_open(&p.stream))
             {
                 return Some(p.stream);
             }
