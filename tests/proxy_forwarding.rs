@@ -1,0 +1,324 @@
+//! The forwarding path end to end, each test under both drivers (io_uring and epoll): the real
+//! binary on loopback in front of recording backends. Keep-alive on both sides, pipelining,
+//! HEAD/204/304, `Expect: 100-continue`, hop-by-hop removal and X-Forwarded-*, routing by host
+//! and longest prefix with prefix stripping and replacing.
+
+mod common;
+
+use common::*;
+
+both_drivers!(
+    keep_alive_reuses_connections_on_both_sides,
+    pipelined_requests_are_answered_in_order,
+    head_204_and_304_have_no_body_and_keep_the_connection,
+    expect_100_continue_is_answered_before_the_body,
+    hop_by_hop_fields_go_and_x_forwarded_fields_come,
+    routes_by_host_and_longest_prefix_and_rewrites_the_path,
+);
+
+fn keep_alive_reuses_connections_on_both_sides(driver: &str) {
+    let backend = TestBackend::hello();
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let (clients, per_client) = (3, 20);
+    for c in 0..clients {
+        let mut client = Client::connect(proxy.addr);
+        for i in 0..per_client {
+            client.send(get_req("app.test", &format!("/k/{c}/{i}"), ""));
+            let r = client.response();
+            assert_eq!(r.status, 200);
+            assert_eq!(r.text(), format!("backend saw /k/{c}/{i}"));
+            assert!(!r.closes(), "{r:?}");
+        }
+    }
+    let n = clients * per_client;
+    assert_eq!(backend.requests().len(), n);
+    // One worker and sequential clients: the pooled connection serves every request.
+    assert!(
+        backend.conns() <= clients,
+        "{} backend connections for {n} requests",
+        backend.conns()
+    );
+}
+
+fn pipelined_requests_are_answered_in_order(driver: &str) {
+    let backend =
+        TestBackend::start(|r| Reply::ok(format!("{} {} [{}]", r.method, r.target, r.body.len())));
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    let mut batch = String::new();
+    let mut expect = Vec::new();
+    for i in 0..12 {
+        match i % 4 {
+            1 => {
+                let body = "x".repeat(i * 10);
+                batch += &format!(
+                    "POST /p/{i} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                expect.push(("POST", format!("POST /p/{i} [{}]", body.len())));
+            }
+            3 => {
+                batch += &format!("HEAD /p/{i} HTTP/1.1\r\nHost: a\r\n\r\n");
+                expect.push(("HEAD", String::new()));
+            }
+            _ => {
+                batch += &get_req("a", &format!("/p/{i}"), "");
+                expect.push(("GET", format!("GET /p/{i} [0]")));
+            }
+        }
+    }
+    client.send(batch.as_bytes()); // one write
+    for (i, (method, body)) in expect.iter().enumerate() {
+        let r = client.response_to(method);
+        assert_eq!(r.status, 200, "response {i}");
+        assert_eq!(&r.text(), body, "response {i} out of order or damaged");
+    }
+    let seen: Vec<String> = backend
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    let want: Vec<String> = (0..12).map(|i| format!("/p/{i}")).collect();
+    assert_eq!(seen, want);
+    // Still usable.
+    client.send(get_req("a", "/after", ""));
+    assert_eq!(client.response().text(), "GET /after [0]");
+}
+
+fn head_204_and_304_have_no_body_and_keep_the_connection(driver: &str) {
+    let backend = TestBackend::start(|r| match r.target.as_str() {
+        "/204" => Reply::new(204, Body::Empty).header("X-Kind", "204"),
+        // A 304 may carry the Content-Length of the representation: there is still no body.
+        "/304" => Reply::new(304, Body::Empty)
+            .header("ETag", "\"v1\"")
+            .header("Content-Length", "1234"),
+        _ => Reply::ok(pattern(1234, 7)),
+    });
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    for round in 0..2 {
+        client.send(format!("HEAD /doc HTTP/1.1\r\nHost: a\r\n\r\n"));
+        let r = client.response_to("HEAD");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-length"), Some("1234"), "{r:?}");
+
+        client.send(get_req("a", "/204", ""));
+        let r = client.response();
+        assert_eq!((r.status, r.header("x-kind")), (204, Some("204")));
+
+        client.send(get_req("a", "/304", "If-None-Match: \"v1\"\r\n"));
+        let r = client.response();
+        assert_eq!((r.status, r.header("etag")), (304, Some("\"v1\"")));
+
+        // Had any of these carried body bytes, this response would be misread.
+        client.send(get_req("a", "/doc", ""));
+        let r = client.response();
+        assert_eq!(r.status, 200, "round {round}");
+        assert_eq!(r.body, pattern(1234, 7));
+    }
+    assert!(
+        client.pending().is_empty(),
+        "stray bytes after the responses"
+    );
+    assert_eq!(backend.requests().len(), 8);
+}
+
+fn expect_100_continue_is_answered_before_the_body(driver: &str) {
+    let backend = TestBackend::echo();
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    for i in 0..2 {
+        let body = format!("the body {i}");
+        client.send(format!(
+            "PUT /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        ));
+        let interim = client.head();
+        assert_eq!(interim.status, 100, "{interim:?}");
+        assert_eq!(interim.version, "HTTP/1.1");
+        assert!(
+            backend.requests().len() == i,
+            "the backend answered before the body was sent"
+        );
+        client.send(&body);
+        let r = client.response_to("PUT");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), body);
+    }
+    let reqs = backend.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].body, b"the body 1");
+}
+
+fn hop_by_hop_fields_go_and_x_forwarded_fields_come(driver: &str) {
+    let backend = TestBackend::start(|_| {
+        Reply::ok("ok")
+            .header("Connection", "X-Resp-Hop, keep-alive")
+            .header("X-Resp-Hop", "1")
+            .header("Keep-Alive", "timeout=5")
+            .header("Proxy-Connection", "keep-alive")
+            .header("Trailer", "X-Sum")
+            .header("Upgrade", "h2c")
+            .header("X-Resp-Kept", "yes")
+    });
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    client.send(get_req(
+        "app.test:8080",
+        "/hop?x=1",
+        "Connection: keep-alive, X-Custom-Hop\r\n\
+         X-Custom-Hop: secret\r\n\
+         Keep-Alive: timeout=5\r\n\
+         Proxy-Connection: keep-alive\r\n\
+         TE: trailers\r\n\
+         Trailer: X-Sum\r\n\
+         Upgrade: websocket\r\n\
+         X-Forwarded-For: 203.0.113.7\r\n\
+         X-Forwarded-Proto: https\r\n\
+         X-Forwarded-Host: evil.test\r\n\
+         X-End-To-End: kept\r\n",
+    ));
+    let r = client.response();
+    assert_eq!(r.status, 200);
+    for gone in [
+        "x-resp-hop",
+        "keep-alive",
+        "proxy-connection",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(r.all(gone).is_empty(), "response kept {gone}: {r:?}");
+    }
+    assert!(
+        r.all("connection")
+            .iter()
+            .all(|v| !v.contains("X-Resp-Hop")),
+        "{r:?}"
+    );
+    assert_eq!(r.header("x-resp-kept"), Some("yes"));
+
+    // Second request on the same connection: no incoming X-Forwarded-For, two X-Forwarded-For
+    // fields on the third.
+    client.send(get_req("b.test", "/plain", ""));
+    assert_eq!(client.response().status, 200);
+    client.send(get_req(
+        "c.test",
+        "/two",
+        "X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2, 10.0.0.3\r\n",
+    ));
+    assert_eq!(client.response().status, 200);
+
+    let reqs = backend.requests();
+    assert_eq!(reqs.len(), 3);
+    let first = &reqs[0];
+    for gone in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "x-custom-hop",
+    ] {
+        assert!(
+            first.all(gone).is_empty(),
+            "{gone} was forwarded: {first:?}"
+        );
+    }
+    assert_eq!(first.target, "/hop?x=1");
+    assert_eq!(first.header("host"), Some("app.test:8080"));
+    assert_eq!(first.header("x-end-to-end"), Some("kept"));
+    assert_eq!(
+        first.header("x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+    assert_eq!(first.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(first.header("x-forwarded-host"), Some("app.test:8080"));
+
+    assert_eq!(reqs[1].header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(reqs[1].header("x-forwarded-host"), Some("b.test"));
+    assert_eq!(reqs[1].header("host"), Some("b.test"));
+    let xff: Vec<&str> = reqs[2].all("x-forwarded-for");
+    assert_eq!(xff, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]);
+}
+
+fn routes_by_host_and_longest_prefix_and_rewrites_the_path(driver: &str) {
+    let names = ["exact", "wild", "strip", "replace", "health", "default"];
+    let backends: Vec<TestBackend> = names.iter().map(|_| TestBackend::hello()).collect();
+    let mut rest = String::new();
+    for (name, b) in names.iter().zip(&backends) {
+        rest += &upstream_toml(name, &[b.port], "");
+    }
+    rest += r#"
+[[routes]]
+name = "exact"
+hosts = ["api.example.com"]
+upstream = "exact"
+
+[[routes]]
+name = "wild"
+hosts = ["*.example.com"]
+upstream = "wild"
+
+[[routes]]
+name = "strip"
+path_prefix = "/static/"
+strip_prefix = true
+upstream = "strip"
+
+[[routes]]
+name = "replace"
+path_prefix = "/static/img/"
+replace_prefix = "/images/"
+upstream = "replace"
+
+[[routes]]
+name = "health"
+path_exact = "/health"
+upstream = "health"
+
+[[routes]]
+name = "default"
+upstream = "default"
+"#;
+    let proxy = start_proxy(driver, "", &rest);
+    // (host, path, backend, path the backend sees)
+    let cases = [
+        ("api.example.com", "/x?y=1", "exact", "/x?y=1"),
+        ("API.Example.COM:8080", "/static/a", "exact", "/static/a"),
+        ("shop.example.com", "/static/a", "wild", "/static/a"),
+        ("other.test", "/static/a/b?q=1&r=2", "strip", "/a/b?q=1&r=2"),
+        ("other.test", "/static/", "strip", "/"),
+        ("other.test", "/static/?q", "strip", "/?q"),
+        (
+            "other.test",
+            "/static/img/cat.png?s=2",
+            "replace",
+            "/images/cat.png?s=2",
+        ),
+        ("other.test", "/staticx", "default", "/staticx"),
+        ("other.test", "/health", "health", "/health"),
+        ("other.test", "/health/deep", "default", "/health/deep"),
+        ("other.test", "/", "default", "/"),
+    ];
+    let mut client = Client::connect(proxy.addr);
+    for (host, path, _, _) in cases {
+        client.send(get_req(host, path, ""));
+        let r = client.response();
+        assert_eq!(r.status, 200, "{host} {path}");
+    }
+    for (i, name) in names.iter().enumerate() {
+        let want: Vec<(&str, &str)> = cases
+            .iter()
+            .filter(|c| c.2 == *name)
+            .map(|c| (c.0, c.3))
+            .collect();
+        let got: Vec<(String, String)> = backends[i]
+            .requests()
+            .iter()
+            .map(|r| (r.header("host").unwrap().to_string(), r.target.clone()))
+            .collect();
+        let got: Vec<(&str, &str)> = got.iter().map(|(h, t)| (h.as_str(), t.as_str())).collect();
+        assert_eq!(got, want, "backend {name}");
+    }
+}
