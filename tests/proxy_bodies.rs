@@ -18,6 +18,7 @@ both_drivers!(
     large_response_bodies_in_both_framings_arrive_intact,
     close_delimited_response_is_relayed_to_the_end,
     http10_client_gets_a_chunked_response_dechunked,
+    chunk_extensions_and_trailers_pass_through,
 );
 
 /// Echoes the request body: with Content-Length, or chunked with odd sizes when the target
@@ -184,4 +185,34 @@ fn http10_client_gets_a_chunked_response_dechunked(driver: &str) {
     for r in backend.requests() {
         assert!(r.all("connection").is_empty(), "{r:?}");
     }
+}
+
+fn chunk_extensions_and_trailers_pass_through(driver: &str) {
+    let backend = TestBackend::start(|r| {
+        Reply::new(
+            0,
+            Body::Raw(
+                format!(
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n\
+                     {:x};name=value\r\n{}\r\n0\r\nX-Sum: 42\r\n\r\n",
+                    r.body.len(),
+                    String::from_utf8_lossy(&r.body)
+                )
+                .into_bytes(),
+            ),
+        )
+    });
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    for _ in 0..2 {
+        client.send(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+             3;ext=\"quoted\"\r\nabc\r\n2 ; e\r\nde\r\n0\r\nX-Checksum: 1\r\n\r\n",
+        );
+        let r = client.response_to("POST");
+        assert_eq!((r.status, r.text().as_str()), (200, "abcde"));
+    }
+    let reqs = backend.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].body, b"abcde");
 }

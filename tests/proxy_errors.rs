@@ -21,6 +21,7 @@ both_drivers!(
     oversized_head_gives_431,
     oversized_body_gives_413_and_nothing_is_forwarded,
     no_route_gives_404_and_keeps_the_connection,
+    idle_keep_alive_connection_is_closed,
 );
 
 /// The answer coregate generated for a failure: `status`, `Connection: close`, then EOF.
@@ -261,6 +262,14 @@ fn oversized_body_gives_413_and_nothing_is_forwarded(driver: &str) {
     ));
     client.try_send(vec![b'x'; 1000]);
     assert_closing_error(&mut client, 413);
+    // With `Expect: 100-continue`: 413 instead of 100.
+    let mut client = Client::connect(proxy.addr);
+    client.send(format!(
+        "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        limit + 1
+    ));
+    let r = client.head();
+    assert_eq!(r.status, 413, "{r:?}");
     assert_eq!(backend.bytes(), 0, "a refused request reached the backend");
 
     // Exactly at the limit: forwarded.
@@ -308,4 +317,15 @@ fn no_route_gives_404_and_keeps_the_connection(driver: &str) {
     client.send(get_req("a", "/api/x", ""));
     assert_eq!(client.response().text(), "backend saw /api/x");
     assert_eq!(backend.requests().len(), 1);
+}
+
+fn idle_keep_alive_connection_is_closed(driver: &str) {
+    let backend = TestBackend::hello();
+    let proxy = proxy_to(driver, backend.port, "client_idle_timeout = \"300ms\"", "");
+    let mut client = Client::connect(proxy.addr);
+    client.send(get_req("a", "/", ""));
+    assert_eq!(client.response().status, 200);
+    // Nothing more is sent: the proxy closes within its idle timeout (bounded by the client's
+    // 10 s read timeout).
+    assert!(client.closed());
 }

@@ -14,6 +14,10 @@ both_drivers!(
     expect_100_continue_is_answered_before_the_body,
     hop_by_hop_fields_go_and_x_forwarded_fields_come,
     routes_by_host_and_longest_prefix_and_rewrites_the_path,
+    interim_responses_are_passed_on,
+    absolute_form_target_is_routed_and_rewritten,
+    connection_close_from_either_side,
+    bytes_after_a_complete_response_are_never_relayed,
 );
 
 fn keep_alive_reuses_connections_on_both_sides(driver: &str) {
@@ -47,7 +51,7 @@ fn pipelined_requests_are_answered_in_order(driver: &str) {
     let mut client = Client::connect(proxy.addr);
     let mut batch = String::new();
     let mut expect = Vec::new();
-    for i in 0..12 {
+    for i in 0..150 {
         match i % 4 {
             1 => {
                 let body = "x".repeat(i * 10);
@@ -78,7 +82,7 @@ fn pipelined_requests_are_answered_in_order(driver: &str) {
         .iter()
         .map(|r| r.target.clone())
         .collect();
-    let want: Vec<String> = (0..12).map(|i| format!("/p/{i}")).collect();
+    let want: Vec<String> = (0..150).map(|i| format!("/p/{i}")).collect();
     assert_eq!(seen, want);
     // Still usable.
     client.send(get_req("a", "/after", ""));
@@ -320,5 +324,104 @@ upstream = "default"
             .collect();
         let got: Vec<(&str, &str)> = got.iter().map(|(h, t)| (h.as_str(), t.as_str())).collect();
         assert_eq!(got, want, "backend {name}");
+    }
+}
+
+fn interim_responses_are_passed_on(driver: &str) {
+    let backend = TestBackend::start(|r| {
+        let mut raw =
+            b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n".to_vec();
+        raw.extend_from_slice(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+                r.target.len(),
+                r.target
+            )
+            .as_bytes(),
+        );
+        Reply::new(0, Body::Raw(raw))
+    });
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    for path in ["/one", "/two"] {
+        client.send(get_req("a", path, ""));
+        let interim = client.head();
+        assert_eq!(interim.status, 103);
+        assert_eq!(interim.header("link"), Some("</style.css>; rel=preload"));
+        let r = client.response();
+        assert_eq!((r.status, r.text().as_str()), (200, path));
+    }
+    // An HTTP/1.0 client cannot take interim responses: only the final one.
+    let mut client = Client::connect(proxy.addr);
+    client.send("GET /old HTTP/1.0\r\nHost: a\r\n\r\n");
+    let r = client.head();
+    assert_eq!(r.status, 200);
+}
+
+fn absolute_form_target_is_routed_and_rewritten(driver: &str) {
+    let (a, b) = (TestBackend::hello(), TestBackend::hello());
+    let rest = upstream_toml("a", &[a.port], "")
+        + &upstream_toml("b", &[b.port], "")
+        + "[[routes]]\nname = \"a\"\nhosts = [\"a.test\"]\nupstream = \"a\"\n\n\
+           [[routes]]\nname = \"b\"\nupstream = \"b\"\n";
+    let proxy = start_proxy(driver, "", &rest);
+    let mut client = Client::connect(proxy.addr);
+    // The authority in the target wins over the Host field (RFC 9112 §3.2.2).
+    client.send("GET http://a.test/abs?q=1 HTTP/1.1\r\nHost: other.test\r\n\r\n");
+    let r = client.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "backend saw /abs?q=1"));
+    let reqs = a.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].header("host"), Some("a.test"));
+    assert!(b.requests().is_empty());
+}
+
+fn connection_close_from_either_side(driver: &str) {
+    let backend = TestBackend::start(|r| match r.target.as_str() {
+        "/upstream-closes" => Reply::ok("bye")
+            .header("Connection", "close")
+            .then(After::Close),
+        _ => Reply::ok("hi"),
+    });
+    let proxy = proxy_to(driver, backend.port, "", "");
+    // The upstream's `Connection: close` is hop-by-hop: the client keeps its connection, the
+    // upstream connection is not reused.
+    let mut client = Client::connect(proxy.addr);
+    for _ in 0..3 {
+        client.send(get_req("a", "/upstream-closes", ""));
+        let r = client.response();
+        assert_eq!(r.text(), "bye");
+        assert!(!r.closes(), "{r:?}");
+    }
+    assert_eq!(backend.conns(), 3);
+    // The client's `Connection: close`: answered, then closed.
+    client.send(get_req("a", "/x", "Connection: close\r\n"));
+    let r = client.response();
+    assert_eq!(r.text(), "hi");
+    assert!(r.closes(), "{r:?}");
+    assert!(client.closed());
+}
+
+fn bytes_after_a_complete_response_are_never_relayed(driver: &str) {
+    // The backend sends a second, unsolicited response right after the first.
+    let backend = TestBackend::start(|r| match r.target.as_str() {
+        "/extra" => Reply::new(
+            0,
+            Body::Raw(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\
+                  HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"
+                    .to_vec(),
+            ),
+        ),
+        _ => Reply::ok("good"),
+    });
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    client.send(get_req("a", "/extra", ""));
+    assert_eq!(client.response().text(), "ok");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for _ in 0..3 {
+        client.send(get_req("a", "/next", ""));
+        assert_eq!(client.response().text(), "good");
     }
 }
