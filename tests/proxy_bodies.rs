@@ -19,6 +19,7 @@ both_drivers!(
     close_delimited_response_is_relayed_to_the_end,
     http10_client_gets_a_chunked_response_dechunked,
     chunk_extensions_and_trailers_pass_through,
+    heads_and_chunks_arriving_byte_by_byte,
 );
 
 /// Echoes the request body: with Content-Length, or chunked with odd sizes when the target
@@ -215,4 +216,36 @@ fn chunk_extensions_and_trailers_pass_through(driver: &str) {
     let reqs = backend.requests();
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[1].body, b"abcde");
+}
+
+fn heads_and_chunks_arriving_byte_by_byte(driver: &str) {
+    let body = pattern(20_000, 9);
+    let b2 = body.clone();
+    let backend = TestBackend::start(move |r| {
+        let reply = match r.target.as_str() {
+            "/chunked" => Reply::new(200, Body::Chunked(b2.clone(), vec![1, 2, 3, 1000])),
+            _ => Reply::ok(b2.clone()),
+        };
+        reply.header("X-Long", &"l".repeat(200)).trickle(600)
+    });
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    for path in ["/length", "/chunked"] {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: a\r\nX-Pad: {}\r\nContent-Length: 5\r\n\r\nhello",
+            "p".repeat(100)
+        );
+        for (i, b) in req.as_bytes().iter().enumerate() {
+            client.send([*b]);
+            if i % 8 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let r = client.response_to("POST");
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.body == body, "{path}: body differs");
+    }
+    let reqs = backend.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs.iter().all(|r| r.body == b"hello"));
 }

@@ -22,6 +22,7 @@ both_drivers!(
     oversized_body_gives_413_and_nothing_is_forwarded,
     no_route_gives_404_and_keeps_the_connection,
     idle_keep_alive_connection_is_closed,
+    stalled_bodies_hit_the_idle_timeout,
 );
 
 /// The answer coregate generated for a failure: `status`, `Connection: close`, then EOF.
@@ -76,7 +77,7 @@ fn backend_reset_before_the_response_gives_502(driver: &str) {
     }
     // A reset after part of the response head: still nothing went to the client, so 502.
     let backend2 = TestBackend::start(|_| {
-        Reply::ok("0123456789").then(After::ResetAfter("HTTP/1.1 20".len()))
+        Reply::ok("0123456789").then(Ending::ResetAfter("HTTP/1.1 20".len()))
     });
     let proxy2 = proxy_to(driver, backend2.port, "", "");
     let mut client = Client::connect(proxy2.addr);
@@ -88,9 +89,9 @@ fn backend_reset_before_the_response_gives_502(driver: &str) {
 fn backend_reset_inside_the_body_closes_the_client(driver: &str) {
     let size = 2 * 1024 * 1024;
     let backend = TestBackend::start(move |r| match r.target.as_str() {
-        "/length" => Reply::ok(pattern(size, 1)).then(After::ResetAfter(300_000)),
+        "/length" => Reply::ok(pattern(size, 1)).then(Ending::ResetAfter(300_000)),
         "/chunked" => Reply::new(200, Body::Chunked(pattern(size, 2), vec![10_000]))
-            .then(After::ResetAfter(300_000)),
+            .then(Ending::ResetAfter(300_000)),
         _ => Reply::ok("fine"),
     });
     let proxy = proxy_to(driver, backend.port, "", "");
@@ -137,7 +138,7 @@ fn invalid_response_gives_502(driver: &str) {
 
 fn pooled_connection_closed_while_idle_is_not_used(driver: &str) {
     // The backend closes every connection right after its response, without saying so.
-    let backend = TestBackend::start(|r| Reply::ok(r.target.clone()).then(After::Close));
+    let backend = TestBackend::start(|r| Reply::ok(r.target.clone()).then(Ending::Close));
     let proxy = proxy_to(driver, backend.port, "", "");
     let mut client = Client::connect(proxy.addr);
     for i in 0..5 {
@@ -328,4 +329,32 @@ fn idle_keep_alive_connection_is_closed(driver: &str) {
     // Nothing more is sent: the proxy closes within its idle timeout (bounded by the client's
     // 10 s read timeout).
     assert!(client.closed());
+}
+
+fn stalled_bodies_hit_the_idle_timeout(driver: &str) {
+    let backend = TestBackend::start(|r| match r.target.as_str() {
+        "/stall" => Reply::ok(pattern(100_000, 3)).then(Ending::StallAfter(50_000)),
+        _ => Reply::ok(r.body.clone()),
+    });
+    let proxy = proxy_to(driver, backend.port, "", "idle = \"300ms\"");
+
+    // The response body stops half-way: the head is out, so the client sees a close.
+    let mut client = Client::connect(proxy.addr);
+    client.send(get_req("a", "/stall", ""));
+    let head = client.head();
+    assert_eq!(head.status, 200);
+    let partial = client
+        .read_body(&head, "GET")
+        .expect_err("a stalled body must end in a close");
+    assert!(partial.len() < 100_000);
+
+    // The request body stops half-way: the connection is closed, nothing complete upstream.
+    let mut client = Client::connect(proxy.addr);
+    client.send("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789");
+    match client.try_response_to("POST") {
+        None => {}
+        Some(r) => assert!(r.status >= 400, "{r:?}"),
+    }
+    assert!(client.closed());
+    assert_eq!(backend.requests().len(), 1, "only /stall was complete");
 }

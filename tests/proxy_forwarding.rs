@@ -18,6 +18,8 @@ both_drivers!(
     absolute_form_target_is_routed_and_rewritten,
     connection_close_from_either_side,
     bytes_after_a_complete_response_are_never_relayed,
+    half_closed_client_still_gets_its_responses,
+    concurrent_clients_get_their_own_responses,
 );
 
 fn keep_alive_reuses_connections_on_both_sides(driver: &str) {
@@ -101,7 +103,7 @@ fn head_204_and_304_have_no_body_and_keep_the_connection(driver: &str) {
     let proxy = proxy_to(driver, backend.port, "", "");
     let mut client = Client::connect(proxy.addr);
     for round in 0..2 {
-        client.send(format!("HEAD /doc HTTP/1.1\r\nHost: a\r\n\r\n"));
+        client.send("HEAD /doc HTTP/1.1\r\nHost: a\r\n\r\n");
         let r = client.response_to("HEAD");
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-length"), Some("1234"), "{r:?}");
@@ -380,7 +382,7 @@ fn connection_close_from_either_side(driver: &str) {
     let backend = TestBackend::start(|r| match r.target.as_str() {
         "/upstream-closes" => Reply::ok("bye")
             .header("Connection", "close")
-            .then(After::Close),
+            .then(Ending::Close),
         _ => Reply::ok("hi"),
     });
     let proxy = proxy_to(driver, backend.port, "", "");
@@ -424,4 +426,53 @@ fn bytes_after_a_complete_response_are_never_relayed(driver: &str) {
         client.send(get_req("a", "/next", ""));
         assert_eq!(client.response().text(), "good");
     }
+}
+
+fn half_closed_client_still_gets_its_responses(driver: &str) {
+    let backend = TestBackend::hello();
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    client.send(get_req("a", "/1", "") + &get_req("a", "/2", ""));
+    client.s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(client.response().text(), "backend saw /1");
+    assert_eq!(client.response().text(), "backend saw /2");
+    assert!(client.closed());
+}
+
+fn concurrent_clients_get_their_own_responses(driver: &str) {
+    // Responses of different sizes and framings, so that a pooled connection handed over with
+    // unread bytes, or a response sent to the wrong client, shows as a wrong body.
+    let backend = TestBackend::start(|r| {
+        let n: usize = r.target.rsplit('/').next().unwrap().parse().unwrap();
+        let body = pattern(n, (n % 251) as u8);
+        if n % 2 == 0 {
+            Reply::ok(body)
+        } else {
+            Reply::new(200, Body::Chunked(body, vec![1000, 7]))
+        }
+    });
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let addr = proxy.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                for i in 0..40 {
+                    let n = (t * 7919 + i * 104_729) % 70_000;
+                    client.send(get_req("a", &format!("/c/{t}/{n}"), ""));
+                    let r = client.response();
+                    assert_eq!(r.status, 200);
+                    assert!(
+                        r.body == pattern(n, (n % 251) as u8),
+                        "thread {t} request {i}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(backend.requests().len(), 320);
+    assert!(backend.conns() <= 8, "{} connections", backend.conns());
 }

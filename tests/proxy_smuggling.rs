@@ -170,14 +170,15 @@ fn malformed_chunked_bodies_never_smuggle_a_request(driver: &str) {
         client.send(format!(
             "POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
         ));
-        match client.try_response_to("POST") {
-            None => {}
+        let problem = match client.try_response_to("POST") {
+            None => None,
             Some(r) if r.status == 400 => {
-                if !client.closed() {
-                    failures.push(format!("{what}: 400 but the connection stayed open"));
-                }
+                (!client.closed()).then(|| "400 but the connection stayed open".to_string())
             }
-            Some(r) => failures.push(format!("{what}: got {} {:?}", r.status, r.text())),
+            Some(r) => Some(format!("got {} {:?}", r.status, r.text())),
+        };
+        if let Some(p) = problem {
+            failures.push(format!("{what}: {p}"));
         }
     }
     std::thread::sleep(Duration::from_millis(100));

@@ -69,12 +69,14 @@ pub enum Body {
 
 /// What the backend does after writing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum After {
+pub enum Ending {
     KeepOpen,
     /// Close (FIN) without announcing it.
     Close,
     /// Reset (RST) after writing only this many bytes of the reply.
     ResetAfter(usize),
+    /// Write only this many bytes of the reply, then go silent (until stopped).
+    StallAfter(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -84,7 +86,9 @@ pub struct Reply {
     pub body: Body,
     /// Wait this long before writing anything.
     pub delay: Duration,
-    pub after: After,
+    pub after: Ending,
+    /// Write the first bytes of the reply one at a time (with short pauses).
+    pub trickle: usize,
 }
 
 impl Reply {
@@ -94,7 +98,8 @@ impl Reply {
             headers: Vec::new(),
             body,
             delay: Duration::ZERO,
-            after: After::KeepOpen,
+            after: Ending::KeepOpen,
+            trickle: 0,
         }
     }
 
@@ -112,19 +117,25 @@ impl Reply {
         self
     }
 
-    pub fn then(mut self, after: After) -> Reply {
+    /// Writes the first `n` bytes one per write.
+    pub fn trickle(mut self, n: usize) -> Reply {
+        self.trickle = n;
+        self
+    }
+
+    pub fn then(mut self, after: Ending) -> Reply {
         self.after = after;
         self
     }
 
     /// Close the connection without writing anything.
     pub fn hang_up() -> Reply {
-        Reply::new(0, Body::Raw(Vec::new())).then(After::Close)
+        Reply::new(0, Body::Raw(Vec::new())).then(Ending::Close)
     }
 
     /// Reset the connection without writing anything.
     pub fn reset() -> Reply {
-        Reply::new(0, Body::Raw(Vec::new())).then(After::ResetAfter(0))
+        Reply::new(0, Body::Raw(Vec::new())).then(Ending::ResetAfter(0))
     }
 
     /// The bytes of the reply to `req`.
@@ -477,19 +488,38 @@ fn serve(mut s: TcpStream, conn: usize, stop: &AtomicBool, log: &Mutex<Log>, han
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let bytes = reply.encode(&rec);
+        let mut bytes = reply.encode(&rec);
+        if reply.trickle > 0 && reply.after == Ending::KeepOpen {
+            let n = reply.trickle.min(bytes.len());
+            for (i, b) in bytes[..n].iter().enumerate() {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                if i % 8 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            bytes.drain(..n);
+        }
         match reply.after {
-            After::ResetAfter(n) => {
+            Ending::ResetAfter(n) => {
                 let _ = s.write_all(&bytes[..n.min(bytes.len())]);
                 std::thread::sleep(Duration::from_millis(20));
                 reset(&s);
                 return;
             }
-            After::Close => {
+            Ending::StallAfter(n) => {
+                let _ = s.write_all(&bytes[..n.min(bytes.len())]);
+                while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return;
+            }
+            Ending::Close => {
                 let _ = s.write_all(&bytes);
                 return;
             }
-            After::KeepOpen => {
+            Ending::KeepOpen => {
                 if s.write_all(&bytes).is_err() {
                     return;
                 }

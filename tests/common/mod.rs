@@ -7,7 +7,7 @@
 pub mod backend;
 pub mod client;
 
-pub use backend::{pattern, After, Body, Recorded, Reply, TestBackend};
+pub use backend::{pattern, Body, Ending, Recorded, Reply, TestBackend};
 pub use client::{chunk, get_req, Client, Resp};
 
 use std::io::{Read, Write};
@@ -357,9 +357,14 @@ pub fn start_proxy(driver: &str, limits: &str, rest: &str) -> Proxy {
          [limits]\n{limits}\n\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n{rest}"
     );
     let p = Proxy::start(&text, port, "info");
+    // The startup summary names each worker's driver (logged just after "started:").
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !p.log_text().contains("worker 0: driver") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let log = p.log_text();
     assert!(
-        log.contains(&format!("driver {driver}")),
+        log.contains(&format!("worker 0: driver {driver},")),
         "coregate is not running the {driver} driver:\n{log}"
     );
     p
