@@ -142,8 +142,12 @@ fn pooled_connection_closed_while_idle_is_not_used(driver: &str) {
     let proxy = proxy_to(driver, backend.port, "", "");
     let mut client = Client::connect(proxy.addr);
     for i in 0..5 {
-        client.send(get_req("a", &format!("/{i}"), ""));
-        let r = client.response();
+        // With a body, so that the retry-on-a-new-connection path cannot cover for a missing
+        // liveness check: only a connection known closed before sending is avoided.
+        client.send(format!(
+            "POST /{i} HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody"
+        ));
+        let r = client.response_to("POST");
         assert_eq!((r.status, r.text()), (200, format!("/{i}")));
         // Let the backend's FIN reach the pooled connection.
         std::thread::sleep(Duration::from_millis(50));
