@@ -20,6 +20,9 @@ both_drivers!(
     bytes_after_a_complete_response_are_never_relayed,
     half_closed_client_still_gets_its_responses,
     concurrent_clients_get_their_own_responses,
+    round_robin_spreads_requests_over_backends,
+    large_heads_in_both_directions,
+    unusual_but_valid_requests_are_forwarded,
 );
 
 fn keep_alive_reuses_connections_on_both_sides(driver: &str) {
@@ -380,6 +383,10 @@ fn absolute_form_target_is_routed_and_rewritten(driver: &str) {
 
 fn connection_close_from_either_side(driver: &str) {
     let backend = TestBackend::start(|r| match r.target.as_str() {
+        "/http10" => Reply::new(
+            0,
+            Body::Raw(b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nold!".to_vec()),
+        ),
         "/upstream-closes" => Reply::ok("bye")
             .header("Connection", "close")
             .then(Ending::Close),
@@ -396,6 +403,15 @@ fn connection_close_from_either_side(driver: &str) {
         assert!(!r.closes(), "{r:?}");
     }
     assert_eq!(backend.conns(), 3);
+    // An HTTP/1.0 upstream response without keep-alive: relayed, its connection not reused,
+    // the client's kept.
+    for _ in 0..2 {
+        client.send(get_req("a", "/http10", ""));
+        let r = client.response();
+        assert_eq!((r.status, r.text().as_str()), (200, "old!"));
+        assert!(!r.closes(), "{r:?}");
+    }
+    assert_eq!(backend.conns(), 5);
     // The client's `Connection: close`: answered, then closed.
     client.send(get_req("a", "/x", "Connection: close\r\n"));
     let r = client.response();
@@ -475,4 +491,99 @@ fn concurrent_clients_get_their_own_responses(driver: &str) {
     }
     assert_eq!(backend.requests().len(), 320);
     assert!(backend.conns() <= 8, "{} connections", backend.conns());
+}
+
+fn round_robin_spreads_requests_over_backends(driver: &str) {
+    let backends = [
+        TestBackend::hello(),
+        TestBackend::hello(),
+        TestBackend::hello(),
+    ];
+    let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
+    let rest =
+        upstream_toml("app", &ports, "") + "[[routes]]\nname = \"all\"\nupstream = \"app\"\n";
+    let proxy = start_proxy(driver, "", &rest);
+    let mut client = Client::connect(proxy.addr);
+    for i in 0..30 {
+        client.send(get_req("a", &format!("/{i}"), ""));
+        assert_eq!(client.response().status, 200);
+    }
+    let counts: Vec<usize> = backends.iter().map(|b| b.requests().len()).collect();
+    assert_eq!(counts, [10, 10, 10]);
+    // Each backend's pooled connection carried all of its requests.
+    assert!(backends.iter().all(|b| b.conns() == 1));
+}
+
+fn large_heads_in_both_directions(driver: &str) {
+    let backend = TestBackend::start(|r| match r.target.as_str() {
+        "/big-head" => Reply::ok("big").header("Set-Cookie", &"c".repeat(40_000)),
+        "/huge-head" => Reply::ok("huge").header("Set-Cookie", &"c".repeat(100_000)),
+        _ => Reply::ok(format!("{}", r.header("cookie").map_or(0, str::len))),
+    });
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    // A request head near the default 32 KiB limit, then a body.
+    let cookie = "k".repeat(30_000);
+    client.send(format!(
+        "POST /cookie HTTP/1.1\r\nHost: a\r\nCookie: {cookie}\r\nContent-Length: 100000\r\n\r\n"
+    ));
+    client.send(pattern(100_000, 1));
+    assert_eq!(client.response_to("POST").text(), "30000");
+    client.send(get_req("a", "/big-head", ""));
+    let r = client.response();
+    assert_eq!(r.header("set-cookie").map(str::len), Some(40_000));
+    assert_eq!(r.text(), "big");
+    // Past the proxy's response head limit: 502.
+    client.send(get_req("a", "/huge-head", ""));
+    let r = client.response();
+    assert_eq!(r.status, 502, "{}", r.text());
+}
+
+fn unusual_but_valid_requests_are_forwarded(driver: &str) {
+    let backend = TestBackend::echo();
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    let cases: [&[u8]; 7] = [
+        // obs-text (UTF-8) and a tab inside a value, an empty value, token punctuation in a name
+        b"GET /a HTTP/1.1\r\nHost: a\r\nX-Name: caf\xc3\xa9\tnoir\r\nX-Empty:\r\nX-!#$%&'*+-.^_`|~: t\r\n\r\n",
+        // identical Content-Length values (RFC 9112 \xc2\xa76.3 allows them)
+        b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nworld",
+        // case-insensitive field names and the chunked token
+        b"POST /d HTTP/1.1\r\nhOsT: a\r\ntransfer-encoding: CHUNKED\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        b"PATCH /e?q=%20x&r=/y HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+        b"DELETE /f HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"OPTIONS /g HTTP/1.1\r\nHost: a\r\n\r\n",
+    ];
+    for raw in cases {
+        client.send(raw);
+        let r = client.response();
+        assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(raw));
+    }
+    let reqs = backend.requests();
+    let got: Vec<(&str, &str, &[u8])> = reqs
+        .iter()
+        .map(|r| (r.method.as_str(), r.target.as_str(), &r.body[..]))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("GET", "/a", &b""[..]),
+            ("POST", "/b", b"hello"),
+            ("POST", "/c", b"world"),
+            ("POST", "/d", b"hi"),
+            ("PATCH", "/e?q=%20x&r=/y", b""),
+            ("DELETE", "/f", b""),
+            ("OPTIONS", "/g", b""),
+        ]
+    );
+    assert_eq!(
+        reqs[0].header("x-name").map(str::as_bytes),
+        Some("caf\u{e9}\tnoir".as_bytes())
+    );
+    assert_eq!(reqs[0].header("x-empty"), Some(""));
+    // Repeated or listed identical lengths go upstream as one plain field (RFC 9110 §8.6):
+    // backends that reject or misread duplicates must not see them.
+    assert_eq!(reqs[1].all("content-length"), ["5"]);
+    assert_eq!(reqs[2].all("content-length"), ["5"]);
 }

@@ -356,6 +356,10 @@ fn parse_head(buf: &[u8], conn: usize, nth: usize) -> Parsed {
                 {
                     framing = Framing::Chunked;
                 } else if n.eq_ignore_ascii_case("content-length") {
+                    // Strict like nginx: one Content-Length field, digits only.
+                    if matches!(framing, Framing::Length(_)) {
+                        return Parsed::Bad;
+                    }
                     match v.trim().parse() {
                         Ok(n) if !matches!(framing, Framing::Chunked) => {
                             framing = Framing::Length(n)
