@@ -23,6 +23,7 @@ both_drivers!(
     round_robin_spreads_requests_over_backends,
     large_heads_in_both_directions,
     unusual_but_valid_requests_are_forwarded,
+    identical_lengths_in_a_response_are_sent_once,
 );
 
 fn keep_alive_reuses_connections_on_both_sides(driver: &str) {
@@ -586,4 +587,22 @@ fn unusual_but_valid_requests_are_forwarded(driver: &str) {
     // backends that reject or misread duplicates must not see them.
     assert_eq!(reqs[1].all("content-length"), ["5"]);
     assert_eq!(reqs[2].all("content-length"), ["5"]);
+}
+
+fn identical_lengths_in_a_response_are_sent_once(driver: &str) {
+    let backend = TestBackend::start(|r| {
+        let raw: &[u8] = match r.target.as_str() {
+            "/list" => b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok",
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+        };
+        Reply::new(0, Body::Raw(raw.to_vec()))
+    });
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    for path in ["/list", "/repeated"] {
+        client.send(get_req("a", path, ""));
+        let r = client.response();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        assert_eq!(r.all("content-length"), ["2"], "{path}");
+    }
 }

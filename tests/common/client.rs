@@ -170,7 +170,10 @@ impl Client {
             return self.chunked_body().map(|b| (b, true));
         }
         if let Some(len) = resp.header("content-length") {
-            let len: usize = len.trim().parse().unwrap();
+            let len: usize = len
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("unparsable Content-Length {len:?}"));
             while self.buf.len() < len {
                 if !self.fill() {
                     return Err(std::mem::take(&mut self.buf));
