@@ -321,7 +321,11 @@ fn no_route_gives_404_and_keeps_the_connection(driver: &str) {
     assert!(!r.closes());
     client.send(get_req("a", "/api/x", ""));
     assert_eq!(client.response().text(), "backend saw /api/x");
-    assert_eq!(backend.requests().len(), 1);
+    // Pipelined around a 404.
+    client.send(get_req("a", "/nope", "") + &get_req("a", "/api/y", ""));
+    assert_eq!(client.response().status, 404);
+    assert_eq!(client.response().text(), "backend saw /api/y");
+    assert_eq!(backend.requests().len(), 2);
 }
 
 fn idle_keep_alive_connection_is_closed(driver: &str) {

@@ -413,12 +413,18 @@ fn connection_close_from_either_side(driver: &str) {
         assert!(!r.closes(), "{r:?}");
     }
     assert_eq!(backend.conns(), 5);
-    // The client's `Connection: close`: answered, then closed.
-    client.send(get_req("a", "/x", "Connection: close\r\n"));
+    // The client's `Connection: close`: answered, then closed; a request pipelined after it
+    // is neither answered nor forwarded.
+    let before = backend.requests().len();
+    client.send(get_req("a", "/x", "Connection: close\r\n") + &get_req("a", "/after-close", ""));
     let r = client.response();
     assert_eq!(r.text(), "hi");
     assert!(r.closes(), "{r:?}");
     assert!(client.closed());
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let reqs = backend.requests();
+    assert_eq!(reqs.len(), before + 1);
+    assert_eq!(reqs.last().unwrap().target, "/x");
 }
 
 fn bytes_after_a_complete_response_are_never_relayed(driver: &str) {
@@ -544,7 +550,7 @@ fn unusual_but_valid_requests_are_forwarded(driver: &str) {
     let backend = TestBackend::echo();
     let proxy = proxy_to(driver, backend.port, "", "");
     let mut client = Client::connect(proxy.addr);
-    let cases: [&[u8]; 7] = [
+    let cases: [&[u8]; 8] = [
         // obs-text (UTF-8) and a tab inside a value, an empty value, token punctuation in a name
         b"GET /a HTTP/1.1\r\nHost: a\r\nX-Name: caf\xc3\xa9\tnoir\r\nX-Empty:\r\nX-!#$%&'*+-.^_`|~: t\r\n\r\n",
         // identical Content-Length values (RFC 9112 \xc2\xa76.3 allows them)
@@ -555,6 +561,8 @@ fn unusual_but_valid_requests_are_forwarded(driver: &str) {
         b"PATCH /e?q=%20x&r=/y HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
         b"DELETE /f HTTP/1.1\r\nHost: a\r\n\r\n",
         b"OPTIONS /g HTTP/1.1\r\nHost: a\r\n\r\n",
+        // HTTP/1.0 needs no Host
+        b"GET /h HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
     ];
     for raw in cases {
         client.send(raw);
@@ -576,6 +584,7 @@ fn unusual_but_valid_requests_are_forwarded(driver: &str) {
             ("PATCH", "/e?q=%20x&r=/y", b""),
             ("DELETE", "/f", b""),
             ("OPTIONS", "/g", b""),
+            ("GET", "/h", b""),
         ]
     );
     assert_eq!(
