@@ -596,6 +596,9 @@ fn unusual_but_valid_requests_are_forwarded(driver: &str) {
     // backends that reject or misread duplicates must not see them.
     assert_eq!(reqs[1].all("content-length"), ["5"]);
     assert_eq!(reqs[2].all("content-length"), ["5"]);
+    // The HTTP/1.0 request without Host went upstream as HTTP/1.1, which needs one.
+    assert_eq!(reqs[7].version, 1);
+    assert_eq!(reqs[7].all("host").len(), 1);
 }
 
 fn identical_lengths_in_a_response_are_sent_once(driver: &str) {

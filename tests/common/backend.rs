@@ -369,6 +369,15 @@ fn parse_head(buf: &[u8], conn: usize, nth: usize) -> Parsed {
                     }
                 }
             }
+            // Strict like real servers: HTTP/1.1 requires exactly one Host field (RFC 9112
+            // §3.2).
+            let hosts = headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+                .count();
+            if req.version == Some(1) && hosts != 1 {
+                return Parsed::Bad;
+            }
             let rec = Recorded {
                 method: req.method.unwrap_or("").to_string(),
                 target: req.path.unwrap_or("").to_string(),
