@@ -251,6 +251,10 @@ impl<'a> ClientConn<'a> {
         }
         if absolute.is_some() {
             plan.header(b"Host", host.of(buf));
+        } else if req.host.is_none() {
+            // An HTTP/1.0 request without Host goes out as HTTP/1.1, which requires the field:
+            // empty when there is no authority (RFC 9112 §3.2).
+            plan.static_bytes(b"Host: \r\n");
         }
         plan.end();
 
