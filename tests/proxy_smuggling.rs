@@ -157,6 +157,25 @@ fn bad_chunked_bodies() -> Vec<(&'static str, String)> {
         ("space inside the size", "5 5\r\nhello\r\n0\r\n\r\n"),
     ]
     .into_iter()
+    .map(|(what, body)| (what, body.to_string()))
+    .chain([
+        (
+            "chunk extension past the limit",
+            format!("5;x={}\r\nhello\r\n0\r\n\r\n", "e".repeat(20_000)),
+        ),
+        (
+            "trailer section past the limit",
+            format!("5\r\nhello\r\n0\r\nX-T: {}\r\n\r\n", "t".repeat(40_000)),
+        ),
+        (
+            "chunk size with 40 leading zeros",
+            format!("{}5\r\nhello\r\n0\r\n\r\n", "0".repeat(40)),
+        ),
+        (
+            "obs-fold in a trailer",
+            "5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n".to_string(),
+        ),
+    ])
     .map(|(what, body)| (what, format!("{body}{SMUGGLED}")))
     .collect()
 }
