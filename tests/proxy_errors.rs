@@ -149,8 +149,8 @@ fn pooled_connection_closed_while_idle_is_not_used(driver: &str) {
         ));
         let r = client.response_to("POST");
         assert_eq!((r.status, r.text()), (200, format!("/{i}")));
-        // Let the backend's FIN reach the pooled connection.
-        std::thread::sleep(Duration::from_millis(50));
+        // The backend has closed the connection that is now idle in the proxy's pool.
+        assert_eq!(backend.wait_ended(i + 1), i + 1);
     }
     assert_eq!(backend.requests().len(), 5);
     assert_eq!(backend.conns(), 5);

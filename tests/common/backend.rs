@@ -189,6 +189,8 @@ type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 #[derive(Default)]
 struct Log {
     conns: usize,
+    /// Connections the backend has finished with (closed or reset).
+    ended: usize,
     bytes: usize,
     requests: Vec<Recorded>,
     /// Bytes the backend could not parse as a request (a smuggled or broken message).
@@ -225,7 +227,10 @@ impl TestBackend {
                             l.conns - 1
                         };
                         let (stop3, log3, h) = (stop2.clone(), log2.clone(), handler.clone());
-                        conns.push(std::thread::spawn(move || serve(s, id, &stop3, &log3, &*h)));
+                        conns.push(std::thread::spawn(move || {
+                            serve(s, id, &stop3, &log3, &*h);
+                            log3.lock().unwrap().ended += 1;
+                        }));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
@@ -254,6 +259,18 @@ impl TestBackend {
 
     pub fn conns(&self) -> usize {
         self.log.lock().unwrap().conns
+    }
+
+    /// Waits (up to 5 s) until the backend has closed `n` connections; returns how many it had.
+    pub fn wait_ended(&self, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let ended = self.log.lock().unwrap().ended;
+            if ended >= n || Instant::now() > deadline {
+                return ended;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Raw bytes received on all connections.
