@@ -13,6 +13,7 @@ both_drivers!(
     ambiguous_or_malformed_heads_get_400_and_nothing_is_forwarded,
     malformed_chunked_bodies_never_smuggle_a_request,
     tab_after_colon_is_accepted,
+    bad_request_pipelined_after_good_ones_is_not_forwarded,
 );
 
 /// (what, raw request). Each is sent on its own connection.
@@ -238,4 +239,33 @@ fn tab_after_colon_is_accepted(driver: &str) {
     let reqs = backend.requests();
     assert_eq!(reqs.len(), 1);
     assert!(reqs[0].chunked);
+}
+
+fn bad_request_pipelined_after_good_ones_is_not_forwarded(driver: &str) {
+    let backend = TestBackend::echo();
+    let proxy = proxy_to(driver, backend.port, "", "");
+    for (what, bad) in bad_heads() {
+        let before = backend.requests().len();
+        let mut client = Client::connect(proxy.addr);
+        let mut batch = b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n\
+                          POST /ok HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+            .to_vec();
+        batch.extend_from_slice(&bad);
+        client.send(&batch);
+        assert_eq!(client.response().status, 200, "{what}");
+        assert_eq!(client.response_to("POST").text(), "abc", "{what}");
+        let r = client.try_response_to("POST");
+        assert_eq!(r.as_ref().map(|r| r.status), Some(400), "{what}: {r:?}");
+        assert!(client.closed(), "{what}");
+        let reqs = backend.wait_requests(before + 2);
+        assert_eq!(
+            reqs.len(),
+            before + 2,
+            "{what}: the bad request was forwarded"
+        );
+    }
+    // Give a late forward the chance to show up, then count again.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(backend.requests().len(), 2 * bad_heads().len());
+    assert!(backend.garbage().is_empty(), "{:?}", backend.garbage());
 }
