@@ -20,7 +20,7 @@ both_drivers!(
     slowloris_client_is_closed_after_the_header_timeout,
     oversized_head_gives_431,
     oversized_body_gives_413_and_nothing_is_forwarded,
-    no_route_gives_404_and_keeps_the_connection,
+    no_route_gives_404,
     idle_keep_alive_connection_is_closed,
     stalled_bodies_hit_the_idle_timeout,
 );
@@ -309,7 +309,7 @@ fn oversized_body_gives_413_and_nothing_is_forwarded(driver: &str) {
     );
 }
 
-fn no_route_gives_404_and_keeps_the_connection(driver: &str) {
+fn no_route_gives_404(driver: &str) {
     let backend = TestBackend::hello();
     let rest = upstream_toml("app", &[backend.port], "")
         + "[[routes]]\nname = \"api\"\npath_prefix = \"/api/\"\nupstream = \"app\"\n";
@@ -326,6 +326,24 @@ fn no_route_gives_404_and_keeps_the_connection(driver: &str) {
     assert_eq!(client.response().status, 404);
     assert_eq!(client.response().text(), "backend saw /api/y");
     assert_eq!(backend.requests().len(), 2);
+
+    // A client that asked to close (HTTP/1.1 `Connection: close`, or HTTP/1.0 without
+    // keep-alive) gets its 404 and the close.
+    for req in [
+        get_req("a", "/nope", "Connection: close\r\n"),
+        "GET /nope HTTP/1.0\r\nHost: a\r\n\r\n".to_string(),
+    ] {
+        let mut client = Client::connect(proxy.addr);
+        client
+            .s
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        client.send(&req);
+        let r = client.response();
+        assert_eq!(r.status, 404);
+        assert!(r.closes(), "{req:?}: {r:?}");
+        assert!(client.closed(), "{req:?}: connection left open");
+    }
 }
 
 fn idle_keep_alive_connection_is_closed(driver: &str) {
