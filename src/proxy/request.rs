@@ -190,8 +190,16 @@ impl<'a> ClientConn<'a> {
         };
         let target_bytes = target.of(buf);
         let path_end = memchr::memchr(b'?', target_bytes).unwrap_or(target_bytes.len());
+        let conn = ConnectionOptions::parse(hs, buf);
         let table = &snap.listeners[self.listener].routes;
         let Some(route) = table.find(host.of(buf), &target_bytes[..path_end]) else {
+            let wants_close = match req.version {
+                Version::Http11 => conn.close,
+                Version::Http10 => !conn.keep_alive,
+            };
+            if wants_close {
+                return self.reject(404, "no route for this host and path").await;
+            }
             return self
                 .reject_keep(
                     404,
@@ -223,7 +231,6 @@ impl<'a> ClientConn<'a> {
         } else {
             None
         };
-        let conn = ConnectionOptions::parse(hs, buf);
         // Several identical Content-Length values (repeated fields or a list) were accepted:
         // send one plain field instead (RFC 9110 §8.6), never the duplicates.
         let length = match framing {
