@@ -23,6 +23,7 @@ both_drivers!(
     no_route_gives_404,
     idle_keep_alive_connection_is_closed,
     stalled_bodies_hit_the_idle_timeout,
+    client_leaving_inside_a_body_does_not_poison_the_pool,
 );
 
 /// The answer coregate generated for a failure: `status`, `Connection: close`, then EOF.
@@ -383,4 +384,31 @@ fn stalled_bodies_hit_the_idle_timeout(driver: &str) {
     }
     assert!(client.closed());
     assert_eq!(backend.requests().len(), 1, "only /stall was complete");
+}
+
+fn client_leaving_inside_a_body_does_not_poison_the_pool(driver: &str) {
+    let backend = TestBackend::echo();
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let aborted: [&[u8]; 2] = [
+        b"POST /cl HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n0123456789",
+        b"POST /te HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789",
+    ];
+    for raw in aborted {
+        let mut client = Client::connect(proxy.addr);
+        client.send(raw);
+        std::thread::sleep(Duration::from_millis(50));
+        drop(client);
+        // The next request, from another client, must reach the backend as a request of its
+        // own: had the half-fed upstream connection been pooled, it would become body bytes.
+        let mut client = Client::connect(proxy.addr);
+        client.send("POST /next HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nnext");
+        let r = client.response_to("POST");
+        assert_eq!((r.status, r.text().as_str()), (200, "next"));
+    }
+    let targets: Vec<String> = backend
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    assert_eq!(targets, ["/next", "/next"]);
 }
