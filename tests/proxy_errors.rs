@@ -14,6 +14,7 @@ both_drivers!(
     slow_backend_gives_504,
     backend_reset_before_the_response_gives_502,
     backend_reset_inside_the_body_closes_the_client,
+    backend_reset_while_receiving_a_large_body,
     invalid_response_gives_502,
     pooled_connection_closed_while_idle_is_not_used,
     pooled_connection_closed_on_arrival_is_retried_on_a_new_one,
@@ -24,6 +25,7 @@ both_drivers!(
     idle_keep_alive_connection_is_closed,
     stalled_bodies_hit_the_idle_timeout,
     client_leaving_inside_a_body_does_not_poison_the_pool,
+    client_reset_during_a_large_response_leaves_the_proxy_running,
 );
 
 /// The answer coregate generated for a failure: `status`, `Connection: close`, then EOF.
@@ -109,6 +111,40 @@ fn backend_reset_inside_the_body_closes_the_client(driver: &str) {
         assert!(partial.len() < size, "{path}");
     }
     assert_eq!(get(proxy.addr, "a", "/ok").body, b"fine");
+}
+
+fn backend_reset_while_receiving_a_large_body(driver: &str) {
+    let backend = TestBackend::echo();
+    let mut proxy = proxy_to(driver, backend.port, "", "");
+    for framing in ["Content-Length: 8388608", "Transfer-Encoding: chunked"] {
+        let mut client = Client::connect(proxy.addr);
+        client.send(format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nX-Test-Reset-Early: 1\r\n{framing}\r\n\r\n"
+        ));
+        let body = pattern(8 * 1024 * 1024, 1);
+        let encoded = if framing.starts_with("Transfer") {
+            chunk(&body, &[65536]).concat()
+        } else {
+            body
+        };
+        for piece in encoded.chunks(256 * 1024) {
+            if !client.try_send(piece) {
+                break;
+            }
+        }
+        // 502, or a close if the proxy gave up on the client too: never a hang, never a death.
+        if let Some(r) = client.try_response_to("POST") {
+            assert_eq!(r.status, 502, "{r:?}");
+        }
+        assert!(
+            proxy.child.try_wait().unwrap().is_none(),
+            "coregate died:\n{}",
+            proxy.log_text()
+        );
+    }
+    let mut client = Client::connect(proxy.addr);
+    client.send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok");
+    assert_eq!(client.response_to("POST").text(), "ok");
 }
 
 fn invalid_response_gives_502(driver: &str) {
@@ -411,4 +447,34 @@ fn client_leaving_inside_a_body_does_not_poison_the_pool(driver: &str) {
         .map(|r| r.target.clone())
         .collect();
     assert_eq!(targets, ["/next", "/next"]);
+}
+
+fn client_reset_during_a_large_response_leaves_the_proxy_running(driver: &str) {
+    let backend = TestBackend::start(|r| match r.target.as_str() {
+        "/big" => Reply::ok(pattern(8 * 1024 * 1024, 1)),
+        "/big-chunked" => Reply::new(
+            200,
+            Body::Chunked(pattern(8 * 1024 * 1024, 2), vec![70_000]),
+        ),
+        _ => Reply::ok("alive"),
+    });
+    let mut proxy = proxy_to(driver, backend.port, "", "");
+    for path in ["/big", "/big-chunked", "/big"] {
+        let mut client = Client::connect(proxy.addr);
+        client.send(get_req("a", path, ""));
+        assert_eq!(client.head().status, 200);
+        // Read a little, then reset with most of the body still to come (a write to a reset
+        // peer must not kill the process, e.g. by SIGPIPE).
+        let mut b = [0u8; 1000];
+        let _ = client.s.read(&mut b);
+        common::backend::reset(&client.s);
+        drop(client);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            proxy.child.try_wait().unwrap().is_none(),
+            "coregate died:\n{}",
+            proxy.log_text()
+        );
+        assert_eq!(get(proxy.addr, "a", "/small").body, b"alive");
+    }
 }

@@ -476,6 +476,12 @@ fn serve(mut s: TcpStream, conn: usize, stop: &AtomicBool, log: &Mutex<Log>, han
             }
             Parsed::Head(l, r, f) => (l, r, f),
         };
+        // A test asks for a reset before the body is read (the proxy may still be sending it).
+        if !rec.all("x-test-reset-early").is_empty() {
+            log.lock().unwrap().garbage.push(buf);
+            reset(&s);
+            return;
+        }
         // The body.
         let consumed = loop {
             if Instant::now() > deadline {
@@ -562,7 +568,7 @@ fn serve(mut s: TcpStream, conn: usize, stop: &AtomicBool, log: &Mutex<Log>, han
 }
 
 /// Closes `s` with a reset (SO_LINGER 0); the fd is closed when `s` drops.
-fn reset(s: &TcpStream) {
+pub fn reset(s: &TcpStream) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
