@@ -308,11 +308,20 @@ impl Drop for TestBackend {
     }
 }
 
-/// A deterministic byte pattern of length `n` (not periodic at any small power of two).
+/// A deterministic byte pattern of length `n`, different per `seed`. It repeats with a prime
+/// period (65521), so a body shifted, cut or spliced at any buffer-sized offset differs from
+/// it; repeating a block keeps it cheap in debug builds.
 pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i.wrapping_mul(31) ^ (i / 251) ^ seed as usize) as u8)
-        .collect()
+    const PERIOD: usize = 65521;
+    let block: Vec<u8> = (0..PERIOD.min(n))
+        .map(|i| (i.wrapping_mul(31) ^ (i / 251) ^ (seed as usize).wrapping_mul(97)) as u8)
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let k = (n - out.len()).min(block.len());
+        out.extend_from_slice(&block[..k]);
+    }
+    out
 }
 
 /// Reads from `s` into `buf`; false on EOF, error or stop. Read timeouts just return true.
