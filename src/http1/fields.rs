@@ -118,15 +118,23 @@ const fn lit(s: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w) | LOWER
 }
 
-/// Parses one field line at `pos`. Returns the header and the index after its CRLF, or
-/// `Ok(None)` with the index after the empty line that ends the section.
-#[inline]
-pub(crate) fn parse_line(buf: &[u8], pos: usize) -> Step<(Option<Header>, usize)> {
+/// One step of a field section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// A field was stored; the next line starts here.
+    Field(usize),
+    /// The empty line: the section ends here (after its CRLF).
+    End(usize),
+}
+
+/// Parses one field line at `pos` into `out` (left untouched for the empty line).
+#[inline(always)]
+pub(crate) fn parse_line(buf: &[u8], pos: usize, out: &mut Header) -> Step<Line> {
     match *buf.get(pos).ok_or(Stop::Partial)? {
         b'\r' => {
             return match buf.get(pos + 1) {
                 None => Err(Stop::Partial),
-                Some(b'\n') => Ok((None, pos + 2)),
+                Some(b'\n') => Ok(Line::End(pos + 2)),
                 Some(_) => Err(Error::BareCr.into()),
             }
         }
@@ -165,12 +173,12 @@ pub(crate) fn parse_line(buf: &[u8], pos: usize) -> Step<(Option<Header>, usize)
     while value_end > value_start && matches!(buf.get(value_end - 1), Some(b' ' | b'\t')) {
         value_end -= 1;
     }
-    let header = Header {
+    *out = Header {
         kind: HeaderKind::of(name.of(buf)),
         name,
         value: Span::new(value_start, value_end),
     };
-    Ok((Some(header), end + 2))
+    Ok(Line::Field(end + 2))
 }
 
 /// Parses field lines from `pos` to the empty line. Returns the count stored in `headers` and
@@ -182,13 +190,18 @@ pub(crate) fn parse_fields(
     headers: &mut [Header],
 ) -> Step<(usize, usize)> {
     let mut n = 0;
+    let mut spare = Header::default();
     loop {
-        match parse_line(buf, pos)? {
-            (None, end) => return Ok((n, end)),
-            (Some(h), next) => {
-                *headers
-                    .get_mut(n)
-                    .ok_or(Stop::Invalid(Error::TooManyHeaders))? = h;
+        // Past the caller's array, parse into a spare slot: an error on that line still wins,
+        // and only a well-formed extra field is "too many headers".
+        let slot = match headers.get_mut(n) {
+            Some(slot) => slot,
+            None => &mut spare,
+        };
+        match parse_line(buf, pos, slot)? {
+            Line::End(end) => return Ok((n, end)),
+            Line::Field(_) if n == headers.len() => return Err(Error::TooManyHeaders.into()),
+            Line::Field(next) => {
                 n += 1;
                 pos = next;
             }
