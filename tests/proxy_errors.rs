@@ -1,7 +1,9 @@
 //! Failures and limits end to end, under both drivers (DESIGN.md §6): dead backend → 502, slow
-//! backend → 504, resets before and during a response, invalid response → 502, a pooled
-//! connection closed by the backend while idle (liveness check and retry), slowloris → closed,
-//! oversized head → 431, oversized body → 413 with nothing forwarded, no route → 404.
+//! backend → 504, resets before and during a response or while it receives a body, invalid
+//! response → 502, a pooled connection closed by the backend while idle (liveness check) or on
+//! arrival (retry on a new one), slowloris → closed, idle keep-alive → closed, stalled bodies →
+//! idle timeout, oversized head → 431, oversized body → 413 with nothing forwarded, no route →
+//! 404, a client leaving or resetting mid-exchange.
 
 mod common;
 
