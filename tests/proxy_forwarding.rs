@@ -11,6 +11,7 @@ use common::*;
 both_drivers!(
     keep_alive_reuses_connections_on_both_sides,
     pipelined_requests_are_answered_in_order,
+    long_pipeline_behind_a_body_with_a_small_head_limit,
     head_204_and_304_have_no_body_and_keep_the_connection,
     expect_100_continue_is_answered_before_the_body,
     hop_by_hop_fields_go_and_x_forwarded_fields_come,
@@ -494,5 +495,28 @@ fn identical_lengths_in_a_response_are_sent_once(driver: &str) {
         let r = client.response();
         assert_eq!((r.status, r.text().as_str()), (200, "ok"));
         assert_eq!(r.all("content-length"), ["2"], "{path}");
+    }
+}
+
+fn long_pipeline_behind_a_body_with_a_small_head_limit(driver: &str) {
+    // Many small heads queued behind a large body: together far more than max_head_bytes, each
+    // one well within it.
+    let backend = TestBackend::start(|r| Reply::ok(format!("{} {}", r.target, r.body.len())));
+    let proxy = proxy_to(driver, backend.port, "max_head_bytes = 1024", "");
+    let mut client = Client::connect(proxy.addr);
+    let mut batch = b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    batch.extend_from_slice(&pattern(100_000, 1));
+    for i in 0..400 {
+        batch.extend_from_slice(get_req("a", &format!("/p/{i}"), "").as_bytes());
+    }
+    client.send(&batch);
+    assert_eq!(client.response_to("POST").text(), "/big 100000");
+    for i in 0..400 {
+        let r = client.response();
+        assert_eq!(
+            (r.status, r.text()),
+            (200, format!("/p/{i} 0")),
+            "request {i}"
+        );
     }
 }
