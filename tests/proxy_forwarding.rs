@@ -154,9 +154,18 @@ fn expect_100_continue_is_answered_before_the_body(driver: &str) {
         assert_eq!(r.status, 200);
         assert_eq!(r.text(), body);
     }
+    // Chunked, too.
+    client.send(
+        "PUT /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    assert_eq!(client.head().status, 100);
+    client.send("4\r\nmore\r\n0\r\n\r\n");
+    assert_eq!(client.response_to("PUT").text(), "more");
     let reqs = backend.requests();
-    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs.len(), 3);
     assert_eq!(reqs[1].body, b"the body 1");
+    // The expectation was met by the proxy: not passed on.
+    assert!(reqs.iter().all(|r| r.all("expect").is_empty()));
 }
 
 fn hop_by_hop_fields_go_and_x_forwarded_fields_come(driver: &str) {
