@@ -29,24 +29,48 @@ pub enum HeaderKind {
 }
 
 impl HeaderKind {
-    /// Classifies a field name (case-insensitive).
+    /// Classifies a field name (case-insensitive). The name is a token (the parser checked),
+    /// so OR-ing 0x20 into each byte lowercases its letters and maps no other token byte onto
+    /// a lowercase letter, digit or `-`: comparing 8-byte words of the lowered name against
+    /// the lowercase constants is an exact case-insensitive match.
+    #[inline]
     pub fn of(name: &[u8]) -> HeaderKind {
-        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        macro_rules! is {
+            ($w:expr, $s:literal, $at:literal) => {{
+                const C: u64 = lit($s, $at);
+                $w == C
+            }};
+        }
         match name.len() {
-            2 if is(b"te") => HeaderKind::Te,
-            4 if is(b"host") => HeaderKind::Host,
-            6 if is(b"expect") => HeaderKind::Expect,
-            7 if is(b"upgrade") => HeaderKind::Upgrade,
-            7 if is(b"trailer") => HeaderKind::Trailer,
-            9 if is(b"forwarded") => HeaderKind::Forwarded,
-            10 if is(b"connection") => HeaderKind::Connection,
-            10 if is(b"keep-alive") => HeaderKind::KeepAlive,
-            14 if is(b"content-length") => HeaderKind::ContentLength,
-            15 if is(b"x-forwarded-for") => HeaderKind::XForwardedFor,
-            16 if is(b"proxy-connection") => HeaderKind::ProxyConnection,
-            16 if is(b"x-forwarded-host") => HeaderKind::XForwardedHost,
-            17 if is(b"transfer-encoding") => HeaderKind::TransferEncoding,
-            17 if is(b"x-forwarded-proto") => HeaderKind::XForwardedProto,
+            2 if is!(word(name, 0), b"te", 0) => HeaderKind::Te,
+            4 if is!(word(name, 0), b"host", 0) => HeaderKind::Host,
+            6 if is!(word(name, 0), b"expect", 0) => HeaderKind::Expect,
+            7 if is!(word(name, 0), b"upgrade", 0) => HeaderKind::Upgrade,
+            7 if is!(word(name, 0), b"trailer", 0) => HeaderKind::Trailer,
+            9..=17 => {
+                // The first lowered word rejects almost every other name in one compare; the
+                // rest is checked only for a candidate.
+                let first = word(name, 0);
+                let tail = |s: &[u8]| name[8..].eq_ignore_ascii_case(&s[8..]);
+                macro_rules! is {
+                    ($s:literal) => {{
+                        const C: u64 = lit($s, 0);
+                        first == C && tail($s)
+                    }};
+                }
+                match name.len() {
+                    9 if is!(b"forwarded") => HeaderKind::Forwarded,
+                    10 if is!(b"connection") => HeaderKind::Connection,
+                    10 if is!(b"keep-alive") => HeaderKind::KeepAlive,
+                    14 if is!(b"content-length") => HeaderKind::ContentLength,
+                    15 if is!(b"x-forwarded-for") => HeaderKind::XForwardedFor,
+                    16 if is!(b"proxy-connection") => HeaderKind::ProxyConnection,
+                    16 if is!(b"x-forwarded-host") => HeaderKind::XForwardedHost,
+                    17 if is!(b"transfer-encoding") => HeaderKind::TransferEncoding,
+                    17 if is!(b"x-forwarded-proto") => HeaderKind::XForwardedProto,
+                    _ => HeaderKind::Other,
+                }
+            }
             _ => HeaderKind::Other,
         }
     }
@@ -64,6 +88,34 @@ impl HeaderKind {
                 | HeaderKind::Upgrade
         )
     }
+}
+
+const LOWER: u64 = u64::from_ne_bytes([0x20; 8]);
+
+/// Up to 8 bytes of a name from `at`, zero-padded past its end, every byte OR 0x20.
+#[inline(always)]
+fn word(s: &[u8], at: usize) -> u64 {
+    let rest = s.get(at..).unwrap_or_default();
+    let w = match rest.first_chunk::<8>() {
+        Some(w) => *w,
+        None => {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            w
+        }
+    };
+    u64::from_le_bytes(w) | LOWER
+}
+
+/// [`word`] of a lowercase constant, evaluated at compile time.
+const fn lit(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    let mut i = 0;
+    while i < 8 && at + i < s.len() {
+        w[i] = s[at + i];
+        i += 1;
+    }
+    u64::from_le_bytes(w) | LOWER
 }
 
 /// Parses one field line at `pos`. Returns the header and the index after its CRLF, or
@@ -280,6 +332,12 @@ mod tests {
             (b"X-Forwarded-Host", HeaderKind::XForwardedHost),
             (b"X-Forwarded-Proto", HeaderKind::XForwardedProto),
             (b"Hosts", HeaderKind::Other),
+            (b"Content_Length", HeaderKind::Other),
+            (b"Content-Lengtx", HeaderKind::Other),
+            (b"Transfer-Encoding", HeaderKind::TransferEncoding),
+            (b"X-FORWARDED-FOR", HeaderKind::XForwardedFor),
+            (b"kEEP-aLIVE", HeaderKind::KeepAlive),
+            (b"T^", HeaderKind::Other),
             (b"", HeaderKind::Other),
         ] {
             assert_eq!(

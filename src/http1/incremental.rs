@@ -1,10 +1,12 @@
 //! Re-parsing a head that arrives in pieces, in linear time.
 //!
 //! The first attempt parses whatever has arrived (so a malformed start is rejected at once).
-//! After a `Partial`, later attempts only search the *new* bytes for the CRLFCRLF that ends a
-//! head (with `memchr`'s vectorised search) and run the full parse once it is there. A head that
-//! trickles in one byte at a time costs one full parse plus one scan of each byte, not a parse per
-//! byte. The reader also enforces the head size limit.
+//! After a `Partial`, later attempts search only the *new* bytes for the CRLFCRLF that ends a
+//! head (with `memchr`'s vectorised search), and run the full parse again when it is there or
+//! when the buffer has doubled since the last full parse. A head that trickles in one byte at a
+//! time costs one scan of each byte plus full parses of geometrically growing prefixes (at most
+//! twice its length in all), not a parse per byte; an error in trickled bytes is still found
+//! before the buffer doubles. The reader also enforces the head size limit.
 
 use super::{parse_request, parse_response, Error, Header, Request, Response, Status};
 use memchr::memmem;
@@ -15,6 +17,8 @@ use memchr::memmem;
 pub struct HeadReader {
     /// Bytes already searched for the end of the head; 0 before the first attempt.
     searched: usize,
+    /// Length of the prefix the last full parse saw.
+    parsed: usize,
     max_head: usize,
 }
 
@@ -22,12 +26,14 @@ impl HeadReader {
     pub fn new(max_head: usize) -> HeadReader {
         HeadReader {
             searched: 0,
+            parsed: 0,
             max_head,
         }
     }
 
     pub fn reset(&mut self) {
         self.searched = 0;
+        self.parsed = 0;
     }
 
     pub fn max_head(&self) -> usize {
@@ -56,12 +62,13 @@ impl HeadReader {
         parse: impl FnOnce(&[u8]) -> Result<Status<T>, Error>,
     ) -> Result<Status<T>, Error> {
         let window = &buf[..buf.len().min(self.max_head)];
-        if self.searched > 0 {
+        if self.searched > 0 && window.len() < 2 * self.parsed {
             let from = self.searched.saturating_sub(3);
             if from >= window.len() || memmem::find(&window[from..], b"\r\n\r\n").is_none() {
                 return self.partial(buf);
             }
         }
+        self.parsed = window.len();
         match parse(window)? {
             Status::Complete(t) => Ok(Status::Complete(t)),
             Status::Partial => self.partial(buf),
@@ -115,6 +122,25 @@ mod tests {
         assert_eq!(reader.request(&input[..20], &mut hs), Ok(Status::Partial));
         assert_eq!(reader.request(&input[..30], &mut hs), Ok(Status::Partial));
         assert_eq!(reader.request(input, &mut hs), Err(Error::HeaderValue));
+    }
+
+    #[test]
+    fn garbage_trickling_in_is_rejected_before_the_buffer_doubles() {
+        let mut reader = HeadReader::new(1024);
+        let mut hs = [Header::default(); 4];
+        let input = b"GET /x HTTP/1.1\r\nHost: a\r\nX: \x01 and more bytes after it";
+        let mut verdict = Ok(Status::Partial);
+        for n in 1..=input.len() {
+            verdict = reader.request(&input[..n], &mut hs);
+            if verdict.is_err() {
+                assert!(n < 2 * 30, "found only at {n}");
+                break;
+            }
+        }
+        assert_eq!(verdict, Err(Error::HeaderValue));
+        let mut reader = HeadReader::new(1024);
+        assert_eq!(reader.request(b"", &mut hs), Ok(Status::Partial));
+        assert_eq!(reader.request(b"\n", &mut hs), Err(Error::NewLine));
     }
 
     #[test]

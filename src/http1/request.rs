@@ -288,21 +288,25 @@ pub(crate) fn is_authority(a: &[u8], need_port: bool) -> bool {
     host_ok && port_ok && !(need_port && host.is_empty() && !a.starts_with(b"["))
 }
 
-/// A `Host` value: the common `name` and `name:port` shapes in one table-driven pass; IP
-/// literals (rare) take the general path. A `,` means several values were folded into one.
+/// A `Host` value: the common `name` and `name:port` shapes in one branch-free pass over the
+/// bytes; IP literals (rare) take the general path. A `,` means several values were folded.
 #[inline]
 fn check_host(v: &[u8]) -> Step<()> {
-    let ok = match v.iter().position(|&b| !REG_NAME[b as usize]) {
-        None => true,
-        Some(p) => match v[p] {
-            b':' => {
-                let port = &v[p + 1..];
-                !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
-            }
-            b',' => return Err(Error::DuplicateHost.into()),
-            b'[' if p == 0 => is_authority(v, false),
-            _ => false,
-        },
+    if v.iter().fold(true, |ok, &b| ok & REG_NAME[b as usize]) {
+        return Ok(());
+    }
+    let p = v
+        .iter()
+        .position(|&b| !REG_NAME[b as usize])
+        .unwrap_or_default();
+    let ok = match v[p] {
+        b':' => {
+            let port = &v[p + 1..];
+            !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
+        }
+        b',' => return Err(Error::DuplicateHost.into()),
+        b'[' if p == 0 => is_authority(v, false),
+        _ => false,
     };
     if ok {
         Ok(())

@@ -302,7 +302,8 @@ impl<'a> ClientConn<'a> {
     async fn exchange(&mut self, upstream: &'a Upstream, info: ReqInfo) -> Next {
         let stats = &self.state.stats;
         let ups = &self.state.upstreams;
-        let mut conn = match ups.acquire(upstream).await {
+        let retryable = info.framing == Framing::None;
+        let mut conn = match ups.acquire(upstream, retryable).await {
             Ok(c) => c,
             Err(e) => return self.reject_pair(connect_status(&e)).await,
         };

@@ -191,6 +191,16 @@ pub struct Proxy {
 impl Proxy {
     /// Starts `coregate run` on `config_text` and waits (up to 10 s) until it accepts on `port`.
     pub fn start(config_text: &str, port: u16, rust_log: &str) -> Proxy {
+        Self::start_with_env(config_text, port, rust_log, &[])
+    }
+
+    /// [`Proxy::start`] with extra environment variables.
+    pub fn start_with_env(
+        config_text: &str,
+        port: u16,
+        rust_log: &str,
+        env: &[(&str, &str)],
+    ) -> Proxy {
         let dir = TempDir::new("run");
         let cfg = dir.write("coregate.toml", config_text);
         let log = dir.0.join("coregate.log");
@@ -198,6 +208,7 @@ impl Proxy {
             .args(["run", "--config"])
             .arg(&cfg)
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -1,0 +1,747 @@
+//! `loadtest bench`: the side-by-side comparison. For each scenario it starts the backend (on
+//! the generator's CPUs) and every target (coregate, optionally nginx and HAProxy, the relay
+//! floor, and direct = no proxy; proxies alone on their own CPUs), then, alternating the order of
+//! the targets every round: saturation throughput in closed loop; then, at one fixed offered rate
+//! below every target's saturation, open-loop latency and the proxy's CPU time per request
+//! (utime + stime of its process tree). Results: a table on stdout, JSON and markdown under the
+//! results folder, and with `--record` the markdown appended to docs/benchmarks.md.
+
+mod report;
+mod targets;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::run::{self, report::Latency, RunArgs, Stats};
+use crate::util::{self, parse_duration};
+use targets::Running;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// A short run (one round, ~1 s per measurement), under a minute with three targets.
+    #[arg(long)]
+    pub quick: bool,
+    /// Targets to measure: any of coregate, relay, direct, nginx, haproxy.
+    #[arg(long, default_value = "coregate,relay,direct")]
+    pub proxies: String,
+    /// Also compare with these (nginx, haproxy) when installed.
+    #[arg(long, default_value = "")]
+    pub compare: String,
+    /// CPU sets "GENERATOR/PROXY": generator and backend on the first, the proxy alone on the
+    /// second (lists and ranges: "0/1", "0-1/2-3").
+    #[arg(long, default_value = "0/1")]
+    pub cpus: String,
+    /// Rounds per measurement (median and spread are over rounds).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Length of each measurement.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Fixed offered rate (req/s) for the CPU and latency figures; default: a fraction of the
+    /// slowest target's saturation.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// The fraction of the slowest saturation used as the fixed rate.
+    #[arg(long, default_value_t = 0.5)]
+    pub rate_fraction: f64,
+    /// Scenarios: all, or a list of small, 16k, 256k, post4k, c1000, noka.
+    #[arg(long, default_value = "all")]
+    pub scenarios: String,
+    /// coregate binary (default: target/release/coregate under the workspace root).
+    #[arg(long)]
+    pub coregate: Option<PathBuf>,
+    /// Build coregate with `cargo build --release -p coregate` when the binary is missing.
+    #[arg(long)]
+    pub build: bool,
+    /// Results folder (default: target/bench-results/<UTC time> under the workspace root).
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Append the markdown to docs/benchmarks.md under the workspace root.
+    #[arg(long)]
+    pub record: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub description: String,
+    pub body_size: u64,
+    pub post_body: Option<u64>,
+    pub connections: usize,
+    pub keepalive: bool,
+}
+
+pub fn scenarios() -> Vec<Scenario> {
+    let s = |name, description: &str, body_size, post_body, connections, keepalive| Scenario {
+        name,
+        description: description.to_string(),
+        body_size,
+        post_body,
+        connections,
+        keepalive,
+    };
+    vec![
+        s(
+            "small",
+            "GET, 100 B responses, 50 keep-alive connections",
+            100,
+            None,
+            50,
+            true,
+        ),
+        s(
+            "16k",
+            "GET, 16 KiB responses, 50 keep-alive connections",
+            16 << 10,
+            None,
+            50,
+            true,
+        ),
+        s(
+            "256k",
+            "GET, 256 KiB responses, 50 keep-alive connections",
+            256 << 10,
+            None,
+            50,
+            true,
+        ),
+        s(
+            "post4k",
+            "POST 4 KiB bodies, 100 B responses, 50 keep-alive connections",
+            100,
+            Some(4096),
+            50,
+            true,
+        ),
+        s(
+            "c1000",
+            "GET, 100 B responses, 1000 keep-alive connections",
+            100,
+            None,
+            1000,
+            true,
+        ),
+        s(
+            "noka",
+            "GET, 100 B responses, no keep-alive (a new connection per request), 50 clients",
+            100,
+            None,
+            50,
+            false,
+        ),
+    ]
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    pub name: String,
+    pub saturation_rps: Vec<f64>,
+    pub saturation_median: f64,
+    /// (max - min) / median over rounds, in percent.
+    pub saturation_spread_pct: f64,
+    pub cpu_us_per_req: Vec<f64>,
+    pub cpu_us_per_req_median: Option<f64>,
+    pub cpu_spread_pct: Option<f64>,
+    /// Latency at the fixed rate, all rounds merged (coordinated omission corrected).
+    pub latency: Latency,
+    pub achieved_rps: f64,
+    pub rss_bytes: Option<u64>,
+    pub errors: u64,
+    pub error_kinds: run::Errors,
+    pub unsent: u64,
+    pub generator_cpu_us_per_req: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub description: String,
+    pub rate: f64,
+    pub targets: Vec<TargetResult>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub command: String,
+    pub started_utc: String,
+    pub cpus_generator: Vec<usize>,
+    pub cpus_proxy: Vec<usize>,
+    pub online_cpus: usize,
+    pub kernel: String,
+    pub rounds: usize,
+    pub seconds_per_measurement: f64,
+    pub quick: bool,
+    pub scenarios: Vec<ScenarioResult>,
+    pub notes: Vec<String>,
+}
+
+fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let bad = || format!("invalid CPU list {s:?}");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b || b > 1023 {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("empty CPU list {s:?}"));
+    }
+    Ok(out)
+}
+
+pub fn parse_cpus(s: &str) -> Result<(Vec<usize>, Vec<usize>), String> {
+    let (g, p) = s
+        .split_once('/')
+        .ok_or_else(|| format!("invalid --cpus {s:?} (expected GENERATOR/PROXY, e.g. 0/1)"))?;
+    Ok((parse_cpu_list(g)?, parse_cpu_list(p)?))
+}
+
+/// The workspace root: the nearest ancestor of the current directory whose Cargo.toml declares
+/// a workspace, else the one this binary was built from.
+pub fn workspace_root() -> PathBuf {
+    if let Ok(mut d) = std::env::current_dir() {
+        loop {
+            let toml = d.join("Cargo.toml");
+            if std::fs::read_to_string(&toml).is_ok_and(|t| t.contains("[workspace]")) {
+                return d;
+            }
+            if !d.pop() {
+                break;
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+struct Plan {
+    rounds: usize,
+    duration: Duration,
+    warmup: Duration,
+    gen: Vec<usize>,
+    proxy: Vec<usize>,
+    targets: Vec<String>,
+    coregate: PathBuf,
+}
+
+pub fn main(args: BenchArgs) -> i32 {
+    match bench(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("loadtest bench: {e}");
+            2
+        }
+    }
+}
+
+fn bench(args: &BenchArgs) -> Result<(), String> {
+    let (gen, proxy) = parse_cpus(&args.cpus)?;
+    let online = util::allowed_cpus();
+    let check = |set: &[usize]| {
+        set.iter()
+            .all(|c| online.contains(c))
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "--cpus {:?}: CPU not available (have {online:?})",
+                    args.cpus
+                )
+            })
+    };
+    check(&gen)?;
+    check(&proxy)?;
+    let root = workspace_root();
+    let mut notes = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for n in args.proxies.split(',').chain(args.compare.split(',')) {
+        let n = n.trim().to_ascii_lowercase();
+        if n.is_empty() || names.contains(&n) {
+            continue;
+        }
+        if !["coregate", "relay", "direct", "nginx", "haproxy"].contains(&n.as_str()) {
+            return Err(format!(
+                "unknown target {n:?} (coregate, relay, direct, nginx, haproxy)"
+            ));
+        }
+        names.push(n);
+    }
+    let coregate = args
+        .coregate
+        .clone()
+        .unwrap_or_else(|| root.join("target/release/coregate"));
+    if names.iter().any(|n| n == "coregate") && !coregate.is_file() {
+        if args.build {
+            eprintln!("building coregate (cargo build --release -p coregate) ...");
+            let ok = std::process::Command::new("cargo")
+                .args(["build", "--release", "-p", "coregate"])
+                .current_dir(&root)
+                .env("CARGO_TARGET_DIR", root.join("target"))
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return Err("building coregate failed".into());
+            }
+        }
+        if !coregate.is_file() {
+            if args.coregate.is_some() {
+                return Err(format!("coregate binary {} not found", coregate.display()));
+            }
+            let n = format!(
+                "coregate skipped: no binary at {} (build it with `cargo build --release`, or pass --coregate PATH or --build)",
+                coregate.display()
+            );
+            eprintln!("{n}");
+            notes.push(n);
+            names.retain(|n| n != "coregate");
+        }
+    }
+    for prog in ["nginx", "haproxy"] {
+        if names.iter().any(|n| n == prog) && targets::which(prog).is_none() {
+            let n = format!(
+                "{prog} skipped: not installed (install with `apt-get install nginx haproxy`)"
+            );
+            eprintln!("{n}");
+            notes.push(n);
+            names.retain(|n| n != prog);
+        }
+    }
+    if names.is_empty() {
+        return Err("no target left to measure".into());
+    }
+    let wanted: Vec<Scenario> = if args.scenarios == "all" {
+        scenarios()
+    } else {
+        let all = scenarios();
+        let mut v = Vec::new();
+        for n in args.scenarios.split(',') {
+            let s = all.iter().find(|s| s.name == n.trim()).ok_or_else(|| {
+                format!("unknown scenario {n:?} (small, 16k, 256k, post4k, c1000, noka)")
+            })?;
+            v.push(s.clone());
+        }
+        v
+    };
+    let plan = Plan {
+        rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
+        duration: args.duration.unwrap_or(if args.quick {
+            Duration::from_millis(800)
+        } else {
+            Duration::from_secs(3)
+        }),
+        warmup: if args.quick {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_millis(500)
+        },
+        gen: gen.clone(),
+        proxy: proxy.clone(),
+        targets: names,
+        coregate,
+    };
+    // Everything this process runs from now on (generator threads, backend) stays on `gen`.
+    util::set_affinity(0, &gen).map_err(|e| format!("pinning to CPUs {gen:?}: {e}"))?;
+    util::raise_nofile();
+    let started = report::utc_now();
+    let stamp = started.replace([':', '-'], "").replace(' ', "-");
+    let dir = args
+        .results
+        .clone()
+        .unwrap_or_else(|| root.join("target/bench-results").join(&stamp));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut results = Vec::new();
+    for s in &wanted {
+        results.push(scenario(s, &plan, args, &dir)?);
+    }
+    let bench = BenchReport {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started_utc: started,
+        cpus_generator: gen,
+        cpus_proxy: proxy,
+        online_cpus: online.len(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        rounds: plan.rounds,
+        seconds_per_measurement: plan.duration.as_secs_f64(),
+        quick: args.quick,
+        scenarios: results,
+        notes,
+    };
+    let md = report::markdown(&bench);
+    print!("{md}");
+    let json = serde_json::to_string_pretty(&bench).unwrap_or_default() + "\n";
+    let write = |p: PathBuf, text: &str| {
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write(dir.join("results.json"), &json)?;
+    write(dir.join("results.md"), &md)?;
+    eprintln!("results written to {}", dir.display());
+    if args.record {
+        let path = root.join("docs/benchmarks.md");
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(format!("\n{md}").as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("appended to {}", path.display());
+    }
+    Ok(())
+}
+
+/// A started target: where to send load, and the process to watch (None for direct).
+struct Target {
+    name: String,
+    addr: std::net::SocketAddr,
+    proc: Option<Running>,
+}
+
+fn start_target(
+    name: &str,
+    backend: std::net::SocketAddr,
+    plan: &Plan,
+    dir: &Path,
+) -> Result<Target, String> {
+    let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let port = || targets::free_port().map_err(|e| format!("free port: {e}"));
+    let running = match name {
+        "direct" => {
+            return Ok(Target {
+                name: name.into(),
+                addr: backend,
+                proc: None,
+            })
+        }
+        "relay" => targets::spawn_self(
+            "relay",
+            &[
+                "relay".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--upstream".into(),
+                backend.to_string(),
+                "--workers".into(),
+                "1".into(),
+            ],
+            &plan.proxy,
+        )?,
+        "coregate" => {
+            let listen = local(port()?);
+            let conf = dir.join("coregate.toml");
+            std::fs::write(&conf, targets::coregate_config(listen, backend))
+                .map_err(|e| format!("{}: {e}", conf.display()))?;
+            targets::spawn_external(
+                "coregate",
+                &plan.coregate,
+                &["run".into(), "--config".into(), conf.display().to_string()],
+                listen,
+                dir,
+                &plan.proxy,
+            )?
+        }
+        "nginx" => {
+            let listen = local(port()?);
+            for d in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+                let _ = std::fs::create_dir_all(dir.join(d));
+            }
+            let conf = dir.join("nginx.conf");
+            std::fs::write(&conf, targets::nginx_config(dir, listen, backend))
+                .map_err(|e| format!("{}: {e}", conf.display()))?;
+            let prog = targets::which("nginx").ok_or("nginx not installed")?;
+            targets::spawn_external(
+                "nginx",
+                &prog,
+                &[
+                    "-p".into(),
+                    dir.display().to_string(),
+                    "-c".into(),
+                    conf.display().to_string(),
+                ],
+                listen,
+                dir,
+                &plan.proxy,
+            )?
+        }
+        "haproxy" => {
+            let listen = local(port()?);
+            let conf = dir.join("haproxy.cfg");
+            std::fs::write(&conf, targets::haproxy_config(listen, backend))
+                .map_err(|e| format!("{}: {e}", conf.display()))?;
+            let prog = targets::which("haproxy").ok_or("haproxy not installed")?;
+            targets::spawn_external(
+                "haproxy",
+                &prog,
+                &["-f".into(), conf.display().to_string(), "-db".into()],
+                listen,
+                dir,
+                &plan.proxy,
+            )?
+        }
+        other => return Err(format!("unknown target {other}")),
+    };
+    Ok(Target {
+        name: name.into(),
+        addr: running.addr,
+        proc: Some(running),
+    })
+}
+
+fn load(
+    t: &Target,
+    s: &Scenario,
+    rate: Option<f64>,
+    duration: Duration,
+    warmup: Duration,
+    threads: usize,
+) -> Result<(run::Plan, Stats, f64), String> {
+    let args = RunArgs {
+        url: format!("http://{}/", t.addr),
+        threads,
+        connections: s.connections,
+        duration: Some(duration),
+        requests: None,
+        warmup,
+        rate,
+        pipeline: 1,
+        method: if s.post_body.is_some() { "POST" } else { "GET" }.into(),
+        headers: Vec::new(),
+        body: None,
+        body_file: None,
+        body_size: s.post_body,
+        timeout: Duration::from_secs(5),
+        no_keepalive: !s.keepalive,
+        expect_status: "200".into(),
+        expect_body_len: Some(s.body_size),
+        json: None,
+        hgrm: None,
+        svg: None,
+        no_pin: false,
+        quiet: true,
+    };
+    let plan = run::plan(&args)?;
+    Ok(run::execute(plan, threads, true, false))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn spread_pct(v: &[f64]) -> f64 {
+    let m = median(v);
+    if v.len() < 2 || m == 0.0 {
+        return 0.0;
+    }
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    (hi - lo) / m * 100.0
+}
+
+/// Rounds a rate down to two significant digits.
+fn round_rate(r: f64) -> f64 {
+    if r < 10.0 {
+        return r.max(1.0).floor();
+    }
+    let mag = 10f64.powf(r.log10().floor() - 1.0);
+    (r / mag).floor() * mag
+}
+
+fn scenario(
+    s: &Scenario,
+    plan: &Plan,
+    args: &BenchArgs,
+    dir: &Path,
+) -> Result<ScenarioResult, String> {
+    eprintln!("scenario {}: {}", s.name, s.description);
+    let sdir = dir.join(s.name);
+    std::fs::create_dir_all(&sdir).map_err(|e| format!("{}: {e}", sdir.display()))?;
+    let backend = targets::spawn_self(
+        "backend",
+        &[
+            "backend".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--workers".into(),
+            "1".into(),
+            "--body-size".into(),
+            s.body_size.to_string(),
+        ],
+        &plan.gen,
+    )?;
+    let mut notes = Vec::new();
+    let mut tgts = Vec::new();
+    for name in &plan.targets {
+        match start_target(name, backend.addr, plan, &sdir) {
+            Ok(t) => tgts.push(t),
+            Err(e) => {
+                eprintln!("  {name} skipped: {e}");
+                notes.push(format!("{name} skipped: {e}"));
+            }
+        }
+    }
+    let threads = plan.gen.len();
+    let n = tgts.len();
+    let mut sat: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut errors = vec![run::Errors::default(); n];
+    let mut unsent = vec![0u64; n];
+    for round in 0..plan.rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            let (_, st, secs) = load(&tgts[i], s, None, plan.duration, plan.warmup, threads)?;
+            let rps = st.ok as f64 / secs;
+            eprintln!(
+                "  round {}/{} {:<9} saturation {:>10.0} req/s  errors {}",
+                round + 1,
+                plan.rounds,
+                tgts[i].name,
+                rps,
+                st.errors.total()
+            );
+            sat[i].push(rps);
+            errors[i].add(&st.errors);
+        }
+    }
+    // The fixed rate sits below the slowest proxy that answered correctly at all; a target
+    // with no valid response (e.g. answering 502) is reported, not used to pick the rate.
+    for (t, v) in tgts.iter().zip(&sat) {
+        if median(v) == 0.0 {
+            notes.push(format!("{}: no valid response at saturation", t.name));
+        }
+    }
+    let pick = |proxies_only: bool| {
+        tgts.iter()
+            .zip(&sat)
+            .filter(|(t, _)| !proxies_only || t.proc.is_some())
+            .map(|(_, v)| median(v))
+            .filter(|&m| m > 0.0)
+            .fold(f64::INFINITY, f64::min)
+    };
+    let slowest = Some(pick(true))
+        .filter(|s| s.is_finite())
+        .or_else(|| Some(pick(false)).filter(|s| s.is_finite()))
+        .unwrap_or(1.0);
+    let rate = match args.rate {
+        Some(r) => r,
+        None => round_rate((slowest * args.rate_fraction).max(1.0)),
+    };
+    eprintln!("  fixed rate for CPU and latency: {rate} req/s");
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut hist: Vec<Stats> = vec![Stats::default(); n];
+    let mut achieved = vec![0f64; n];
+    let mut gen_cpu = vec![0f64; n];
+    for round in 0..plan.rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            let pid = tgts[i].proc.as_ref().and_then(Running::pid);
+            let before = pid.map(targets::cpu_tree);
+            // Warm-up excluded from the CPU window: measure CPU over the whole run and scale by
+            // responses counted in the same run (warm-up included).
+            let (_, st, secs) = load(
+                &tgts[i],
+                s,
+                Some(rate),
+                plan.duration,
+                Duration::ZERO,
+                threads,
+            )?;
+            if let (Some(pid), Some(b)) = (pid, before) {
+                let used = targets::cpu_tree(pid) - b;
+                if st.ok > 0 {
+                    cpu[i].push(used * 1e6 / st.ok as f64);
+                }
+            }
+            eprintln!(
+                "  round {}/{} {:<9} at {rate} req/s: p99 {}us  errors {}",
+                round + 1,
+                plan.rounds,
+                tgts[i].name,
+                st.latency.value_at_quantile(0.99),
+                st.errors.total()
+            );
+            achieved[i] += st.ok as f64 / secs / plan.rounds as f64;
+            gen_cpu[i] += st.cpu_secs * 1e6 / st.ok.max(1) as f64 / plan.rounds as f64;
+            errors[i].add(&st.errors);
+            unsent[i] += st.unsent;
+            hist[i].merge(&st);
+        }
+    }
+    let series: Vec<(String, Vec<(f64, u64)>)> = tgts
+        .iter()
+        .zip(&hist)
+        .map(|(t, h)| (t.name.clone(), run::report::percentile_points(&h.latency)))
+        .collect();
+    let title = format!("{}: latency by percentile at {rate} req/s", s.name);
+    let svg = dir.join(format!("{}-latency.svg", s.name));
+    if let Err(e) = std::fs::write(&svg, run::report::svg(&title, &series)) {
+        notes.push(format!("{}: {e}", svg.display()));
+    }
+    let mut out = Vec::new();
+    for (i, t) in tgts.iter().enumerate() {
+        let pid = t.proc.as_ref().and_then(Running::pid);
+        out.push(TargetResult {
+            name: t.name.clone(),
+            saturation_median: median(&sat[i]),
+            saturation_spread_pct: spread_pct(&sat[i]),
+            saturation_rps: sat[i].clone(),
+            cpu_us_per_req_median: (!cpu[i].is_empty()).then(|| median(&cpu[i])),
+            cpu_spread_pct: (!cpu[i].is_empty()).then(|| spread_pct(&cpu[i])),
+            cpu_us_per_req: cpu[i].clone(),
+            latency: Latency::of(&hist[i].latency),
+            achieved_rps: achieved[i],
+            rss_bytes: pid.map(targets::rss_tree),
+            errors: errors[i].total(),
+            error_kinds: errors[i].clone(),
+            unsent: unsent[i],
+            generator_cpu_us_per_req: gen_cpu[i],
+        });
+    }
+    drop(tgts);
+    drop(backend);
+    Ok(ScenarioResult {
+        name: s.name.into(),
+        description: s.description.clone(),
+        rate,
+        targets: out,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_sets_and_stats() {
+        assert_eq!(parse_cpus("0/1"), Ok((vec![0], vec![1])));
+        assert_eq!(parse_cpus("0-1/2,3"), Ok((vec![0, 1], vec![2, 3])));
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("1-0/2").is_err());
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(spread_pct(&[90.0, 100.0, 110.0]), 20.0);
+        assert_eq!(round_rate(12345.0), 12000.0);
+        assert_eq!(round_rate(987.0), 980.0);
+    }
+}

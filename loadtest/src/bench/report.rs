@@ -1,0 +1,171 @@
+//! The benchmark's markdown: one table per scenario (saturation, CPU per request and latency at
+//! the fixed rate, RSS, errors) with ratios against coregate (or, without coregate, the first
+//! proxy measured) and coregate against the relay floor.
+
+use std::fmt::Write as _;
+
+use super::{BenchReport, ScenarioResult, TargetResult};
+use crate::util::{fmt_bytes, fmt_us};
+
+/// "2026-11-23 21:40:59" (UTC), from the system clock.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn thousands(x: f64) -> String {
+    let s = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "–".into(),
+    }
+}
+
+/// The reference the ratios are taken against: coregate, else the first proxy, else the first
+/// target; only among targets that gave valid responses.
+fn reference(s: &ScenarioResult) -> Option<&TargetResult> {
+    let valid = || s.targets.iter().filter(|t| t.saturation_median > 0.0);
+    valid()
+        .find(|t| t.name == "coregate")
+        .or_else(|| valid().find(|t| t.cpu_us_per_req_median.is_some()))
+        .or_else(|| valid().next())
+}
+
+pub fn markdown(b: &BenchReport) -> String {
+    let mut m = String::new();
+    let _ = writeln!(m, "## loadtest bench, {} UTC\n", b.started_utc);
+    let _ = writeln!(m, "Command: `{}`\n", b.command);
+    let _ = writeln!(
+        m,
+        "Machine: {} CPUs, Linux {}. Generator and backend on CPUs {:?}, proxy alone on CPUs {:?}. \
+         {} round(s) of {:.1} s per measurement, targets alternated each round; medians shown, \
+         ± is (max - min) / median over rounds. CPU is utime + stime of the proxy's process tree \
+         from /proc (clock-tick resolution) divided by responses, at the fixed offered rate. \
+         Latency at that rate is open loop, measured from each request's intended send time, \
+         all rounds merged. Only valid responses (status 200, expected length) count.\n",
+        b.online_cpus,
+        b.kernel,
+        b.cpus_generator,
+        b.cpus_proxy,
+        b.rounds,
+        b.seconds_per_measurement
+    );
+    for n in &b.notes {
+        let _ = writeln!(m, "- {n}");
+    }
+    if !b.notes.is_empty() {
+        m.push('\n');
+    }
+    for s in &b.scenarios {
+        let _ = writeln!(m, "### {}: {}\n", s.name, s.description);
+        let r = reference(s);
+        let rname = r.map_or("-", |r| r.name.as_str());
+        let _ = writeln!(
+            m,
+            "Fixed offered rate: {} req/s. Ratios against {rname}.\n",
+            thousands(s.rate)
+        );
+        let _ = writeln!(
+            m,
+            "| target | saturation req/s | vs {rname} | CPU us/req | vs {rname} | p50 | p99 | p99.9 | max | RSS | errors |"
+        );
+        let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for t in &s.targets {
+            let sat = format!(
+                "{} ±{:.0}%",
+                thousands(t.saturation_median),
+                t.saturation_spread_pct
+            );
+            let cpu = t.cpu_us_per_req_median.map_or("–".into(), |c| {
+                format!("{c:.1} ±{:.0}%", t.cpu_spread_pct.unwrap_or(0.0))
+            });
+            let l = &t.latency;
+            let errs = if t.unsent > 0 {
+                format!("{} (+{} unsent)", t.errors, t.unsent)
+            } else {
+                t.errors.to_string()
+            };
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                t.name,
+                sat,
+                ratio(Some(t.saturation_median), r.map(|r| r.saturation_median)),
+                cpu,
+                ratio(
+                    t.cpu_us_per_req_median,
+                    r.and_then(|r| r.cpu_us_per_req_median)
+                ),
+                fmt_us(l.p50_us),
+                fmt_us(l.p99_us),
+                fmt_us(l.p99_9_us),
+                fmt_us(l.max_us),
+                t.rss_bytes.map_or("–".into(), |b| fmt_bytes(b as f64)),
+                errs
+            );
+        }
+        let find = |n: &str| s.targets.iter().find(|t| t.name == n);
+        if let (Some(c), Some(f)) = (find("coregate"), find("relay")) {
+            let _ = writeln!(
+                m,
+                "\ncoregate against the relay floor: throughput {}, CPU per request {}.",
+                ratio(Some(c.saturation_median), Some(f.saturation_median)),
+                ratio(c.cpu_us_per_req_median, f.cpu_us_per_req_median)
+            );
+        }
+        for t in s.targets.iter().filter(|t| t.errors > 0) {
+            let _ = writeln!(m, "\n- {} errors: {}", t.name, t.error_kinds.describe());
+        }
+        for n in &s.notes {
+            let _ = writeln!(m, "\n- {n}");
+        }
+        m.push('\n');
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formatting() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50x");
+        assert_eq!(ratio(None, Some(2.0)), "–");
+        let now = utc_now();
+        assert_eq!(now.len(), 19);
+        assert!(now.starts_with("20"));
+    }
+}
