@@ -18,6 +18,7 @@ both_drivers!(
     interim_responses_are_passed_on,
     connection_close_from_either_side,
     bytes_after_a_complete_response_are_never_relayed,
+    late_bytes_on_an_idle_pooled_connection_are_never_relayed,
     half_closed_client_still_gets_its_responses,
     concurrent_clients_get_their_own_responses,
     large_heads_in_both_directions,
@@ -334,6 +335,28 @@ fn connection_close_from_either_side(driver: &str) {
     let reqs = backend.requests();
     assert_eq!(reqs.len(), before + 1);
     assert_eq!(reqs.last().unwrap().target, "/x");
+}
+
+fn late_bytes_on_an_idle_pooled_connection_are_never_relayed(driver: &str) {
+    // Late: a second, unsolicited response arrives on the idle pooled connection shortly
+    // after the first. Reusing that connection would hand it to the next request (response
+    // queue poisoning).
+    let backend = TestBackend::start(|r| match r.target.as_str() {
+        "/late" => Reply::ok("ok").late_bytes(
+            std::time::Duration::from_millis(20),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+        ),
+        _ => Reply::ok("good"),
+    });
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    for _ in 0..3 {
+        client.send(get_req("a", "/late", ""));
+        assert_eq!(client.response().text(), "ok");
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        client.send(get_req("a", "/next", ""));
+        assert_eq!(client.response().text(), "good");
+    }
 }
 
 fn bytes_after_a_complete_response_are_never_relayed(driver: &str) {
