@@ -302,8 +302,7 @@ impl<'a> ClientConn<'a> {
     async fn exchange(&mut self, upstream: &'a Upstream, info: ReqInfo) -> Next {
         let stats = &self.state.stats;
         let ups = &self.state.upstreams;
-        let retryable = info.framing == Framing::None;
-        let mut conn = match ups.acquire(upstream, retryable).await {
+        let mut conn = match ups.acquire(upstream).await {
             Ok(c) => c,
             Err(e) => return self.reject_pair(connect_status(&e)).await,
         };
