@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 both_drivers!(
     dead_backend_gives_502,
+    refused_connection_goes_to_another_backend,
     slow_backend_gives_504,
     backend_reset_before_the_response_gives_502,
     backend_reset_inside_the_body_closes_the_client,
@@ -48,6 +49,27 @@ fn dead_backend_gives_502(driver: &str) {
         client.send(get_req("a", "/", ""));
         assert_closing_error(&mut client, 502);
     }
+}
+
+fn refused_connection_goes_to_another_backend(driver: &str) {
+    // DESIGN.md §6: an upstream that refuses is retried on another backend when safe; a
+    // refused connect sent nothing, so it is always safe (bodies included).
+    let live = TestBackend::echo();
+    let dead = free_port();
+    let rest = upstream_toml("app", &[dead, live.port], "")
+        + "[[routes]]\nname = \"all\"\nupstream = \"app\"\n";
+    let proxy = start_proxy(driver, "", &rest);
+    for i in 0..6 {
+        let mut client = Client::connect(proxy.addr);
+        let body = format!("body {i}");
+        client.send(format!(
+            "POST /{i} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        let r = client.response_to("POST");
+        assert_eq!((r.status, r.text()), (200, body), "request {i}");
+    }
+    assert_eq!(live.requests().len(), 6);
 }
 
 fn slow_backend_gives_504(driver: &str) {
