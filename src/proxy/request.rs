@@ -302,9 +302,19 @@ impl<'a> ClientConn<'a> {
     async fn exchange(&mut self, upstream: &'a Upstream, info: ReqInfo) -> Next {
         let stats = &self.state.stats;
         let ups = &self.state.upstreams;
-        let mut conn = match ups.acquire(upstream).await {
-            Ok(c) => c,
-            Err(e) => return self.reject_pair(connect_status(&e)).await,
+        // A connect that fails sent nothing: the next backend may take the request (DESIGN.md
+        // §6), once per backend at most.
+        let attempts = upstream.backends.len().max(1);
+        let mut attempt = 1;
+        let mut conn = loop {
+            match ups.acquire(upstream).await {
+                Ok(c) => break c,
+                Err(_) if attempt < attempts => {
+                    attempt += 1;
+                    count(&stats.upstream_retries);
+                }
+                Err(e) => return self.reject_pair(connect_status(&e)).await,
+            }
         };
         let mut retried = false;
         loop {
