@@ -405,6 +405,21 @@ fn no_route_gives_404(driver: &str) {
         assert!(r.closes(), "{req:?}: {r:?}");
         assert!(client.closed(), "{req:?}: connection left open");
     }
+    // An HTTP/1.0 client that asked for keep-alive is told the connection stays open (else it
+    // would wait for a close that does not come), and can use it.
+    let mut client = Client::connect(proxy.addr);
+    for path in ["/nope", "/api/z"] {
+        client.send(format!(
+            "GET {path} HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"
+        ));
+        let r = client.response();
+        assert!(
+            r.all("connection")
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case("keep-alive")),
+            "{path}: {r:?}"
+        );
+    }
 }
 
 fn idle_keep_alive_connection_is_closed(driver: &str) {
