@@ -1,7 +1,7 @@
 //! One client connection: the request loop described in `mod.rs`, steps 1–5.
 
 use super::body::{self, RelayFail};
-use super::error::error_response;
+use super::error::{error_response, error_response_with};
 use super::io::{write_all, IoFail, RecvBuf};
 use super::sys::Vectored;
 use super::WorkerState;
@@ -206,6 +206,7 @@ impl<'a> ClientConn<'a> {
                     "no route for this host and path",
                     framing,
                     req.head_len,
+                    req.version,
                 )
                 .await;
         };
@@ -655,6 +656,7 @@ impl<'a> ClientConn<'a> {
         detail: &str,
         framing: Framing,
         head_len: usize,
+        version: Version,
     ) -> Next {
         if framing != Framing::None || self.ctx.shutting_down() {
             return self.reject(status, detail).await;
@@ -663,7 +665,11 @@ impl<'a> ClientConn<'a> {
         let idle = self.snap.limits.client_idle_timeout;
         match write_all(
             &mut self.stream,
-            error_response(status, detail, false),
+            error_response_with(
+                status,
+                detail,
+                (version == Version::Http10).then_some("keep-alive"),
+            ),
             idle,
         )
         .await
