@@ -1,7 +1,8 @@
 //! Bodies through the proxy, under both drivers: multi-megabyte request and response bodies in
 //! Content-Length and chunked framing (odd chunk sizes, a chunked request written in small
-//! pieces) arriving byte-identical, a close-delimited response, and an HTTP/1.0 client getting
-//! a chunked upstream response de-chunked.
+//! pieces) arriving byte-identical, a close-delimited response, an HTTP/1.0 client getting a
+//! chunked upstream response de-chunked, chunk extensions and trailers, heads and chunks that
+//! arrive a byte at a time.
 
 mod common;
 

@@ -1,7 +1,9 @@
 //! Failures and limits end to end, under both drivers (DESIGN.md §6): dead backend → 502, slow
-//! backend → 504, resets before and during a response, invalid response → 502, a pooled
-//! connection closed by the backend while idle (liveness check and retry), slowloris → closed,
-//! oversized head → 431, oversized body → 413 with nothing forwarded, no route → 404.
+//! backend → 504, resets before and during a response or while it receives a body, invalid
+//! response → 502, a pooled connection closed by the backend while idle (liveness check) or on
+//! arrival (retry on a new one), slowloris → closed, idle keep-alive → closed, stalled bodies →
+//! idle timeout, oversized head → 431, oversized body → 413 with nothing forwarded, no route →
+//! 404, a client leaving or resetting mid-exchange.
 
 mod common;
 
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 
 both_drivers!(
     dead_backend_gives_502,
+    refused_connection_goes_to_another_backend,
     slow_backend_gives_504,
     backend_reset_before_the_response_gives_502,
     backend_reset_inside_the_body_closes_the_client,
@@ -46,6 +49,27 @@ fn dead_backend_gives_502(driver: &str) {
         client.send(get_req("a", "/", ""));
         assert_closing_error(&mut client, 502);
     }
+}
+
+fn refused_connection_goes_to_another_backend(driver: &str) {
+    // DESIGN.md §6: an upstream that refuses is retried on another backend when safe; a
+    // refused connect sent nothing, so it is always safe (bodies included).
+    let live = TestBackend::echo();
+    let dead = free_port();
+    let rest = upstream_toml("app", &[dead, live.port], "")
+        + "[[routes]]\nname = \"all\"\nupstream = \"app\"\n";
+    let proxy = start_proxy(driver, "", &rest);
+    for i in 0..6 {
+        let mut client = Client::connect(proxy.addr);
+        let body = format!("body {i}");
+        client.send(format!(
+            "POST /{i} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        let r = client.response_to("POST");
+        assert_eq!((r.status, r.text()), (200, body), "request {i}");
+    }
+    assert_eq!(live.requests().len(), 6);
 }
 
 fn slow_backend_gives_504(driver: &str) {
@@ -380,6 +404,21 @@ fn no_route_gives_404(driver: &str) {
         assert_eq!(r.status, 404);
         assert!(r.closes(), "{req:?}: {r:?}");
         assert!(client.closed(), "{req:?}: connection left open");
+    }
+    // An HTTP/1.0 client that asked for keep-alive is told the connection stays open (else it
+    // would wait for a close that does not come), and can use it.
+    let mut client = Client::connect(proxy.addr);
+    for path in ["/nope", "/api/z"] {
+        client.send(format!(
+            "GET {path} HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"
+        ));
+        let r = client.response();
+        assert!(
+            r.all("connection")
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case("keep-alive")),
+            "{path}: {r:?}"
+        );
     }
 }
 

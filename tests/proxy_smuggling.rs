@@ -14,6 +14,7 @@ both_drivers!(
     malformed_chunked_bodies_never_smuggle_a_request,
     tab_after_colon_is_accepted,
     bad_request_pipelined_after_good_ones_is_not_forwarded,
+    field_names_are_classified_exactly,
 );
 
 /// (what, raw request). Each is sent on its own connection.
@@ -268,4 +269,65 @@ fn bad_request_pipelined_after_good_ones_is_not_forwarded(driver: &str) {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(backend.requests().len(), 2 * bad_heads().len());
     assert!(backend.garbage().is_empty(), "{:?}", backend.garbage());
+}
+
+/// Fields whose names merely start like (or extend) a name the proxy acts on are ordinary
+/// fields, forwarded untouched; the real names are recognised in any letter case.
+fn field_names_are_classified_exactly(driver: &str) {
+    let backend = TestBackend::echo();
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let mut client = Client::connect(proxy.addr);
+    let lookalikes = [
+        "Content-Lengthx: 5",
+        "Content-Length-Extra: 7",
+        "Transfer-Encodingx: chunked",
+        "Transfer-Encoding-X: chunked",
+        "Hosts: b.test",
+        "TEx: trailers",
+        "Trailers: X-Sum",
+        "Upgrade-Insecure-Requests: 1",
+        "Keep-Alive-X: 1",
+        "Connectionx: close",
+        "Proxy-Connection-X: close",
+        "Expectx: 100-continue",
+        "X-Forwarded-Forx: 10.9.9.9",
+        "X-Forwarded-Protocol: https",
+        "X-Forwarded-Hostname: evil.test",
+    ];
+    let extra: String = lookalikes.iter().map(|l| format!("{l}\r\n")).collect();
+    client.send(format!(
+        "POST /x HTTP/1.1\r\nhOST: a.test\r\ncontent-LENGTH: 3\r\nCONNECTION: X-Drop\r\n\
+         x-drop: 1\r\ntE: trailers\r\nUPGRADE: h2c\r\nKEEP-alive: 5\r\nTRAILER: X-Sum\r\n\
+         PROXY-CONNECTION: keep-alive\r\nx-FORWARDED-for: 10.1.1.1\r\nX-FORWARDED-HOST: evil\r\n\
+         x-forwarded-PROTO: https\r\n{extra}\r\nabc"
+    ));
+    let r = client.response_to("POST");
+    assert_eq!((r.status, r.text().as_str()), (200, "abc"), "{r:?}");
+    let reqs = backend.requests();
+    assert_eq!(reqs.len(), 1);
+    let got = &reqs[0];
+    for l in lookalikes {
+        let (name, value) = l.split_once(": ").unwrap();
+        assert_eq!(
+            got.all(name),
+            [value],
+            "{name} was not forwarded as is: {got:?}"
+        );
+    }
+    for gone in [
+        "connection",
+        "x-drop",
+        "te",
+        "upgrade",
+        "keep-alive",
+        "trailer",
+        "proxy-connection",
+    ] {
+        assert!(got.all(gone).is_empty(), "{gone} was forwarded: {got:?}");
+    }
+    assert_eq!(got.all("x-forwarded-for"), ["10.1.1.1, 127.0.0.1"]);
+    assert_eq!(got.all("x-forwarded-host"), ["a.test"]);
+    assert_eq!(got.all("x-forwarded-proto"), ["http"]);
+    assert_eq!(got.all("host"), ["a.test"]);
+    assert_eq!(got.body, b"abc");
 }

@@ -1,7 +1,7 @@
 //! One client connection: the request loop described in `mod.rs`, steps 1–5.
 
 use super::body::{self, RelayFail};
-use super::error::error_response;
+use super::error::{error_response, error_response_with};
 use super::io::{write_all, IoFail, RecvBuf};
 use super::sys::Vectored;
 use super::WorkerState;
@@ -206,6 +206,7 @@ impl<'a> ClientConn<'a> {
                     "no route for this host and path",
                     framing,
                     req.head_len,
+                    req.version,
                 )
                 .await;
         };
@@ -302,10 +303,19 @@ impl<'a> ClientConn<'a> {
     async fn exchange(&mut self, upstream: &'a Upstream, info: ReqInfo) -> Next {
         let stats = &self.state.stats;
         let ups = &self.state.upstreams;
-        let retryable = info.framing == Framing::None;
-        let mut conn = match ups.acquire(upstream, retryable).await {
-            Ok(c) => c,
-            Err(e) => return self.reject_pair(connect_status(&e)).await,
+        // A connect that fails sent nothing: the next backend may take the request (DESIGN.md
+        // §6), once per backend at most.
+        let attempts = upstream.backends.len().max(1);
+        let mut attempt = 1;
+        let mut conn = loop {
+            match ups.acquire(upstream).await {
+                Ok(c) => break c,
+                Err(_) if attempt < attempts => {
+                    attempt += 1;
+                    count(&stats.upstream_retries);
+                }
+                Err(e) => return self.reject_pair(connect_status(&e)).await,
+            }
         };
         let mut retried = false;
         loop {
@@ -646,6 +656,7 @@ impl<'a> ClientConn<'a> {
         detail: &str,
         framing: Framing,
         head_len: usize,
+        version: Version,
     ) -> Next {
         if framing != Framing::None || self.ctx.shutting_down() {
             return self.reject(status, detail).await;
@@ -654,7 +665,11 @@ impl<'a> ClientConn<'a> {
         let idle = self.snap.limits.client_idle_timeout;
         match write_all(
             &mut self.stream,
-            error_response(status, detail, false),
+            error_response_with(
+                status,
+                detail,
+                (version == Version::Http10).then_some("keep-alive"),
+            ),
             idle,
         )
         .await

@@ -60,14 +60,11 @@ impl Upstreams {
     }
 
     /// Picks a backend of `upstream` (`u` is its config) and returns a connection to it: a
-    /// pooled one that is still open, else a new one within the connect timeout. `retryable`:
-    /// the caller can resend the request on a new connection if this one turns out closed.
-    pub async fn acquire(&self, u: &Upstream, retryable: bool) -> io::Result<Conn> {
+    /// pooled one that is still open, else a new one within the connect timeout.
+    pub async fn acquire(&self, u: &Upstream) -> io::Result<Conn> {
         let state = &self.states[u.index];
         let backend = state.balancer.pick(&u.backends);
-        let pooled = state.pools[backend]
-            .borrow_mut()
-            .take(Instant::now(), retryable);
+        let pooled = state.pools[backend].borrow_mut().take(Instant::now());
         if let Some(stream) = pooled {
             return Ok(Conn {
                 stream,

@@ -1,17 +1,11 @@
 //! Idle upstream connections of one backend on one worker: a LIFO stack (the most recently
 //! used connection is the warmest), bounded by `max_idle`, entries older than `idle_timeout`
-//! dropped on the way in and out. Before reuse, a non-blocking peek checks that the backend has
-//! not closed the connection. The peek is skipped for a connection pooled less than
-//! [`PEEK_AFTER`] ago when the caller can retry (a request without a body, which the proxy sends
-//! again on a fresh connection if this one turns out closed): under load that saves a syscall per
-//! request; a request with a body, which cannot be replayed, always gets the check.
+//! dropped on the way in and out. A connection the backend closed while idle is detected with a
+//! non-blocking peek before reuse.
 
 use crate::config::PoolSettings;
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
-
-/// Idle time after which a pooled connection is peeked before reuse.
-pub const PEEK_AFTER: Duration = Duration::from_millis(200);
+use std::time::Instant;
 
 use monoio::net::TcpStream;
 
@@ -42,14 +36,11 @@ impl Pool {
         self.idle.is_empty()
     }
 
-    /// The most recent idle connection that is still open and not expired. With `retryable`,
-    /// a connection pooled moments ago is taken without the liveness check.
-    pub fn take(&mut self, now: Instant, retryable: bool) -> Option<TcpStream> {
+    /// The most recent idle connection that is still open and not expired.
+    pub fn take(&mut self, now: Instant) -> Option<TcpStream> {
         while let Some(p) = self.idle.pop_back() {
-            let idle = now.duration_since(p.since);
-            let skip_check = retryable && idle < PEEK_AFTER;
-            if idle < self.settings.idle_timeout
-                && (skip_check || crate::proxy::sys::peer_still_open(&p.stream))
+            if now.duration_since(p.since) < self.settings.idle_timeout
+                && crate::proxy::sys::peer_still_open(&p.stream)
             {
                 return Some(p.stream);
             }

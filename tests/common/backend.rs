@@ -89,6 +89,8 @@ pub struct Reply {
     pub after: Ending,
     /// Write the first bytes of the reply one at a time (with short pauses).
     pub trickle: usize,
+    /// After the reply, wait this long and write these bytes too (a misbehaving backend).
+    pub late_bytes: Option<(Duration, Vec<u8>)>,
 }
 
 impl Reply {
@@ -100,6 +102,7 @@ impl Reply {
             delay: Duration::ZERO,
             after: Ending::KeepOpen,
             trickle: 0,
+            late_bytes: None,
         }
     }
 
@@ -120,6 +123,12 @@ impl Reply {
     /// Writes the first `n` bytes one per write.
     pub fn trickle(mut self, n: usize) -> Reply {
         self.trickle = n;
+        self
+    }
+
+    /// Writes `bytes` `after` the reply, unasked.
+    pub fn late_bytes(mut self, after: Duration, bytes: &[u8]) -> Reply {
+        self.late_bytes = Some((after, bytes.to_vec()));
         self
     }
 
@@ -567,6 +576,12 @@ fn serve(mut s: TcpStream, conn: usize, stop: &AtomicBool, log: &Mutex<Log>, han
             Ending::KeepOpen => {
                 if s.write_all(&bytes).is_err() {
                     return;
+                }
+                if let Some((after, late)) = &reply.late_bytes {
+                    std::thread::sleep(*after);
+                    if s.write_all(late).is_err() {
+                        return;
+                    }
                 }
                 if matches!(reply.body, Body::UntilClose(_)) {
                     return;
