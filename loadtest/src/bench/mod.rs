@@ -363,7 +363,17 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut results = Vec::new();
     for s in &wanted {
-        results.push(scenario(s, &plan, args, &dir)?);
+        match scenario(s, &plan, args, &dir) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                let n = format!("scenario {} abandoned: {e}", s.name);
+                eprintln!("{n}");
+                notes.push(n);
+            }
+        }
+    }
+    if results.is_empty() {
+        return Err("no scenario completed".into());
     }
     let bench = BenchReport {
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -538,6 +548,17 @@ fn load(
     Ok(run::execute(plan, threads, true, false))
 }
 
+/// Fails when the backend or the target has died: its figures would be meaningless.
+fn alive(backend: &mut Running, t: &mut Target) -> Result<(), String> {
+    if let Some(st) = backend.exited() {
+        return Err(format!("the backend exited ({st})"));
+    }
+    if let Some(st) = t.proc.as_mut().and_then(Running::exited) {
+        return Err(format!("{} exited ({st})", t.name));
+    }
+    Ok(())
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -577,7 +598,7 @@ fn scenario(
     eprintln!("scenario {}: {}", s.name, s.description);
     let sdir = dir.join(s.name);
     std::fs::create_dir_all(&sdir).map_err(|e| format!("{}: {e}", sdir.display()))?;
-    let backend = targets::spawn_self(
+    let mut backend = targets::spawn_self(
         "backend",
         &[
             "backend".into(),
@@ -609,7 +630,9 @@ fn scenario(
     for round in 0..plan.rounds {
         for k in 0..n {
             let i = (k + round) % n;
+            alive(&mut backend, &mut tgts[i])?;
             let (_, st, secs) = load(&tgts[i], s, None, plan.duration, plan.warmup, threads)?;
+            alive(&mut backend, &mut tgts[i])?;
             let rps = st.ok as f64 / secs;
             eprintln!(
                 "  round {}/{} {:<9} saturation {:>10.0} req/s  errors {}",
@@ -656,8 +679,9 @@ fn scenario(
             let i = (k + round) % n;
             let pid = tgts[i].proc.as_ref().and_then(Running::pid);
             let before = pid.map(targets::cpu_tree);
-            // Warm-up excluded from the CPU window: measure CPU over the whole run and scale by
-            // responses counted in the same run (warm-up included).
+            // The fixed-rate run has no warm-up: the proxy's CPU over the whole run is divided
+            // by every valid response of that run.
+            alive(&mut backend, &mut tgts[i])?;
             let (_, st, secs) = load(
                 &tgts[i],
                 s,
@@ -666,6 +690,7 @@ fn scenario(
                 Duration::ZERO,
                 threads,
             )?;
+            alive(&mut backend, &mut tgts[i])?;
             if let (Some(pid), Some(b)) = (pid, before) {
                 let used = targets::cpu_tree(pid) - b;
                 if st.ok > 0 {

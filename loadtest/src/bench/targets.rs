@@ -22,6 +22,15 @@ impl Running {
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
     }
+
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(st))) => Some(st.to_string()),
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
+    }
 }
 
 impl Drop for Running {
