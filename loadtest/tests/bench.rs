@@ -51,6 +51,18 @@ fn bench_quick_produces_the_table() {
             }
         }
     }
+    // Memory per idle connection: the relay held every connection and its RSS was read.
+    let idle = json["idle"].as_array().unwrap();
+    let relay = idle
+        .iter()
+        .find(|r| r["name"] == "relay")
+        .expect("relay idle row");
+    assert_eq!(relay["established"], relay["connections"], "{relay}");
+    assert!(relay["rss_held"].as_u64().unwrap() > 0, "{relay}");
+    assert!(
+        out.contains("### Memory per idle keep-alive connection"),
+        "{out}"
+    );
     assert!(std::fs::read_to_string(dir.join("results.md"))
         .unwrap()
         .contains("| target | saturation req/s |"));

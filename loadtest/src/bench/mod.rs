@@ -164,6 +164,17 @@ pub struct ScenarioResult {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct IdleRow {
+    pub name: String,
+    pub connections: usize,
+    pub established: u64,
+    pub rss_before: Option<u64>,
+    pub rss_held: Option<u64>,
+    pub bytes_per_connection: Option<f64>,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub command: String,
     pub started_utc: String,
@@ -175,6 +186,8 @@ pub struct BenchReport {
     pub seconds_per_measurement: f64,
     pub quick: bool,
     pub scenarios: Vec<ScenarioResult>,
+    /// Memory per idle keep-alive connection, per proxy.
+    pub idle: Vec<IdleRow>,
     pub notes: Vec<String>,
 }
 
@@ -375,6 +388,15 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     if results.is_empty() {
         return Err("no scenario completed".into());
     }
+    let idle = match idle_memory(&plan, args, &dir.join("idle")) {
+        Ok(rows) => rows,
+        Err(e) => {
+            let n = format!("idle-connection memory not measured: {e}");
+            eprintln!("{n}");
+            notes.push(n);
+            Vec::new()
+        }
+    };
     let bench = BenchReport {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         started_utc: started,
@@ -389,6 +411,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         seconds_per_measurement: plan.duration.as_secs_f64(),
         quick: args.quick,
         scenarios: results,
+        idle,
         notes,
     };
     let md = report::markdown(&bench);
@@ -546,6 +569,61 @@ fn load(
     };
     let plan = run::plan(&args)?;
     Ok(run::execute(plan, threads, true, false))
+}
+
+/// Memory per idle connection: each proxy holds `n` keep-alive connections (one request every
+/// second on each); RSS of its process tree before and while holding them.
+fn idle_memory(plan: &Plan, args: &BenchArgs, dir: &Path) -> Result<Vec<IdleRow>, String> {
+    let n = if args.quick { 500 } else { 2000 };
+    let hold = if args.quick { 2 } else { 4 };
+    eprintln!("idle connections: {n} per proxy");
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let backend = targets::spawn_self(
+        "backend",
+        &[
+            "backend".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--workers".into(),
+            "1".into(),
+        ],
+        &plan.gen,
+    )?;
+    let mut rows = Vec::new();
+    for name in plan.targets.iter().filter(|n| *n != "direct") {
+        let t = match start_target(name, backend.addr, plan, dir) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("  {name} skipped: {e}");
+                continue;
+            }
+        };
+        let r = crate::idle::measure(&crate::idle::IdleArgs {
+            url: format!("http://{}/", t.addr),
+            connections: n,
+            interval: Duration::from_secs(1),
+            duration: Duration::from_secs(hold),
+            pid: t.proc.as_ref().and_then(Running::pid),
+            threads: 1,
+            json: None,
+        })?;
+        eprintln!(
+            "  {:<9} {} of {n} held, {:.0} bytes per connection",
+            name,
+            r.established,
+            r.bytes_per_connection.unwrap_or(0.0)
+        );
+        rows.push(IdleRow {
+            name: name.clone(),
+            connections: n,
+            established: r.established,
+            rss_before: r.rss_before,
+            rss_held: r.rss_held,
+            bytes_per_connection: r.bytes_per_connection,
+            errors: r.errors,
+        });
+    }
+    Ok(rows)
 }
 
 /// Fails when the backend or the target has died: its figures would be meaningless.
@@ -735,7 +813,7 @@ fn scenario(
             cpu_us_per_req: cpu[i].clone(),
             latency: Latency::of(&hist[i].latency),
             achieved_rps: achieved[i],
-            rss_bytes: pid.map(targets::rss_tree),
+            rss_bytes: pid.and_then(targets::rss_tree),
             errors: errors[i].total(),
             error_kinds: errors[i].clone(),
             unsent: unsent[i],

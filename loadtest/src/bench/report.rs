@@ -151,6 +151,35 @@ pub fn markdown(b: &BenchReport) -> String {
         }
         m.push('\n');
     }
+    if !b.idle.is_empty() {
+        let _ = writeln!(
+            m,
+            "### Memory per idle keep-alive connection\n\n\
+             Each proxy holds N connections (one request per second on each); RSS of its process \
+             tree before opening them and while holding them.\n"
+        );
+        let _ = writeln!(
+            m,
+            "| target | connections held | RSS before | RSS holding | per connection | errors |"
+        );
+        let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|");
+        for r in &b.idle {
+            let opt = |v: Option<u64>| v.map_or("–".into(), |b| fmt_bytes(b as f64));
+            let _ = writeln!(
+                m,
+                "| {} | {} of {} | {} | {} | {} | {} |",
+                r.name,
+                r.established,
+                r.connections,
+                opt(r.rss_before),
+                opt(r.rss_held),
+                r.bytes_per_connection
+                    .map_or("–".into(), |b| fmt_bytes(b.max(0.0))),
+                r.errors
+            );
+        }
+        m.push('\n');
+    }
     m
 }
 
