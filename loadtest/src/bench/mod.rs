@@ -55,7 +55,7 @@ pub struct BenchArgs {
     /// Build coregate with `cargo build --release -p coregate` when the binary is missing.
     #[arg(long)]
     pub build: bool,
-    /// Results folder (default: target/bench-results/<UTC time> under the workspace root).
+    /// Results folder (default: loadtest/results/<UTC time> under the workspace root).
     #[arg(long)]
     pub results: Option<PathBuf>,
     /// Append the markdown to docs/benchmarks.md under the workspace root.
@@ -372,7 +372,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     let dir = args
         .results
         .clone()
-        .unwrap_or_else(|| root.join("target/bench-results").join(&stamp));
+        .unwrap_or_else(|| root.join("loadtest/results").join(&stamp));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut results = Vec::new();
     for s in &wanted {
