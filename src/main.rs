@@ -1,1 +1,84 @@
-fn main() {}
+//! The `coregate` command: `run` starts the proxy from a config file, `check` validates one and
+//! prints what it would serve. A bad config exits with status 2 and `file:line:col: message`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const DEFAULT_CONFIG: &str = "config/coregate.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "coregate",
+    version,
+    about = "Thread-per-core edge proxy and load balancer for Linux"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy until SIGTERM or SIGINT (then drain in-flight requests and exit 0).
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print a summary of what it serves.
+    Check {
+        /// Configuration file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_thread_names(true)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match coregate::config::load(&config) {
+            Ok(snapshot) => {
+                println!("{}: OK", config.display());
+                print!("{}", snapshot.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let snapshot = match coregate::config::load(&config) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging();
+            match coregate::runtime::run(snapshot) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The TOML schema as serde structs, exactly as the user writes it. Every table denies unknown
+//! fields; fields that are checked after parsing (names, addresses, paths, cross references) keep
+//! their span so the check can point at them. `validate.rs` turns this into a [`Snapshot`].
+//!
+//! [`Snapshot`]: super::Snapshot
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::values::{Dur, Size, Workers};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub listeners: Vec<Spanned<RawListener>>,
+    #[serde(default)]
+    pub upstreams: Vec<Spanned<RawUpstream>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverKind {
+    /// io_uring, falling back to epoll with a warning.
+    #[default]
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+impl DriverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::Auto => "auto",
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Epoll => "epoll",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RingFlag {
+    CoopTaskrun,
+    SingleIssuer,
+    DeferTaskrun,
+    Sqpoll,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    #[serde(default)]
+    pub workers: Workers,
+    #[serde(default = "yes")]
+    pub pin: bool,
+    #[serde(default)]
+    pub driver: DriverKind,
+    pub ring_entries: Option<Spanned<u32>>,
+    pub ring_flags: Option<Spanned<Vec<Spanned<RingFlag>>>>,
+    #[serde(default = "default_drain")]
+    pub drain_timeout: Dur<true>,
+}
+
+impl Default for RawRuntime {
+    fn default() -> Self {
+        RawRuntime {
+            workers: Workers::Auto,
+            pin: true,
+            driver: DriverKind::Auto,
+            ring_entries: None,
+            ring_flags: None,
+            drain_timeout: default_drain(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_head_bytes: Option<Spanned<Size>>,
+    pub max_headers: Option<Spanned<u32>>,
+    pub max_body_bytes: Option<Spanned<Size>>,
+    #[serde(default = "secs::<10>")]
+    pub client_header_timeout: Dur<false>,
+    #[serde(default = "secs::<60>")]
+    pub client_idle_timeout: Dur<false>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_head_bytes: None,
+            max_headers: None,
+            max_body_bytes: None,
+            client_header_timeout: secs::<10>(),
+            client_idle_timeout: secs::<60>(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Option<Spanned<String>>,
+    pub address: Spanned<String>,
+    pub routes: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancerKind {
+    #[default]
+    RoundRobin,
+}
+
+impl BalancerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BalancerKind::RoundRobin => "round_robin",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub balancer: BalancerKind,
+    pub backends: Spanned<Vec<Spanned<RawBackend>>>,
+    #[serde(default)]
+    pub pool: RawPool,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub address: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub max_idle: Option<Spanned<i64>>,
+    #[serde(default = "secs::<60>")]
+    pub idle_timeout: Dur<false>,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        RawPool {
+            max_idle: None,
+            idle_timeout: secs::<60>(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    #[serde(default = "secs::<2>")]
+    pub connect: Dur<false>,
+    #[serde(default = "secs::<30>")]
+    pub response_head: Dur<false>,
+    #[serde(default = "secs::<60>")]
+    pub idle: Dur<false>,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            connect: secs::<2>(),
+            response_head: secs::<30>(),
+            idle: secs::<60>(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Spanned<String>,
+    pub hosts: Option<Vec<Spanned<String>>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub path_exact: Option<Spanned<String>>,
+    pub strip_prefix: Option<Spanned<bool>>,
+    pub replace_prefix: Option<Spanned<String>>,
+    pub upstream: Spanned<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_drain() -> Dur<true> {
+    Dur(std::time::Duration::from_secs(10))
+}
+
+fn secs<const N: u64>() -> Dur<false> {
+    Dur(std::time::Duration::from_secs(N))
+}

@@ -1,0 +1,162 @@
+use std::time::Duration;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[[upstreams]]
+name = "app"
+backends = [ { address = "127.0.0.1:9000" } ]
+
+[[routes]]
+name = "all"
+upstream = "app"
+"#;
+
+fn error_of(src: &str) -> (usize, usize, String) {
+    let e = parse("t.toml", src).expect_err("config accepted");
+    assert_eq!(e.file, "t.toml");
+    (e.line, e.col, e.message)
+}
+
+#[test]
+fn line_col_is_one_based_and_counts_characters() {
+    let src = "ab\ncdé\nfg";
+    assert_eq!(line_col(src, 0), (1, 1));
+    assert_eq!(line_col(src, 1), (1, 2));
+    assert_eq!(line_col(src, 3), (2, 1));
+    assert_eq!(line_col(src, 8), (3, 1)); // 'é' is two bytes, one column
+    assert_eq!(line_col(src, 7), (2, 4));
+    assert_eq!(line_col(src, 1000), (3, 3));
+}
+
+#[test]
+fn minimal_config_gets_the_documented_defaults() {
+    let s = parse("t.toml", MINIMAL).unwrap();
+    let rt = &s.runtime;
+    assert!(rt.workers >= 1 && rt.workers_auto);
+    assert!(rt.pin);
+    assert_eq!(rt.driver, DriverKind::Auto);
+    assert_eq!(rt.ring_entries, 1024);
+    assert_eq!(rt.ring_flags.names(), vec!["coop_taskrun"]);
+    assert_eq!(rt.drain_timeout, Duration::from_secs(10));
+    let l = &s.limits;
+    assert_eq!(l.max_head_bytes, 32768);
+    assert_eq!(l.max_headers, 100);
+    assert_eq!(l.max_body_bytes, 16 << 20);
+    assert_eq!(l.client_header_timeout, Duration::from_secs(10));
+    assert_eq!(l.client_idle_timeout, Duration::from_secs(60));
+    let u = &s.upstreams[0];
+    assert_eq!(u.pool.max_idle, 64);
+    assert_eq!(u.pool.idle_timeout, Duration::from_secs(60));
+    assert_eq!(u.timeouts.connect, Duration::from_secs(2));
+    assert_eq!(u.timeouts.response_head, Duration::from_secs(30));
+    assert_eq!(u.timeouts.idle, Duration::from_secs(60));
+    assert_eq!(u.backends[0].weight, 1);
+    assert_eq!(u.backends[0].addr, "127.0.0.1:9000".parse().unwrap());
+    assert_eq!(s.listeners[0].name, "listener0");
+    let r = s.listeners[0].routes.find(b"any", b"/x").unwrap();
+    assert_eq!((&*r.name, r.upstream), ("all", 0));
+}
+
+#[test]
+fn listener_route_subset_and_rewrites_compile() {
+    let src = r#"
+[runtime]
+workers = 3
+driver = "epoll"
+ring_flags = ["single_issuer", "defer_taskrun"]
+drain_timeout = "0s"
+[limits]
+max_body_bytes = "1GiB"
+max_head_bytes = 4096
+[[listeners]]
+name = "pub"
+address = "127.0.0.1:8080"
+routes = ["api"]
+[[listeners]]
+address = "127.0.0.1:8081"
+[[upstreams]]
+name = "a"
+backends = [ { address = "localhost:9000", weight = 3 }, { address = "127.0.0.1:9001" } ]
+[[routes]]
+name = "api"
+hosts = ["API.example.com", "*.example.org"]
+path_prefix = "/api/"
+replace_prefix = "/v2/"
+upstream = "a"
+[[routes]]
+name = "health"
+path_exact = "/health"
+strip_prefix = true
+upstream = "a"
+"#;
+    let s = parse("t.toml", src).unwrap();
+    assert_eq!(s.runtime.workers, 3);
+    assert!(!s.runtime.workers_auto);
+    assert_eq!(s.runtime.driver, DriverKind::Epoll);
+    assert_eq!(
+        s.runtime.ring_flags.names(),
+        vec!["single_issuer", "defer_taskrun"]
+    );
+    assert_eq!(s.runtime.drain_timeout, Duration::ZERO);
+    assert_eq!(s.limits.max_body_bytes, 1 << 30);
+    assert_eq!(s.limits.max_head_bytes, 4096);
+    assert_eq!(s.upstreams[0].backends[0].weight, 3);
+    assert!(s.upstreams[0].backends[0].addr.ip().is_loopback());
+    let public = &s.listeners[0].routes;
+    assert!(public.find(b"x.example.org", b"/health").is_none());
+    let r = public.find(b"api.example.com:80", b"/api/x").unwrap();
+    assert_eq!(r.rewrite(b"/api/x?q").to_vec(), b"/v2/x?q");
+    let all = &s.listeners[1].routes;
+    assert_eq!(&*all.find(b"", b"/health").unwrap().name, "health");
+    assert!(s.summary().contains("pub 127.0.0.1:8080 -> routes [api]"));
+}
+
+#[test]
+fn toml_syntax_error_has_position() {
+    let (line, col, msg) = error_of("[runtime]\nworkers = \n");
+    assert_eq!((line, col), (2, 11), "{msg}");
+}
+
+#[test]
+fn unknown_field_points_at_the_key() {
+    let src = MINIMAL.replace("name = \"all\"", "name = \"all\"\nmethod = \"GET\"");
+    let (line, col, msg) = error_of(&src);
+    assert_eq!((line, col), (11, 1), "{msg}");
+    assert!(msg.contains("unknown field `method`"), "{msg}");
+}
+
+#[test]
+fn bad_duration_points_at_the_value() {
+    let src = format!("[runtime]\ndrain_timeout = \"10 s\"\n{MINIMAL}");
+    let (line, col, msg) = error_of(&src);
+    assert_eq!((line, col), (2, 17), "{msg}");
+    assert!(msg.contains("invalid duration \"10 s\""), "{msg}");
+}
+
+#[test]
+fn unknown_upstream_points_at_the_reference() {
+    let src = MINIMAL.replace("upstream = \"app\"", "upstream = \"nope\"");
+    let (line, col, msg) = error_of(&src);
+    assert_eq!((line, col), (11, 12), "{msg}");
+    assert_eq!(msg, "unknown upstream \"nope\"");
+}
+
+#[test]
+fn missing_sections_are_reported_at_the_start() {
+    let (line, col, msg) = error_of("");
+    assert_eq!((line, col), (1, 1));
+    assert!(msg.contains("listeners"), "{msg}");
+}
+
+#[test]
+fn unreadable_file_is_a_positioned_error() {
+    let e = load(Path::new("/nonexistent/coregate.toml")).unwrap_err();
+    assert_eq!((e.line, e.col), (1, 1));
+    assert!(e
+        .to_string()
+        .starts_with("/nonexistent/coregate.toml:1:1: cannot read"));
+}

@@ -1,0 +1,320 @@
+//! Field lines (RFC 9112 §5): the shared parser for request, response and trailer sections,
+//! the classification of the few fields the proxy reads, and lookup helpers over the parsed
+//! array (`Connection` token lists among them).
+
+use super::chars::{is_token, trim_ows};
+use super::{simd, Error, Header, Span, Step, Stop};
+
+/// The fields a proxy reads or rewrites, recognised once while parsing so that lookups and
+/// hop-by-hop removal compare one byte instead of a name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HeaderKind {
+    #[default]
+    Other,
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Trailer,
+    Upgrade,
+    Expect,
+    Forwarded,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+}
+
+impl HeaderKind {
+    /// Classifies a field name (case-insensitive).
+    pub fn of(name: &[u8]) -> HeaderKind {
+        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        match name.len() {
+            2 if is(b"te") => HeaderKind::Te,
+            4 if is(b"host") => HeaderKind::Host,
+            6 if is(b"expect") => HeaderKind::Expect,
+            7 if is(b"upgrade") => HeaderKind::Upgrade,
+            7 if is(b"trailer") => HeaderKind::Trailer,
+            9 if is(b"forwarded") => HeaderKind::Forwarded,
+            10 if is(b"connection") => HeaderKind::Connection,
+            10 if is(b"keep-alive") => HeaderKind::KeepAlive,
+            14 if is(b"content-length") => HeaderKind::ContentLength,
+            15 if is(b"x-forwarded-for") => HeaderKind::XForwardedFor,
+            16 if is(b"proxy-connection") => HeaderKind::ProxyConnection,
+            16 if is(b"x-forwarded-host") => HeaderKind::XForwardedHost,
+            17 if is(b"transfer-encoding") => HeaderKind::TransferEncoding,
+            17 if is(b"x-forwarded-proto") => HeaderKind::XForwardedProto,
+            _ => HeaderKind::Other,
+        }
+    }
+
+    /// Hop-by-hop fields a proxy never forwards as received (RFC 9110 §7.6.1). Framing
+    /// (`Transfer-Encoding`) is decided separately by the proxy.
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            HeaderKind::Connection
+                | HeaderKind::KeepAlive
+                | HeaderKind::ProxyConnection
+                | HeaderKind::Te
+                | HeaderKind::Trailer
+                | HeaderKind::Upgrade
+        )
+    }
+}
+
+/// Parses one field line at `pos`. Returns the header and the index after its CRLF, or
+/// `Ok(None)` with the index after the empty line that ends the section.
+#[inline]
+pub(crate) fn parse_line(buf: &[u8], pos: usize) -> Step<(Option<Header>, usize)> {
+    match *buf.get(pos).ok_or(Stop::Partial)? {
+        b'\r' => {
+            return match buf.get(pos + 1) {
+                None => Err(Stop::Partial),
+                Some(b'\n') => Ok((None, pos + 2)),
+                Some(_) => Err(Error::BareCr.into()),
+            }
+        }
+        b'\n' => return Err(Error::NewLine.into()),
+        b' ' | b'\t' => return Err(Error::ObsFold.into()),
+        _ => {}
+    }
+    let name_len = buf[pos..]
+        .iter()
+        .position(|&b| !is_token(b))
+        .ok_or(Stop::Partial)?;
+    let mut i = pos + name_len;
+    match buf[i] {
+        b':' if name_len > 0 => {}
+        b' ' | b'\t' if name_len > 0 => return Err(Error::WhitespaceBeforeColon.into()),
+        _ => return Err(Error::HeaderName.into()),
+    }
+    let name = Span::new(pos, i);
+    i += 1;
+    while let Some(b' ' | b'\t') = buf.get(i) {
+        i += 1;
+    }
+    let value_start = i;
+    let end = simd::scan_value(buf, i);
+    match buf.get(end) {
+        None => return Err(Stop::Partial),
+        Some(b'\r') => match buf.get(end + 1) {
+            None => return Err(Stop::Partial),
+            Some(b'\n') => {}
+            Some(_) => return Err(Error::BareCr.into()),
+        },
+        Some(b'\n') => return Err(Error::NewLine.into()),
+        Some(_) => return Err(Error::HeaderValue.into()),
+    }
+    let mut value_end = end;
+    while value_end > value_start && matches!(buf.get(value_end - 1), Some(b' ' | b'\t')) {
+        value_end -= 1;
+    }
+    let header = Header {
+        kind: HeaderKind::of(name.of(buf)),
+        name,
+        value: Span::new(value_start, value_end),
+    };
+    Ok((Some(header), end + 2))
+}
+
+/// Parses field lines from `pos` to the empty line. Returns the count stored in `headers` and
+/// the index after the final CRLF.
+#[inline]
+pub(crate) fn parse_fields(
+    buf: &[u8],
+    mut pos: usize,
+    headers: &mut [Header],
+) -> Step<(usize, usize)> {
+    let mut n = 0;
+    loop {
+        match parse_line(buf, pos)? {
+            (None, end) => return Ok((n, end)),
+            (Some(h), next) => {
+                *headers
+                    .get_mut(n)
+                    .ok_or(Stop::Invalid(Error::TooManyHeaders))? = h;
+                n += 1;
+                pos = next;
+            }
+        }
+    }
+}
+
+/// The value of the first field of `kind`.
+pub fn find<'a>(headers: &[Header], buf: &'a [u8], kind: HeaderKind) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|h| h.kind == kind)
+        .map(|h| h.value.of(buf))
+}
+
+/// The values of every field named `name` (case-insensitive), in order.
+pub fn find_all<'a, 'h>(
+    headers: &'h [Header],
+    buf: &'a [u8],
+    name: &'h [u8],
+) -> impl Iterator<Item = &'a [u8]> + 'h
+where
+    'a: 'h,
+{
+    headers
+        .iter()
+        .filter(move |h| h.name.of(buf).eq_ignore_ascii_case(name))
+        .map(move |h| h.value.of(buf))
+}
+
+/// The elements of a comma-separated list value (RFC 9110 §5.6.1), trimmed, empty ones skipped.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
+}
+
+/// True when any `Connection` field lists `token` (case-insensitive): an option such as
+/// `close`, or the name of a field it nominates as hop-by-hop.
+pub fn connection_has(headers: &[Header], buf: &[u8], token: &[u8]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.kind == HeaderKind::Connection)
+        .any(|h| tokens(h.value.of(buf)).any(|t| t.eq_ignore_ascii_case(token)))
+}
+
+/// What the `Connection` fields of a message say, read in one pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+    /// Some other field is nominated: the serializer must check names against the list.
+    pub nominates_others: bool,
+}
+
+impl ConnectionOptions {
+    pub fn parse(headers: &[Header], buf: &[u8]) -> ConnectionOptions {
+        let mut o = ConnectionOptions::default();
+        for h in headers.iter().filter(|h| h.kind == HeaderKind::Connection) {
+            for t in tokens(h.value.of(buf)) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    o.close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    o.keep_alive = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    o.upgrade = true;
+                } else {
+                    o.nominates_others = true;
+                }
+            }
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn fields(input: &[u8]) -> Result<Fields, Stop> {
+        let mut hs = [Header::default(); 8];
+        let (n, end) = parse_fields(input, 0, &mut hs)?;
+        assert_eq!(end, input.len());
+        Ok(hs[..n]
+            .iter()
+            .map(|h| (h.name.of(input).to_vec(), h.value.of(input).to_vec()))
+            .collect())
+    }
+
+    #[test]
+    fn values_are_trimmed_and_may_hold_tabs_and_obs_text() {
+        let got = fields(b"A: x\r\nB:\t y z \t\r\nC:\r\nD: \xff\xfe\tq\r\n\r\n").unwrap();
+        assert_eq!(got[0], (b"A".to_vec(), b"x".to_vec()));
+        assert_eq!(got[1], (b"B".to_vec(), b"y z".to_vec()));
+        assert_eq!(got[2], (b"C".to_vec(), b"".to_vec()));
+        assert_eq!(got[3], (b"D".to_vec(), b"\xff\xfe\tq".to_vec()));
+    }
+
+    #[test]
+    fn each_rule_has_its_error() {
+        let e = |s: &[u8]| fields(s).unwrap_err();
+        assert_eq!(e(b"A: b\r\n c\r\n\r\n"), Stop::Invalid(Error::ObsFold));
+        assert_eq!(e(b"A: b\r\n\tc\r\n\r\n"), Stop::Invalid(Error::ObsFold));
+        assert_eq!(
+            e(b"A : b\r\n\r\n"),
+            Stop::Invalid(Error::WhitespaceBeforeColon)
+        );
+        assert_eq!(
+            e(b"A\t: b\r\n\r\n"),
+            Stop::Invalid(Error::WhitespaceBeforeColon)
+        );
+        assert_eq!(e(b": b\r\n\r\n"), Stop::Invalid(Error::HeaderName));
+        assert_eq!(e(b"A(: b\r\n\r\n"), Stop::Invalid(Error::HeaderName));
+        assert_eq!(e(b"A\x00: b\r\n\r\n"), Stop::Invalid(Error::HeaderName));
+        assert_eq!(e(b"A: b\x00c\r\n\r\n"), Stop::Invalid(Error::HeaderValue));
+        assert_eq!(e(b"A: b\x7fc\r\n\r\n"), Stop::Invalid(Error::HeaderValue));
+        assert_eq!(e(b"A: b\x01c\r\n\r\n"), Stop::Invalid(Error::HeaderValue));
+        assert_eq!(e(b"A: b\rc\r\n\r\n"), Stop::Invalid(Error::BareCr));
+        assert_eq!(e(b"A: b\nC: d\r\n\r\n"), Stop::Invalid(Error::NewLine));
+        assert_eq!(e(b"A: b\r\n\n"), Stop::Invalid(Error::NewLine));
+        assert_eq!(e(b"A: b\r\n\rX"), Stop::Invalid(Error::BareCr));
+        assert_eq!(e(b"A: b\r\n"), Stop::Partial);
+        assert_eq!(e(b"A: b\r"), Stop::Partial);
+        assert_eq!(e(b"A"), Stop::Partial);
+        let nine = b"a:1\r\nb:1\r\nc:1\r\nd:1\r\ne:1\r\nf:1\r\ng:1\r\nh:1\r\ni:1\r\n\r\n";
+        assert_eq!(e(nine), Stop::Invalid(Error::TooManyHeaders));
+    }
+
+    #[test]
+    fn kinds_and_lookups() {
+        for (name, kind) in [
+            (&b"HOST"[..], HeaderKind::Host),
+            (b"content-LENGTH", HeaderKind::ContentLength),
+            (b"Transfer-Encoding", HeaderKind::TransferEncoding),
+            (b"TE", HeaderKind::Te),
+            (b"Proxy-Connection", HeaderKind::ProxyConnection),
+            (b"X-Forwarded-Host", HeaderKind::XForwardedHost),
+            (b"X-Forwarded-Proto", HeaderKind::XForwardedProto),
+            (b"Hosts", HeaderKind::Other),
+            (b"", HeaderKind::Other),
+        ] {
+            assert_eq!(
+                HeaderKind::of(name),
+                kind,
+                "{:?}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        let buf = b"Connection: keep-alive, X-Foo\r\nconnection: Upgrade,,\r\nX-Foo: 1\r\nHost: a\r\n\r\n";
+        let mut hs = [Header::default(); 8];
+        let (n, _) = parse_fields(buf, 0, &mut hs).unwrap();
+        let hs = &hs[..n];
+        assert_eq!(find(hs, buf, HeaderKind::Host), Some(&b"a"[..]));
+        assert_eq!(find(hs, buf, HeaderKind::Te), None);
+        assert_eq!(
+            find_all(hs, buf, b"x-foo").collect::<Vec<_>>(),
+            vec![&b"1"[..]]
+        );
+        assert!(connection_has(hs, buf, b"upgrade"));
+        assert!(connection_has(hs, buf, b"x-FOO"));
+        assert!(!connection_has(hs, buf, b"close"));
+        let o = ConnectionOptions::parse(hs, buf);
+        assert_eq!(
+            o,
+            ConnectionOptions {
+                close: false,
+                keep_alive: true,
+                upgrade: true,
+                nominates_others: true
+            }
+        );
+        assert_eq!(
+            tokens(b" a ,, b\t,").collect::<Vec<_>>(),
+            vec![&b"a"[..], b"b"]
+        );
+    }
+}

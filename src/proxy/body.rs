@@ -1,0 +1,128 @@
+//! Body streaming between two connections with bounded memory: the bytes already received sit
+//! in the source's [`RecvBuf`]; each step reads what the socket has (up to the buffer size) and
+//! writes it on. Content-Length bodies stop exactly at their length (bytes after them belong to
+//! the next message); chunked bodies are validated by the decoder as they pass and forwarded as
+//! received, or de-chunked for HTTP/1.0 clients; close-delimited bodies run to EOF.
+
+use super::io::{IoFail, RecvBuf};
+use crate::http1::{Chunk, ChunkedDecoder};
+use monoio::net::TcpStream;
+use std::time::Duration;
+
+/// Why a body relay stopped early.
+#[derive(Debug)]
+pub enum RelayFail {
+    /// The source failed (closed early, timed out, reset).
+    Source,
+    /// The destination failed.
+    Dest,
+    /// Malformed chunked framing from the source.
+    Invalid,
+    /// The body passed the size limit.
+    TooLarge,
+}
+
+/// Buffer capacity used when streaming bodies.
+pub const BODY_BUF: usize = 64 * 1024;
+
+/// Forwards exactly `remaining` more body bytes from `src` to `dst`. Bytes already in `buf`
+/// count first.
+pub async fn length(
+    src: &mut TcpStream,
+    buf: &mut RecvBuf,
+    dst: &mut TcpStream,
+    mut remaining: u64,
+    idle: Duration,
+) -> Result<(), RelayFail> {
+    while remaining > 0 {
+        if buf.is_empty() {
+            buf.read_from(src, idle, BODY_BUF)
+                .await
+                .map_err(|_| RelayFail::Source)?;
+        }
+        let n = (buf.data().len() as u64).min(remaining) as usize;
+        buf.write_range(dst, 0..n, idle)
+            .await
+            .map_err(|_| RelayFail::Dest)?;
+        buf.consume(n);
+        remaining -= n as u64;
+    }
+    Ok(())
+}
+
+/// Forwards a chunked body from `src` to `dst`, validating it. With `dechunk`, only the data is
+/// written (for a client that cannot take chunked). `max` bounds the body (data bytes).
+pub async fn chunked(
+    src: &mut TcpStream,
+    buf: &mut RecvBuf,
+    dst: &mut TcpStream,
+    dechunk: bool,
+    max: u64,
+    idle: Duration,
+) -> Result<(), RelayFail> {
+    let mut decoder = ChunkedDecoder::default();
+    loop {
+        // Validate as much as is buffered; forward the validated prefix in one write.
+        let mut validated = 0;
+        let mut done = false;
+        loop {
+            let (n, chunk) = decoder
+                .decode(&buf.data()[validated..])
+                .map_err(|_| RelayFail::Invalid)?;
+            if decoder.body_len() > max {
+                return Err(RelayFail::TooLarge);
+            }
+            let start = validated;
+            validated += n;
+            match chunk {
+                Chunk::Data(r) if dechunk => {
+                    let r = start + r.start..start + r.end;
+                    buf.write_range(dst, r, idle)
+                        .await
+                        .map_err(|_| RelayFail::Dest)?;
+                }
+                Chunk::Data(_) => {}
+                Chunk::NeedMore => break,
+                Chunk::Done => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if !dechunk && validated > 0 {
+            buf.write_range(dst, 0..validated, idle)
+                .await
+                .map_err(|_| RelayFail::Dest)?;
+        }
+        buf.consume(validated);
+        if done {
+            return Ok(());
+        }
+        buf.read_from(src, idle, BODY_BUF)
+            .await
+            .map_err(|_| RelayFail::Source)?;
+    }
+}
+
+/// Forwards everything until `src` closes (close-delimited response bodies).
+pub async fn until_close(
+    src: &mut TcpStream,
+    buf: &mut RecvBuf,
+    dst: &mut TcpStream,
+    idle: Duration,
+) -> Result<(), RelayFail> {
+    loop {
+        if !buf.is_empty() {
+            let n = buf.data().len();
+            buf.write_range(dst, 0..n, idle)
+                .await
+                .map_err(|_| RelayFail::Dest)?;
+            buf.consume(n);
+        }
+        match buf.read_from(src, idle, BODY_BUF).await {
+            Ok(_) => {}
+            Err(IoFail::Eof) => return Ok(()),
+            Err(_) => return Err(RelayFail::Source),
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Owned-buffer I/O for the forwarding path: a receive buffer that keeps unconsumed bytes (a
+//! pipelined request, the rest of a body) across reads, and writes of its ranges, each bounded
+//! by a timeout. Buffers move into the kernel and come back (monoio's rent model); a read that
+//! times out loses its buffer and its connection (see MONOIO-FACTS: bytes may be lost).
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use std::io;
+use std::time::Duration;
+
+/// Why an I/O step failed.
+#[derive(Debug)]
+pub enum IoFail {
+    /// The peer closed before the expected bytes arrived.
+    Eof,
+    TimedOut,
+    Io(io::Error),
+}
+
+/// Received bytes: `vec[start..]` is unconsumed.
+pub struct RecvBuf {
+    vec: Vec<u8>,
+    start: usize,
+}
+
+impl RecvBuf {
+    pub fn with_capacity(cap: usize) -> RecvBuf {
+        RecvBuf {
+            vec: Vec::with_capacity(cap),
+            start: 0,
+        }
+    }
+
+    pub fn from_vec(mut vec: Vec<u8>) -> RecvBuf {
+        vec.clear();
+        RecvBuf { vec, start: 0 }
+    }
+
+    pub fn into_vec(self) -> Vec<u8> {
+        self.vec
+    }
+
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.vec[self.start..]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.vec.len()
+    }
+
+    /// Marks `n` bytes of `data()` as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.vec.len());
+        if self.start == self.vec.len() {
+            self.vec.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Moves the unconsumed bytes to the front, so that offsets of a new head start at 0.
+    pub fn compact(&mut self) {
+        if self.start > 0 {
+            self.vec.copy_within(self.start.., 0);
+            self.vec.truncate(self.vec.len() - self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Takes the buffer out (for a vectored write that references it); `start` must be 0.
+    pub fn take(&mut self) -> Vec<u8> {
+        debug_assert_eq!(self.start, 0);
+        std::mem::take(&mut self.vec)
+    }
+
+    pub fn put_back(&mut self, vec: Vec<u8>) {
+        self.vec = vec;
+    }
+
+    /// Reads more bytes after the unconsumed ones, growing the buffer up to `max` bytes of
+    /// capacity when it is full. Returns the number read; `Err(Eof)` on a clean close.
+    pub async fn read_from(
+        &mut self,
+        stream: &mut TcpStream,
+        timeout: Duration,
+        max: usize,
+    ) -> Result<usize, IoFail> {
+        if self.vec.len() == self.vec.capacity() {
+            if self.start > 0 {
+                self.compact();
+            } else {
+                let want = (self.vec.capacity() * 2).clamp(4096, max.max(4096));
+                self.vec.reserve(want.saturating_sub(self.vec.len()).max(1));
+            }
+        }
+        let vec = std::mem::take(&mut self.vec);
+        let len = vec.len();
+        let read = stream.read(vec.slice_mut(len..));
+        let (res, slice) = match monoio::time::timeout(timeout, read).await {
+            Ok(r) => r,
+            Err(_) => return Err(IoFail::TimedOut),
+        };
+        self.vec = slice.into_inner();
+        match res {
+            Ok(0) => Err(IoFail::Eof),
+            Ok(n) => Ok(n),
+            Err(e) => Err(IoFail::Io(e)),
+        }
+    }
+
+    /// Writes `data()[range]` to `stream`.
+    pub async fn write_range(
+        &mut self,
+        stream: &mut TcpStream,
+        range: std::ops::Range<usize>,
+        timeout: Duration,
+    ) -> Result<(), IoFail> {
+        let vec = std::mem::take(&mut self.vec);
+        let slice = vec.slice(self.start + range.start..self.start + range.end);
+        let (res, slice) = match monoio::time::timeout(timeout, stream.write_all(slice)).await {
+            Ok(r) => r,
+            Err(_) => return Err(IoFail::TimedOut),
+        };
+        self.vec = slice.into_inner();
+        res.map(drop).map_err(IoFail::Io)
+    }
+}
+
+/// Writes a whole owned buffer within `timeout`.
+pub async fn write_all<T: IoBuf + 'static>(
+    stream: &mut TcpStream,
+    buf: T,
+    timeout: Duration,
+) -> Result<T, IoFail> {
+    match monoio::time::timeout(timeout, stream.write_all(buf)).await {
+        Ok((Ok(_), buf)) => Ok(buf),
+        Ok((Err(e), _)) => Err(IoFail::Io(e)),
+        Err(_) => Err(IoFail::TimedOut),
+    }
+}

@@ -1,0 +1,98 @@
+//! The forwarding state machine: one task per client connection, on the worker that accepted
+//! it (`crate::runtime` calls [`serve_connection`]).
+//!
+//! Lifecycle of a request on a keep-alive connection:
+//! 1. read the head into the connection's buffer (idle timeout before the first byte, header
+//!    timeout for the whole head; a graceful shutdown closes an idle connection), parse it
+//!    (`crate::http1`) and decide the body framing — malformed or ambiguous: 400, nothing sent;
+//! 2. route it (`crate::route`), check the body limit, answer `Expect: 100-continue`;
+//! 3. take an upstream connection (`crate::upstream`: pooled or new), write the rewritten head
+//!    and the body bytes that came with it in one vectored write, stream the rest of the body;
+//! 4. read and parse the response head (response timeout), rewrite it, write it with the body
+//!    bytes that came with it, stream the rest;
+//! 5. return the upstream connection to the pool when it can carry another request; keep the
+//!    bytes of a pipelined next request and go back to 1, or close.
+//!
+//! A pooled connection found closed before any of the request was sent, or one that closes
+//! before any response byte on a request without a body, is replaced by a new connection once.
+
+mod body;
+mod error;
+mod io;
+mod request;
+pub(crate) mod sys;
+
+pub use error::{error_response, reason, Stats};
+
+use crate::runtime::WorkerCtx;
+use crate::upstream::Upstreams;
+use monoio::net::TcpStream;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// Proxy state owned by one worker.
+pub struct WorkerState {
+    pub upstreams: Upstreams,
+    pub stats: Stats,
+    /// Spare response buffers (leased per request, returned after).
+    spare: RefCell<Vec<Vec<u8>>>,
+}
+
+impl WorkerState {
+    pub fn new(snapshot: &crate::config::Snapshot) -> WorkerState {
+        WorkerState {
+            upstreams: Upstreams::new(snapshot),
+            stats: Stats::default(),
+            spare: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn lease(&self) -> Vec<u8> {
+        self.spare
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(body::BODY_BUF))
+    }
+
+    fn give_back(&self, mut buf: Vec<u8>) {
+        let mut spare = self.spare.borrow_mut();
+        if buf.capacity() >= body::BODY_BUF && spare.len() < 64 {
+            buf.clear();
+            spare.push(buf);
+        }
+    }
+
+    /// One line for the shutdown log.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        let classes: Vec<String> = s
+            .relayed
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{}xx={}", i + 1, c.get()))
+            .collect();
+        format!(
+            "requests={} relayed[{}] errors[{}] upstream connects={} reuses={} retries={} client_timeouts={}",
+            s.requests.get(),
+            classes.join(" "),
+            s.errors.summary(),
+            s.upstream_connects.get(),
+            s.upstream_reuses.get(),
+            s.upstream_retries.get(),
+            s.client_timeouts.get(),
+        )
+    }
+}
+
+/// Serves one client connection until it closes, fails, times out, or the worker shuts down.
+pub async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    ctx: Rc<WorkerCtx>,
+) {
+    request::ClientConn::new(stream, peer, listener, &ctx)
+        .run()
+        .await;
+}

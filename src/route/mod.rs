@@ -1,0 +1,286 @@
+//! The compiled route table: step three of the forwarding path (accept → parse → **route** →
+//! balance → forward). The proxy hands it the request's `Host` and path once the head is parsed
+//! and gets back a borrowed [`Route`] naming the upstream (by index into the snapshot) and how to
+//! rewrite the request target. Built once per listener when the config snapshot is validated;
+//! immutable afterwards and shared read-only by every worker, so a lookup allocates nothing and
+//! touches no lock or atomic.
+//!
+//! Precedence: host groups are tried from most to least specific — the exact host, then
+//! `*.suffix` wildcards (longest suffix first), then routes without `hosts` — and the first group
+//! with a matching path wins. Inside a group an exact path beats every prefix, and among
+//! prefixes the longest wins. Hosts compare case-insensitively, without the port and a trailing
+//! dot. Paths compare byte for byte (no percent-decoding or dot-segment removal).
+
+#![forbid(unsafe_code)]
+
+use ahash::AHashMap;
+
+/// Longest host name we look up (DNS caps names at 253 bytes); longer hosts only match routes
+/// without `hosts`.
+pub const MAX_HOST_LEN: usize = 255;
+
+/// How a route matches the path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PathMatch {
+    /// The path starts with these bytes.
+    Prefix(Box<[u8]>),
+    /// The path is exactly these bytes.
+    Exact(Box<[u8]>),
+}
+
+impl PathMatch {
+    fn len(&self) -> usize {
+        match self {
+            PathMatch::Prefix(p) | PathMatch::Exact(p) => p.len(),
+        }
+    }
+}
+
+/// A host a route answers for (stored lowercase).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// `api.example.com`
+    Exact(Box<[u8]>),
+    /// `*.example.com`, stored as the suffix `.example.com`: matches any subdomain, not the bare
+    /// domain.
+    Suffix(Box<[u8]>),
+}
+
+/// How the request target is rewritten before it goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Forward the target unchanged.
+    None,
+    /// Remove the matched prefix; an empty result (or one not starting with `/`) gets a `/`.
+    Strip,
+    /// Replace the matched prefix with these bytes.
+    Replace(Box<[u8]>),
+}
+
+/// One route of the snapshot.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Position in `Snapshot::routes` (file order).
+    pub index: usize,
+    pub name: Box<str>,
+    /// Empty: any host.
+    pub hosts: Vec<HostPattern>,
+    pub path: PathMatch,
+    pub rewrite: Rewrite,
+    /// Index into `Snapshot::upstreams`.
+    pub upstream: usize,
+}
+
+/// A rewritten request target in two borrowed pieces: write `prefix` then `rest`. Nothing is
+/// allocated; with [`Rewrite::None`] `prefix` is empty and `rest` is the original target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewrittenTarget<'a> {
+    pub prefix: &'a [u8],
+    pub rest: &'a [u8],
+}
+
+impl RewrittenTarget<'_> {
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        self.prefix.len() + self.rest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The target as one owned buffer (tests and slow paths only).
+    pub fn to_vec(&self) -> Vec<u8> {
+        [self.prefix, self.rest].concat()
+    }
+}
+
+impl Route {
+    /// Rewrites an origin-form request target (`/path?query`) that this route matched (its path
+    /// part is what was given to [`RouteTable::find`]). A target that does not start with the
+    /// matched path is returned unchanged.
+    pub fn rewrite<'a>(&'a self, target: &'a [u8]) -> RewrittenTarget<'a> {
+        let unchanged = RewrittenTarget {
+            prefix: b"",
+            rest: target,
+        };
+        let matched = match &self.path {
+            PathMatch::Prefix(p) | PathMatch::Exact(p) => p,
+        };
+        if !target.starts_with(matched) {
+            return unchanged;
+        }
+        let rest = &target[self.path.len()..];
+        match &self.rewrite {
+            Rewrite::None => unchanged,
+            Rewrite::Strip if rest.first() == Some(&b'/') => RewrittenTarget { prefix: b"", rest },
+            Rewrite::Strip => RewrittenTarget { prefix: b"/", rest },
+            Rewrite::Replace(with) => {
+                let rest = if with.last() == Some(&b'/') && rest.first() == Some(&b'/') {
+                    &rest[1..]
+                } else {
+                    rest
+                };
+                RewrittenTarget { prefix: with, rest }
+            }
+        }
+    }
+}
+
+/// Path rules of one host group: exact paths in a map, prefixes longest first.
+#[derive(Debug, Default)]
+struct PathRules {
+    exact: AHashMap<Box<[u8]>, usize>,
+    prefixes: Vec<(Box<[u8]>, usize)>,
+}
+
+impl PathRules {
+    fn insert(&mut self, path: &PathMatch, pos: usize) {
+        match path {
+            PathMatch::Exact(p) => {
+                self.exact.entry(p.clone()).or_insert(pos);
+            }
+            PathMatch::Prefix(p) => {
+                if !self.prefixes.iter().any(|(q, _)| q == p) {
+                    self.prefixes.push((p.clone(), pos));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        // Longest first; equal lengths keep file order (stable sort).
+        self.prefixes
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    }
+
+    fn find(&self, path: &[u8]) -> Option<usize> {
+        if !self.exact.is_empty() {
+            if let Some(&pos) = self.exact.get(path) {
+                return Some(pos);
+            }
+        }
+        self.prefixes
+            .iter()
+            .find(|(p, _)| path.starts_with(p))
+            .map(|&(_, pos)| pos)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
+    }
+}
+
+/// The routes one listener serves, compiled for lookup.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    exact_hosts: AHashMap<Box<[u8]>, PathRules>,
+    /// (suffix including the leading dot, rules), longest suffix first.
+    wildcard_hosts: Vec<(Box<[u8]>, PathRules)>,
+    any_host: PathRules,
+}
+
+impl RouteTable {
+    /// Compiles a table. When two routes have the same host and path, the first one wins (the
+    /// config validation rejects that case before it gets here).
+    pub fn new(routes: Vec<Route>) -> Self {
+        let mut t = RouteTable {
+            routes,
+            ..RouteTable::default()
+        };
+        for (pos, r) in t.routes.iter().enumerate() {
+            if r.hosts.is_empty() {
+                t.any_host.insert(&r.path, pos);
+            }
+            for h in &r.hosts {
+                match h {
+                    HostPattern::Exact(h) => t
+                        .exact_hosts
+                        .entry(h.clone())
+                        .or_default()
+                        .insert(&r.path, pos),
+                    HostPattern::Suffix(s) => {
+                        match t.wildcard_hosts.iter_mut().find(|(q, _)| q == s) {
+                            Some((_, rules)) => rules.insert(&r.path, pos),
+                            None => {
+                                let mut rules = PathRules::default();
+                                rules.insert(&r.path, pos);
+                                t.wildcard_hosts.push((s.clone(), rules));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        t.any_host.finish();
+        t.exact_hosts.values_mut().for_each(PathRules::finish);
+        t.wildcard_hosts.iter_mut().for_each(|(_, r)| r.finish());
+        t.wildcard_hosts
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        t
+    }
+
+    /// The routes of this table, in file order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Finds the route for a request. `host` is the `Host` header value as received (any case,
+    /// with or without `:port`), empty when absent; `path` is the path of the target without the
+    /// query.
+    pub fn find(&self, host: &[u8], path: &[u8]) -> Option<&Route> {
+        let mut buf = [0u8; MAX_HOST_LEN];
+        if let Some(host) = normalize_host(host, &mut buf) {
+            if !self.exact_hosts.is_empty() {
+                if let Some(pos) = self.exact_hosts.get(host).and_then(|r| r.find(path)) {
+                    return Some(&self.routes[pos]);
+                }
+            }
+            for (suffix, rules) in &self.wildcard_hosts {
+                if host.len() > suffix.len() && host.ends_with(suffix) {
+                    if let Some(pos) = rules.find(path) {
+                        return Some(&self.routes[pos]);
+                    }
+                }
+            }
+        }
+        if self.any_host.is_empty() {
+            return None;
+        }
+        self.any_host.find(path).map(|pos| &self.routes[pos])
+    }
+}
+
+/// Lowercases `host` into `buf` without its port and trailing dot. `None` when empty or longer
+/// than [`MAX_HOST_LEN`].
+pub fn normalize_host<'b>(host: &[u8], buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b [u8]> {
+    let host = if host.first() == Some(&b'[') {
+        // IPv6 literal: keep through the closing bracket.
+        match memchr::memchr(b']', host) {
+            Some(end) => &host[..=end],
+            None => host,
+        }
+    } else {
+        match memchr::memchr(b':', host) {
+            Some(colon) => &host[..colon],
+            None => host,
+        }
+    };
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    if host.is_empty() || host.len() > MAX_HOST_LEN {
+        return None;
+    }
+    let out = &mut buf[..host.len()];
+    for (o, &b) in out.iter_mut().zip(host) {
+        *o = b.to_ascii_lowercase();
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+//! The per-worker context every connection task holds (`Rc<WorkerCtx>`): which worker this is,
+//! the config snapshot, the live-connection count and the worker-local shutdown signal. All of it
+//! is thread-local state (`Cell`/`RefCell`): reading it costs no atomic.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use crate::config::Snapshot;
+
+/// State shared by the tasks of one worker thread.
+pub struct WorkerCtx {
+    /// Worker number, 0-based (thread name `coregate-w{index}`).
+    pub index: usize,
+    /// The config snapshot: cloned once per worker, never per request.
+    pub snapshot: Arc<Snapshot>,
+    /// The forwarding path's per-worker state: upstream pools, balancers, counters.
+    pub proxy: crate::proxy::WorkerState,
+    live: Cell<usize>,
+    shutting_down: Cell<bool>,
+    waiters: RefCell<Waiters>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
+}
+
+impl WorkerCtx {
+    pub fn new(index: usize, snapshot: Arc<Snapshot>) -> Rc<Self> {
+        Rc::new(WorkerCtx {
+            index,
+            proxy: crate::proxy::WorkerState::new(&snapshot),
+            snapshot,
+            live: Cell::new(0),
+            shutting_down: Cell::new(false),
+            waiters: RefCell::new(Waiters::default()),
+        })
+    }
+
+    /// True once a graceful shutdown began: finish the current request, answer it with
+    /// `Connection: close`, and do not wait for another one. One `Cell` read.
+    #[inline]
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// A future that completes when a graceful shutdown begins (at once if it already has).
+    /// Race it against an idle keep-alive read so idle connections close promptly.
+    pub fn shutdown_signal(&self) -> ShutdownSignal<'_> {
+        ShutdownSignal {
+            ctx: self,
+            slot: None,
+        }
+    }
+
+    /// Connections currently served by this worker.
+    pub fn live_connections(&self) -> usize {
+        self.live.get()
+    }
+
+    /// Begins the graceful shutdown of this worker: wakes every [`ShutdownSignal`].
+    pub fn begin_shutdown(&self) {
+        if self.shutting_down.replace(true) {
+            return;
+        }
+        let wakers: Vec<Waker> = {
+            let mut w = self.waiters.borrow_mut();
+            w.free.clear();
+            w.slots.drain(..).flatten().collect()
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Counts a connection as live until the guard drops.
+    pub fn track_connection(self: &Rc<Self>) -> LiveGuard {
+        self.live.set(self.live.get() + 1);
+        LiveGuard { ctx: self.clone() }
+    }
+}
+
+/// Decrements the worker's live-connection count when dropped.
+pub struct LiveGuard {
+    ctx: Rc<WorkerCtx>,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.ctx.live.set(self.ctx.live.get() - 1);
+    }
+}
+
+/// See [`WorkerCtx::shutdown_signal`].
+pub struct ShutdownSignal<'a> {
+    ctx: &'a WorkerCtx,
+    slot: Option<usize>,
+}
+
+impl Future for ShutdownSignal<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ctx.shutting_down.get() {
+            self.slot = None;
+            return Poll::Ready(());
+        }
+        let mut w = self.ctx.waiters.borrow_mut();
+        match self.slot {
+            Some(i) => match &mut w.slots[i] {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            },
+            None => {
+                let i = match w.free.pop() {
+                    Some(i) => {
+                        w.slots[i] = Some(cx.waker().clone());
+                        i
+                    }
+                    None => {
+                        w.slots.push(Some(cx.waker().clone()));
+                        w.slots.len() - 1
+                    }
+                };
+                drop(w);
+                self.slot = Some(i);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for ShutdownSignal<'_> {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            if self.ctx.shutting_down.get() {
+                return; // slots were drained by begin_shutdown
+            }
+            let mut w = self.ctx.waiters.borrow_mut();
+            w.slots[i] = None;
+            w.free.push(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn snapshot() -> Arc<Snapshot> {
+        let src = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[upstreams]]\nname = \"u\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n";
+        Arc::new(crate::config::parse("t", src).unwrap())
+    }
+
+    #[test]
+    fn shutdown_wakes_pending_signals_and_reuses_slots() {
+        let ctx = WorkerCtx::new(0, snapshot());
+        let counter = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..100 {
+            let mut s = Box::pin(ctx.shutdown_signal());
+            assert!(s.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(
+            ctx.waiters.borrow().slots.len(),
+            1,
+            "dropped signals must free their slot"
+        );
+        let mut a = Box::pin(ctx.shutdown_signal());
+        let mut b = Box::pin(ctx.shutdown_signal());
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        assert!(b.as_mut().poll(&mut cx).is_pending());
+        assert!(!ctx.shutting_down());
+        ctx.begin_shutdown();
+        assert!(ctx.shutting_down());
+        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+        assert!(a.as_mut().poll(&mut cx).is_ready());
+        assert!(b.as_mut().poll(&mut cx).is_ready());
+        assert!(Box::pin(ctx.shutdown_signal())
+            .as_mut()
+            .poll(&mut cx)
+            .is_ready());
+        ctx.begin_shutdown(); // idempotent
+        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn live_guard_counts() {
+        let ctx = WorkerCtx::new(1, snapshot());
+        let a = ctx.track_connection();
+        let b = ctx.track_connection();
+        assert_eq!(ctx.live_connections(), 2);
+        drop(a);
+        assert_eq!(ctx.live_connections(), 1);
+        drop(b);
+        assert_eq!(ctx.live_connections(), 0);
+    }
+}

@@ -1,0 +1,176 @@
+//! The runtime: everything around the forwarding path that is not HTTP. `run` takes the validated
+//! config snapshot, raises the open-file limit, makes sure no foreign socket holds a listener
+//! address, then starts one OS thread per worker (`coregate-w{i}`, pinned to core `i` when
+//! `pin = true`). Each worker builds its own monoio runtime (io_uring or epoll), binds its own
+//! SO_REUSEPORT socket per listener and hands every accepted connection to
+//! [`crate::proxy::serve_connection`] with an `Rc<WorkerCtx>`. SIGTERM/SIGINT start a graceful
+//! shutdown: workers stop accepting, in-flight connections get up to `drain_timeout` to finish,
+//! then `run` returns. No state is shared between workers apart from the read-only snapshot.
+
+mod ctx;
+mod listen;
+mod signals;
+mod worker;
+
+use std::sync::{mpsc, Arc};
+
+use tokio::sync::watch;
+
+use crate::config::Snapshot;
+
+pub use ctx::{LiveGuard, ShutdownSignal, WorkerCtx};
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("listener {name}: {source}")]
+    AddressInUse {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Worker(String),
+    #[error("cannot start: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the proxy until a graceful shutdown completes.
+pub fn run(snapshot: Snapshot) -> Result<(), RuntimeError> {
+    match listen::raise_nofile_limit() {
+        Ok(n) => tracing::debug!("open-file limit {n}"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+    for l in &snapshot.listeners {
+        listen::probe_free(l.addr).map_err(|source| RuntimeError::AddressInUse {
+            name: l.name.clone(),
+            source,
+        })?;
+    }
+
+    let snapshot = Arc::new(snapshot);
+    let rt = &snapshot.runtime;
+    let cores = if rt.pin {
+        let ids = core_affinity::get_core_ids().unwrap_or_default();
+        if ids.is_empty() {
+            tracing::warn!(
+                "pin = true but the usable cores cannot be listed; workers are not pinned"
+            );
+        } else if rt.workers > ids.len() {
+            tracing::warn!(
+                "{} workers on {} usable cores: some cores run two workers",
+                rt.workers,
+                ids.len()
+            );
+        }
+        ids
+    } else {
+        Vec::new()
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = signals::Watcher::start(stop_tx.clone(), rt.drain_timeout)?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut threads = Vec::with_capacity(rt.workers);
+    for index in 0..rt.workers {
+        let spec = worker::WorkerSpec {
+            index,
+            snapshot: snapshot.clone(),
+            core: (!cores.is_empty()).then(|| cores[index % cores.len()]),
+            shutdown: stop_rx.clone(),
+            ready: ready_tx.clone(),
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("coregate-w{index}"))
+            .spawn(move || worker::run(spec))?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    drop(stop_rx);
+
+    let mut started = Vec::with_capacity(rt.workers);
+    let mut failure = None;
+    for _ in 0..rt.workers {
+        match ready_rx.recv() {
+            Ok(Ok(s)) => started.push(s),
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                failure.get_or_insert_with(|| "a worker thread died while starting".to_string());
+                break;
+            }
+        }
+    }
+    if let Some(e) = failure {
+        let _ = stop_tx.send(true);
+        for t in threads {
+            let _ = t.join();
+        }
+        signals.stop();
+        return Err(RuntimeError::Worker(e));
+    }
+
+    log_summary(&snapshot, &mut started);
+    let mut panicked = 0;
+    for t in threads {
+        if t.join().is_err() {
+            panicked += 1;
+        }
+    }
+    signals.stop();
+    if panicked > 0 {
+        return Err(RuntimeError::Worker(format!(
+            "{panicked} worker thread(s) panicked"
+        )));
+    }
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+fn log_summary(s: &Snapshot, started: &mut [worker::Started]) {
+    started.sort_by_key(|w| w.index);
+    let rt = &s.runtime;
+    tracing::info!(
+        "coregate {} started: {} worker(s), ring_entries {}, ring_flags [{}], drain_timeout {:?}",
+        env!("CARGO_PKG_VERSION"),
+        started.len(),
+        rt.ring_entries,
+        rt.ring_flags.names().join(", "),
+        rt.drain_timeout
+    );
+    for w in started.iter() {
+        match w.core {
+            Some(c) => tracing::info!(
+                "worker {}: driver {}, pinned to core {c}",
+                w.index,
+                w.driver
+            ),
+            None => tracing::info!("worker {}: driver {}, not pinned", w.index, w.driver),
+        }
+    }
+    for l in &s.listeners {
+        let names: Vec<&str> = l.routes.routes().iter().map(|r| &*r.name).collect();
+        tracing::info!(
+            "listener {} on {}: routes [{}]",
+            l.name,
+            l.addr,
+            names.join(", ")
+        );
+    }
+    for u in &s.upstreams {
+        let b: Vec<String> = u
+            .backends
+            .iter()
+            .map(|b| format!("{} (weight {})", b.addr, b.weight))
+            .collect();
+        tracing::info!(
+            "upstream {} ({}): {}",
+            u.name,
+            u.balancer.as_str(),
+            b.join(", ")
+        );
+    }
+    for r in &s.routes {
+        tracing::info!("route {}", s.describe_route(r));
+    }
+}

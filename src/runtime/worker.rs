@@ -1,0 +1,210 @@
+//! One worker: an OS thread, optionally pinned to a core, running its own monoio runtime
+//! (io_uring with the configured ring, or epoll), its own listeners and every connection it
+//! accepts, until the shutdown broadcast arrives and its connections have drained.
+
+use std::io;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::time::TimeDriver;
+use monoio::{IoUringDriver, LegacyDriver, Runtime, RuntimeBuilder};
+use tokio::sync::watch;
+
+use super::{listen, WorkerCtx};
+use crate::config::{DriverKind, RingFlags, RuntimeSettings, Snapshot};
+
+/// Idle time of the kernel's submission-queue polling thread when `sqpoll` is on.
+const SQPOLL_IDLE_MS: u32 = 2000;
+
+/// What a worker reports once it is serving (or why it could not start).
+pub struct Started {
+    pub index: usize,
+    pub driver: &'static str,
+    pub core: Option<usize>,
+}
+
+pub struct WorkerSpec {
+    pub index: usize,
+    pub snapshot: Arc<Snapshot>,
+    pub core: Option<core_affinity::CoreId>,
+    pub shutdown: watch::Receiver<bool>,
+    pub ready: mpsc::Sender<Result<Started, String>>,
+}
+
+enum Rt {
+    Uring(Runtime<TimeDriver<IoUringDriver>>),
+    Legacy(Runtime<TimeDriver<LegacyDriver>>),
+}
+
+fn uring_runtime(rt: &RuntimeSettings) -> io::Result<Runtime<TimeDriver<IoUringDriver>>> {
+    let mut urb = io_uring::IoUring::builder();
+    let RingFlags {
+        coop_taskrun,
+        single_issuer,
+        defer_taskrun,
+        sqpoll,
+    } = rt.ring_flags;
+    if coop_taskrun {
+        urb.setup_coop_taskrun();
+    }
+    if single_issuer {
+        urb.setup_single_issuer();
+    }
+    if defer_taskrun {
+        urb.setup_defer_taskrun();
+    }
+    if sqpoll {
+        urb.setup_sqpoll(SQPOLL_IDLE_MS);
+    }
+    RuntimeBuilder::<IoUringDriver>::new()
+        .with_entries(rt.ring_entries)
+        .uring_builder(urb)
+        .enable_timer()
+        .build()
+}
+
+fn legacy_runtime() -> io::Result<Runtime<TimeDriver<LegacyDriver>>> {
+    RuntimeBuilder::<LegacyDriver>::new().enable_timer().build()
+}
+
+/// Builds the runtime the config asks for, falling back to epoll for `driver = "auto"`.
+fn build_runtime(index: usize, rt: &RuntimeSettings) -> Result<Rt, String> {
+    let legacy = || {
+        legacy_runtime()
+            .map(Rt::Legacy)
+            .map_err(|e| format!("worker {index}: cannot start the epoll driver: {e}"))
+    };
+    match rt.driver {
+        DriverKind::Epoll => legacy(),
+        DriverKind::IoUring => {
+            if !monoio::utils::detect_uring() {
+                return Err(format!(
+                    "worker {index}: driver = \"io_uring\" but io_uring is not available on this kernel (use driver = \"auto\" or \"epoll\")"
+                ));
+            }
+            uring_runtime(rt).map(Rt::Uring).map_err(|e| {
+                format!(
+                    "worker {index}: cannot create an io_uring with {} entries and flags [{}]: {e}",
+                    rt.ring_entries,
+                    rt.ring_flags.names().join(", ")
+                )
+            })
+        }
+        DriverKind::Auto => {
+            if !monoio::utils::detect_uring() {
+                tracing::warn!(
+                    worker = index,
+                    "io_uring is not available; falling back to epoll"
+                );
+                return legacy();
+            }
+            match uring_runtime(rt) {
+                Ok(r) => Ok(Rt::Uring(r)),
+                Err(e) => {
+                    tracing::warn!(
+                        worker = index,
+                        "cannot create an io_uring with {} entries and flags [{}]: {e}; falling back to epoll",
+                        rt.ring_entries,
+                        rt.ring_flags.names().join(", ")
+                    );
+                    legacy()
+                }
+            }
+        }
+    }
+}
+
+/// The body of a worker thread.
+pub fn run(spec: WorkerSpec) {
+    let WorkerSpec {
+        index,
+        snapshot,
+        core,
+        shutdown,
+        ready,
+    } = spec;
+    let mut pinned = None;
+    if let Some(core) = core {
+        if core_affinity::set_for_current(core) {
+            pinned = Some(core.id);
+        } else {
+            tracing::warn!(
+                worker = index,
+                core = core.id,
+                "could not pin the worker to its core"
+            );
+        }
+    }
+    let rt = match build_runtime(index, &snapshot.runtime) {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    match rt {
+        Rt::Uring(mut rt) => {
+            rt.block_on(serve(index, snapshot, shutdown, ready, "io_uring", pinned))
+        }
+        Rt::Legacy(mut rt) => rt.block_on(serve(index, snapshot, shutdown, ready, "epoll", pinned)),
+    }
+}
+
+async fn serve(
+    index: usize,
+    snapshot: Arc<Snapshot>,
+    mut shutdown: watch::Receiver<bool>,
+    ready: mpsc::Sender<Result<Started, String>>,
+    driver: &'static str,
+    core: Option<usize>,
+) {
+    let drain_timeout = snapshot.runtime.drain_timeout;
+    let mut listeners = Vec::with_capacity(snapshot.listeners.len());
+    for l in &snapshot.listeners {
+        match listen::bind(l.addr) {
+            Ok(sock) => listeners.push(sock),
+            Err(e) => {
+                let _ = ready.send(Err(format!("worker {index}: listener {}: {e}", l.name)));
+                return;
+            }
+        }
+    }
+    let ctx = WorkerCtx::new(index, snapshot);
+
+    // Relay the process-wide shutdown broadcast into this worker's local signal.
+    let relay_ctx = ctx.clone();
+    monoio::spawn(async move {
+        // An error means the sender is gone (the main thread ended): shut down as well.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        relay_ctx.begin_shutdown();
+    });
+
+    for (i, sock) in listeners.into_iter().enumerate() {
+        monoio::spawn(listen::accept_loop(sock, i, ctx.clone()));
+    }
+    if ready
+        .send(Ok(Started {
+            index,
+            driver,
+            core,
+        }))
+        .is_err()
+    {
+        ctx.begin_shutdown();
+    }
+    drop(ready);
+
+    ctx.shutdown_signal().await;
+    let deadline = Instant::now() + drain_timeout;
+    while ctx.live_connections() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5).min(deadline - Instant::now())).await;
+    }
+    let left = ctx.live_connections();
+    if left > 0 {
+        tracing::warn!("worker {index}: drain timeout reached; closing {left} connection(s)");
+    } else {
+        tracing::debug!(worker = index, "drained");
+    }
+    tracing::info!("worker {index}: {}", ctx.proxy.summary());
+}

@@ -1,0 +1,120 @@
+//! Upstreams on one worker: the balancer state and the idle-connection pools the forwarding
+//! path (`crate::proxy`) uses between routing and writing the request. Everything here is
+//! per worker (`Cell`/`RefCell`, no locks, no atomics): built once when the worker starts from
+//! the config snapshot, never shared with another core.
+//!
+//! In: an upstream index from the matched route. Out: a backend (by index) and a connected
+//! stream to it, pooled or fresh; after the response, the stream comes back with
+//! [`Upstreams::release`] when it can carry another request.
+
+mod balancer;
+mod pool;
+
+pub use balancer::{Balancer, RoundRobin};
+pub use pool::{Pool, Pooled};
+
+use crate::config::{Snapshot, Upstream};
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+
+/// One upstream's per-worker state.
+struct UpstreamState {
+    balancer: RoundRobin,
+    /// One pool per backend, by backend index.
+    pools: Vec<RefCell<Pool>>,
+}
+
+/// The per-worker upstream state for every upstream of a snapshot.
+pub struct Upstreams {
+    states: Vec<UpstreamState>,
+}
+
+/// A connection to a backend, checked out for one request.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub upstream: usize,
+    pub backend: usize,
+    /// Came from the pool (the backend may have closed it meanwhile: retry on a fresh one).
+    pub reused: bool,
+}
+
+impl Upstreams {
+    pub fn new(snapshot: &Snapshot) -> Upstreams {
+        let states = snapshot
+            .upstreams
+            .iter()
+            .map(|u| UpstreamState {
+                balancer: RoundRobin::new(&u.backends),
+                pools: u
+                    .backends
+                    .iter()
+                    .map(|_| RefCell::new(Pool::new(u.pool)))
+                    .collect(),
+            })
+            .collect();
+        Upstreams { states }
+    }
+
+    /// Picks a backend of `upstream` (`u` is its config) and returns a connection to it: a
+    /// pooled one that is still open, else a new one within the connect timeout.
+    pub async fn acquire(&self, u: &Upstream) -> io::Result<Conn> {
+        let state = &self.states[u.index];
+        let backend = state.balancer.pick(&u.backends);
+        let pooled = state.pools[backend].borrow_mut().take(Instant::now());
+        if let Some(stream) = pooled {
+            return Ok(Conn {
+                stream,
+                upstream: u.index,
+                backend,
+                reused: true,
+            });
+        }
+        let stream = connect(u.backends[backend].addr, u).await?;
+        Ok(Conn {
+            stream,
+            upstream: u.index,
+            backend,
+            reused: false,
+        })
+    }
+
+    /// A fresh connection to the same backend (after a reused one turned out closed).
+    pub async fn reconnect(&self, u: &Upstream, backend: usize) -> io::Result<Conn> {
+        let stream = connect(u.backends[backend].addr, u).await?;
+        Ok(Conn {
+            stream,
+            upstream: u.index,
+            backend,
+            reused: false,
+        })
+    }
+
+    /// Returns a connection that finished a request cleanly and may carry another.
+    pub fn release(&self, conn: Conn) {
+        if let Some(state) = self.states.get(conn.upstream) {
+            state.pools[conn.backend]
+                .borrow_mut()
+                .put(conn.stream, Instant::now());
+        }
+    }
+
+    /// Idle connections held for `upstream`'s `backend` (tests and diagnostics).
+    pub fn idle(&self, upstream: usize, backend: usize) -> usize {
+        self.states[upstream].pools[backend].borrow().len()
+    }
+}
+
+async fn connect(addr: SocketAddr, u: &Upstream) -> io::Result<TcpStream> {
+    match monoio::time::timeout(u.timeouts.connect, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(stream)) => {
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}

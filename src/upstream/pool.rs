@@ -1,0 +1,68 @@
+//! Idle upstream connections of one backend on one worker: a LIFO stack (the most recently
+//! used connection is the warmest), bounded by `max_idle`, entries older than `idle_timeout`
+//! dropped on the way in and out. A connection the backend closed while idle is detected with a
+//! non-blocking peek before reuse.
+
+use crate::config::PoolSettings;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+
+/// An idle connection and when it became idle.
+pub struct Pooled {
+    stream: TcpStream,
+    since: Instant,
+}
+
+pub struct Pool {
+    idle: VecDeque<Pooled>,
+    settings: PoolSettings,
+}
+
+impl Pool {
+    pub fn new(settings: PoolSettings) -> Pool {
+        Pool {
+            idle: VecDeque::new(),
+            settings,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.idle.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.idle.is_empty()
+    }
+
+    /// The most recent idle connection that is still open and not expired.
+    pub fn take(&mut self, now: Instant) -> Option<TcpStream> {
+        while let Some(p) = self.idle.pop_back() {
+            if now.duration_since(p.since) < self.settings.idle_timeout
+                && crate::proxy::sys::peer_still_open(&p.stream)
+            {
+                return Some(p.stream);
+            }
+        }
+        None
+    }
+
+    /// Keeps `stream` for reuse, dropping expired entries and the oldest beyond `max_idle`.
+    pub fn put(&mut self, stream: TcpStream, now: Instant) {
+        while self
+            .idle
+            .front()
+            .is_some_and(|p| now.duration_since(p.since) >= self.settings.idle_timeout)
+        {
+            self.idle.pop_front();
+        }
+        if self.settings.max_idle == 0 {
+            return;
+        }
+        if self.idle.len() >= self.settings.max_idle {
+            self.idle.pop_front();
+        }
+        self.idle.push_back(Pooled { stream, since: now });
+    }
+}

@@ -1,0 +1,330 @@
+//! Helpers for end-to-end tests: temporary config files, the real `coregate` binary as a child
+//! process with its log captured, and a tiny blocking HTTP/1.1 client. Loopback only; every wait
+//! is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_coregate");
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "coregate-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config with one listener on `port`, one upstream (the backend on `backend`) and two routes
+/// (`/api/` and a catch-all), plus `runtime` lines for [runtime] and `limits` lines for [limits].
+pub fn config(port: u16, backend: u16, runtime: &str, limits: &str) -> String {
+    format!(
+        r#"[runtime]
+{runtime}
+
+[limits]
+{limits}
+
+[[listeners]]
+name = "main"
+address = "127.0.0.1:{port}"
+
+[[upstreams]]
+name = "app"
+backends = [ {{ address = "127.0.0.1:{backend}" }} ]
+
+[[routes]]
+name = "api"
+path_prefix = "/api/"
+upstream = "app"
+
+[[routes]]
+name = "default"
+upstream = "app"
+"#
+    )
+}
+
+/// A minimal HTTP/1.1 backend on loopback: answers every request head with `200` and the body
+/// `backend saw PATH\n`, keep-alive, no request bodies. Stops (and joins its threads) on drop.
+pub struct Backend {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Backend {
+    pub fn start() -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let stop3 = stop2.clone();
+                        conns.push(std::thread::spawn(move || backend_conn(s, stop3)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        Backend {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+fn backend_conn(mut s: TcpStream, stop: Arc<AtomicBool>) {
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            buf.drain(..end + 4);
+            let path = head.split(' ').nth(1).unwrap_or("?").to_string();
+            let body = format!("backend saw {path}\n");
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if s.write_all(reply.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A running `coregate run`, killed on drop if still alive.
+pub struct Proxy {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Proxy {
+    /// Starts `coregate run` on `config_text` and waits (up to 10 s) until it accepts on `port`.
+    pub fn start(config_text: &str, port: u16, rust_log: &str) -> Proxy {
+        let dir = TempDir::new("run");
+        let cfg = dir.write("coregate.toml", config_text);
+        let log = dir.0.join("coregate.log");
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", rust_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut p = Proxy {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = p.child.try_wait().unwrap() {
+                panic!("coregate exited early ({status}):\n{}", p.log_text());
+            }
+            if p.log_text().contains("started:") && TcpStream::connect(addr).is_ok() {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "coregate did not start:\n{}",
+                p.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Connects with read/write timeouts set.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// A parsed response: status, lowercased header lines, body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+/// Reads one response with a Content-Length body from `s`.
+pub fn read_response(s: &mut TcpStream) -> Response {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).expect("read response");
+        assert!(
+            n > 0,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status: u16 = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).expect("read body");
+        assert!(n > 0, "connection closed inside a body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Response {
+        status,
+        head,
+        body: buf[head_end..head_end + len].to_vec(),
+    }
+}
+
+/// One GET on a new connection.
+pub fn get(addr: SocketAddr, host: &str, path: &str) -> Response {
+    let mut s = connect(addr);
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    read_response(&mut s)
+}
+
+/// True when the peer closed `s` (EOF) within its read timeout.
+pub fn closed_by_peer(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}
+
+/// Runs `coregate check --config path`.
+pub fn check(path: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}

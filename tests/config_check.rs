@@ -1,0 +1,353 @@
+//! `coregate check` and `coregate run` on valid and invalid configs: every shipped config passes;
+//! every invalid one exits 2 with exactly `file:line:col: message`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{check, TempDir, BIN};
+
+#[test]
+fn every_shipped_config_passes_check() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = check(&path);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(": OK"), "{stdout}");
+        assert!(
+            stdout.contains("listeners:") && stdout.contains("routes:"),
+            "{stdout}"
+        );
+        n += 1;
+    }
+    assert!(n >= 1, "no config files found in {dir}");
+}
+
+#[test]
+fn check_prints_a_summary_of_the_bundled_config() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/coregate.toml");
+    let out = check(path.as_ref());
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("main 127.0.0.1:8080 -> routes [default]"), "{s}");
+    assert!(
+        s.contains("127.0.0.1:9000 = 127.0.0.1:9000 weight 1"),
+        "{s}"
+    );
+    assert!(s.contains("ring_flags = [coop_taskrun]"), "{s}");
+    assert!(s.contains("default: any host, prefix / -> app"), "{s}");
+}
+
+const BASE: &str = r#"[runtime]
+workers = 2
+drain_timeout = "5s"
+
+[limits]
+max_body_bytes = "1MiB"
+
+[[listeners]]
+name = "main"
+address = "127.0.0.1:18080"
+
+[[upstreams]]
+name = "app"
+backends = [ { address = "127.0.0.1:9000", weight = 2 } ]
+
+[[routes]]
+name = "api"
+hosts = ["api.example.com"]
+path_prefix = "/api/"
+upstream = "app"
+"#;
+
+/// (what is tested, config text, line, column, message)
+fn invalid_cases() -> Vec<(&'static str, String, usize, usize, String)> {
+    let r = |from: &str, to: &str| {
+        assert!(BASE.contains(from), "{from}");
+        BASE.replacen(from, to, 1)
+    };
+    vec![
+        (
+            "unknown field",
+            r("workers = 2", "workers = 2\nthreads = 4"),
+            3,
+            1,
+            "unknown field `threads`, expected one of `workers`, `pin`, `driver`, `ring_entries`, `ring_flags`, `drain_timeout`".into(),
+        ),
+        (
+            "unknown table",
+            format!("{BASE}\n[admin]\nport = 1\n"),
+            22,
+            2,
+            "unknown field `admin`, expected one of `runtime`, `limits`, `listeners`, `upstreams`, `routes`".into(),
+        ),
+        (
+            "bad duration",
+            r("\"5s\"", "\"5 seconds\""),
+            3,
+            17,
+            "invalid duration \"5 seconds\": unit must be one of ms, s, m, h".into(),
+        ),
+        (
+            "duration unit",
+            r("\"5s\"", "\"5d\""),
+            3,
+            17,
+            "invalid duration \"5d\": unit must be one of ms, s, m, h".into(),
+        ),
+        (
+            "bad size",
+            r("\"1MiB\"", "\"1MB\""),
+            6,
+            18,
+            "invalid size \"1MB\": unit must be one of B, KiB, MiB, GiB".into(),
+        ),
+        ("workers 0", r("workers = 2", "workers = 0"), 2, 11, "invalid workers 0: must be \"auto\" or an integer from 1 to 1024".into()),
+        (
+            "bad driver",
+            r("workers = 2", "workers = 2\ndriver = \"kqueue\""),
+            3,
+            10,
+            "unknown variant `kqueue`, expected one of `auto`, `io_uring`, `epoll`".into(),
+        ),
+        (
+            "unknown ring flag",
+            r("workers = 2", "workers = 2\nring_flags = [\"coop_taskrun\", \"iopoll\"]"),
+            3,
+            31,
+            "unknown variant `iopoll`, expected one of `coop_taskrun`, `single_issuer`, `defer_taskrun`, `sqpoll`".into(),
+        ),
+        (
+            "defer_taskrun without single_issuer",
+            r("workers = 2", "workers = 2\nring_flags = [\"defer_taskrun\"]"),
+            3,
+            14,
+            "ring flag \"defer_taskrun\" requires \"single_issuer\"".into(),
+        ),
+        (
+            "sqpoll with coop_taskrun",
+            r("workers = 2", "workers = 2\nring_flags = [\"sqpoll\", \"coop_taskrun\"]"),
+            3,
+            14,
+            "ring flag \"sqpoll\" cannot be combined with \"coop_taskrun\" or \"defer_taskrun\" (the kernel rejects it)".into(),
+        ),
+        (
+            "ring entries",
+            r("workers = 2", "workers = 2\nring_entries = 64"),
+            3,
+            16,
+            "invalid ring_entries 64: must be from 256 to 32768".into(),
+        ),
+        (
+            "bad listener address",
+            r("127.0.0.1:18080", "127.0.0.1:80800"),
+            10,
+            11,
+            "invalid listener address \"127.0.0.1:80800\": expected host:port with a port from 1 to 65535".into(),
+        ),
+        (
+            "listener address without port",
+            r("127.0.0.1:18080", "127.0.0.1"),
+            10,
+            11,
+            "invalid listener address \"127.0.0.1\": expected host:port".into(),
+        ),
+        (
+            "unknown upstream",
+            r("upstream = \"app\"", "upstream = \"ap\""),
+            20,
+            12,
+            "unknown upstream \"ap\"".into(),
+        ),
+        (
+            "unknown route on a listener",
+            r("address = \"127.0.0.1:18080\"", "address = \"127.0.0.1:18080\"\nroutes = [\"api\", \"web\"]"),
+            11,
+            18,
+            "unknown route \"web\"".into(),
+        ),
+        (
+            "duplicate upstream name",
+            format!("{BASE}\n[[upstreams]]\nname = \"app\"\nbackends = [ {{ address = \"127.0.0.1:9001\" }} ]\n"),
+            23,
+            8,
+            "duplicate upstream name \"app\"".into(),
+        ),
+        (
+            "duplicate route name",
+            format!("{BASE}\n[[routes]]\nname = \"api\"\nupstream = \"app\"\n"),
+            23,
+            8,
+            "duplicate route name \"api\"".into(),
+        ),
+        (
+            "duplicate listener address",
+            format!("{BASE}\n[[listeners]]\naddress = \"127.0.0.1:18080\"\n"),
+            23,
+            11,
+            "duplicate listener address 127.0.0.1:18080".into(),
+        ),
+        (
+            "both path_prefix and path_exact",
+            r("path_prefix = \"/api/\"", "path_prefix = \"/api/\"\npath_exact = \"/api\""),
+            20,
+            14,
+            "path_prefix and path_exact exclude each other: give one".into(),
+        ),
+        (
+            "strip_prefix with replace_prefix",
+            r("path_prefix = \"/api/\"", "path_prefix = \"/api/\"\nstrip_prefix = true\nreplace_prefix = \"/v2/\""),
+            21,
+            18,
+            "strip_prefix and replace_prefix exclude each other: give one".into(),
+        ),
+        (
+            "path without slash",
+            r("path_prefix = \"/api/\"", "path_prefix = \"api/\""),
+            19,
+            15,
+            "invalid path_prefix \"api/\": must start with '/'".into(),
+        ),
+        (
+            "host with port",
+            r("[\"api.example.com\"]", "[\"a.test\", \"api.example.com:8080\"]"),
+            18,
+            20,
+            "invalid host \"api.example.com:8080\": expected a host name or \"*.suffix\" (hosts are matched without the port)".into(),
+        ),
+        (
+            "weight 0",
+            r("weight = 2", "weight = 0"),
+            14,
+            53,
+            "invalid weight 0: must be from 1 to 65535".into(),
+        ),
+        (
+            "no backends",
+            r("[ { address = \"127.0.0.1:9000\", weight = 2 } ]", "[]"),
+            14,
+            12,
+            "upstream \"app\" has no backends".into(),
+        ),
+        (
+            "missing required field",
+            r("upstream = \"app\"\n", ""),
+            16,
+            1,
+            "missing field `upstream`".into(),
+        ),
+        (
+            "wrong type",
+            r("workers = 2", "workers = 2\npin = \"yes\""),
+            3,
+            7,
+            "invalid type: string \"yes\", expected a boolean".into(),
+        ),
+        (
+            "same host and path twice",
+            format!("{BASE}\n[[routes]]\nname = \"api2\"\nhosts = [\"API.example.com\"]\npath_prefix = \"/api/\"\nupstream = \"app\"\n"),
+            25,
+            15,
+            "route \"api2\" has the same host and path as route \"api\" and could never match".into(),
+        ),
+        (
+            "no listeners",
+            BASE.replace("[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:18080\"\n", ""),
+            1,
+            1,
+            "no [[listeners]]: at least one listener is required".into(),
+        ),
+        (
+            "toml syntax",
+            r("name = \"main\"", "name = \"main"),
+            9,
+            13,
+            String::new(), // toml's own wording; position checked
+        ),
+    ]
+}
+
+#[test]
+fn invalid_configs_exit_2_with_file_line_col() {
+    let dir = TempDir::new("invalid");
+    let mut failures = Vec::new();
+    for (i, (what, text, line, col, message)) in invalid_cases().into_iter().enumerate() {
+        let path = dir.write(&format!("case{i}.toml"), &text);
+        let out = check(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+        let prefix = format!("{}:{line}:{col}: ", path.display());
+        let ok = out.status.code() == Some(2)
+            && out.stdout.is_empty()
+            && if message.is_empty() {
+                stderr.starts_with(&prefix) && !stderr.contains('\n')
+            } else {
+                stderr == format!("{prefix}{message}")
+            };
+        if !ok {
+            failures.push(format!(
+                "{what}: status {:?}\n  want: {prefix}{message}\n  got:  {stderr}",
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn run_with_a_bad_config_exits_2_before_starting() {
+    let dir = TempDir::new("run-bad");
+    let path = dir.write("bad.toml", &BASE.replace("weight = 2", "weight = -1"));
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "{}:14:53: invalid weight -1: must be from 1 to 65535",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn missing_config_file_exits_2() {
+    let out = check("/nonexistent/dir/coregate.toml".as_ref());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("/nonexistent/dir/coregate.toml:1:1: cannot read config file:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("coregate {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("run") && help.contains("check"), "{help}");
+    let out = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("config/coregate.toml"), "{help}");
+}

@@ -1,0 +1,381 @@
+//! The runtime end to end with the real binary on loopback: worker threads pinned to distinct
+//! cores with connections spread over both, drivers (epoll, io_uring with flags), detection of a
+//! foreign listener, graceful shutdown on SIGTERM and SIGINT.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Worker threads of `pid`: name -> (tid, Cpus_allowed_list, last CPU).
+fn worker_threads(pid: i32) -> BTreeMap<String, (u32, String, u32)> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid: u32 = entry
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .parse()
+            .unwrap();
+        let base = format!("/proc/{pid}/task/{tid}");
+        let Ok(comm) = std::fs::read_to_string(format!("{base}/comm")) else {
+            continue;
+        };
+        let comm = comm.trim().to_string();
+        if !comm.starts_with("coregate-w") {
+            continue;
+        }
+        let status = std::fs::read_to_string(format!("{base}/status")).unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let stat = std::fs::read_to_string(format!("{base}/stat")).unwrap();
+        // Fields after the parenthesised comm; `processor` is field 39 overall.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let last_cpu: u32 = after.split(' ').nth(39 - 3).unwrap().parse().unwrap();
+        out.insert(comm, (tid, allowed, last_cpu));
+    }
+    out
+}
+
+fn accepted_by(log: &str, worker: usize) -> usize {
+    let needle = format!("coregate-w{worker} coregate::accept: accepted worker={worker} ");
+    log.lines().filter(|l| l.contains(&needle)).count()
+}
+
+#[test]
+fn two_pinned_workers_on_distinct_cores_share_the_connections() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        eprintln!("skipped: needs 2 cores, have {cores}");
+        return;
+    }
+    let backend = Backend::start();
+    let port = free_port();
+    let mut proxy = Proxy::start(
+        &config(port, backend.port, "workers = 2\npin = true", ""),
+        port,
+        "info,coregate::accept=trace",
+    );
+
+    let threads = worker_threads(proxy.pid());
+    assert_eq!(
+        threads.keys().collect::<Vec<_>>(),
+        ["coregate-w0", "coregate-w1"],
+        "{threads:?}"
+    );
+    let (w0, w1) = (&threads["coregate-w0"], &threads["coregate-w1"]);
+    assert_eq!(w0.1, "0", "worker 0 must be pinned to core 0 alone");
+    assert_eq!(w1.1, "1", "worker 1 must be pinned to core 1 alone");
+    assert_ne!(w0.0, w1.0);
+
+    for i in 0..60 {
+        assert_eq!(get(proxy.addr, "x", &format!("/api/{i}")).status, 200);
+    }
+    // Both threads have run since, and only on their own core.
+    let threads = worker_threads(proxy.pid());
+    assert_eq!(threads["coregate-w0"].2, 0);
+    assert_eq!(threads["coregate-w1"].2, 1);
+
+    proxy.signal(libc::SIGTERM);
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit after SIGTERM");
+    assert!(status.success(), "{status}");
+    let log = proxy.log_text();
+    let (a, b) = (accepted_by(&log, 0), accepted_by(&log, 1));
+    assert!(a + b >= 60, "{log}"); // plus the readiness probe of Proxy::start
+    assert!(
+        a > 0 && b > 0,
+        "the kernel should spread 60 connections over both workers: {a}/{b}"
+    );
+    assert!(
+        log.contains("worker 0: driver io_uring, pinned to core 0"),
+        "{log}"
+    );
+    assert!(
+        log.contains("worker 1: driver io_uring, pinned to core 1"),
+        "{log}"
+    );
+}
+
+#[test]
+fn unpinned_workers_may_run_anywhere() {
+    let backend = Backend::start();
+    let port = free_port();
+    let proxy = Proxy::start(
+        &config(port, backend.port, "workers = 1\npin = false", ""),
+        port,
+        "info",
+    );
+    let threads = worker_threads(proxy.pid());
+    let allowed = std::fs::read_to_string(format!("/proc/{}/status", std::process::id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap();
+    assert_eq!(threads["coregate-w0"].1, allowed);
+    assert!(proxy
+        .log_text()
+        .contains("worker 0: driver io_uring, not pinned"));
+}
+
+#[test]
+fn epoll_driver_serves() {
+    let backend = Backend::start();
+    let port = free_port();
+    let proxy = Proxy::start(
+        &config(port, backend.port, "workers = 1\ndriver = \"epoll\"", ""),
+        port,
+        "info",
+    );
+    assert!(
+        proxy.log_text().contains("worker 0: driver epoll"),
+        "{}",
+        proxy.log_text()
+    );
+    // Keep-alive: three requests on one connection, then a routing miss.
+    let mut s = connect(proxy.addr);
+    for path in ["/api/a", "/", "/api/b?x=1"] {
+        write!(s, "GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        let r = read_response(&mut s);
+        assert_eq!(r.status, 200);
+        assert!(!r.head.contains("connection: close"));
+    }
+    assert_eq!(get(proxy.addr, "h", "/api/x").status, 200);
+    assert_eq!(get(proxy.addr, "h", "/x").status, 200);
+}
+
+#[test]
+fn io_uring_driver_with_single_issuer_and_defer_taskrun() {
+    let backend = Backend::start();
+    let port = free_port();
+    let proxy = Proxy::start(
+        &config(
+            port,
+            backend.port,
+            "workers = 1\ndriver = \"io_uring\"\nring_entries = 256\nring_flags = [\"single_issuer\", \"defer_taskrun\"]",
+            "",
+        ),
+        port,
+        "info",
+    );
+    let log = proxy.log_text();
+    assert!(log.contains("worker 0: driver io_uring"), "{log}");
+    assert!(
+        log.contains("ring_entries 256, ring_flags [single_issuer, defer_taskrun]"),
+        "{log}"
+    );
+    assert_eq!(get(proxy.addr, "h", "/api/").status, 200);
+}
+
+#[test]
+fn foreign_listener_on_the_port_is_refused() {
+    // A plain socket (another program) and a running coregate (SO_REUSEPORT) both block start.
+    let backend = Backend::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = TempDir::new("foreign");
+    let cfg = dir.write("c.toml", &config(port, backend.port, "workers = 1", ""));
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "listener main: 127.0.0.1:{port} is already in use"
+        )),
+        "{stderr}"
+    );
+    drop(taken);
+
+    let backend = Backend::start();
+    let port = free_port();
+    let first = Proxy::start(&config(port, backend.port, "workers = 2", ""), port, "info");
+    let cfg = dir.write("d.toml", &config(port, backend.port, "workers = 2", ""));
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
+    assert_eq!(get(first.addr, "h", "/").status, 200);
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
+    let backend = Backend::start();
+    let port = free_port();
+    let mut proxy = Proxy::start(
+        &config(
+            port,
+            backend.port,
+            "workers = 2\ndrain_timeout = \"20s\"",
+            "client_header_timeout = \"30s\"",
+        ),
+        port,
+        "info",
+    );
+    // In flight: half a request head.
+    let mut slow = connect(proxy.addr);
+    slow.write_all(b"GET /api/slow HTTP/1.1\r\nHost: h\r\n")
+        .unwrap();
+    // Idle keep-alive connection after one request.
+    let mut idle = connect(proxy.addr);
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut idle).status, 200);
+    std::thread::sleep(Duration::from_millis(100));
+
+    proxy.signal(libc::SIGTERM);
+    // The idle connection is closed promptly; new connections are refused.
+    assert!(
+        closed_by_peer(&mut idle),
+        "idle keep-alive connection must be closed on shutdown"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(proxy.addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The in-flight request holds the process up...
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+    // ...and is answered when it completes, with Connection: close.
+    slow.write_all(b"\r\n").unwrap();
+    let r = read_response(&mut slow);
+    assert_eq!(r.status, 200);
+    assert!(r.head.contains("connection: close"), "{}", r.head);
+    assert!(closed_by_peer(&mut slow));
+
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit after drain");
+    assert_eq!(status.code(), Some(0));
+    let log = proxy.log_text();
+    assert!(log.contains("SIGTERM: stopped accepting"), "{log}");
+    assert!(log.contains("shutdown complete"), "{log}");
+    assert!(!log.contains("drain timeout reached"), "{log}");
+}
+
+#[test]
+fn drain_timeout_bounds_the_shutdown() {
+    let backend = Backend::start();
+    let port = free_port();
+    let mut proxy = Proxy::start(
+        &config(
+            port,
+            backend.port,
+            "workers = 1\ndrain_timeout = \"500ms\"",
+            "client_header_timeout = \"60s\"",
+        ),
+        port,
+        "info",
+    );
+    let mut stuck = connect(proxy.addr);
+    stuck.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    proxy.signal(libc::SIGINT);
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit after drain timeout");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "did not wait for the drain"
+    );
+    assert!(closed_by_peer(&mut stuck));
+    let log = proxy.log_text();
+    assert!(log.contains("SIGINT: stopped accepting"), "{log}");
+    assert!(
+        log.contains("worker 0: drain timeout reached; closing 1 connection(s)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn oversized_head_gets_431_and_slowloris_is_closed() {
+    let backend = Backend::start();
+    let port = free_port();
+    let proxy = Proxy::start(
+        &config(
+            port,
+            backend.port,
+            "workers = 1",
+            "max_head_bytes = 1024\nclient_header_timeout = \"300ms\"",
+        ),
+        port,
+        "info",
+    );
+    let mut big = connect(proxy.addr);
+    let _ = big.write_all(format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000)).as_bytes());
+    assert_eq!(read_response(&mut big).status, 431);
+
+    let mut slowloris = connect(proxy.addr);
+    slowloris.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    let t0 = Instant::now();
+    assert!(closed_by_peer(&mut slowloris));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn each_listener_serves_only_its_routes() {
+    let backend = Backend::start();
+    let (public, internal) = (free_port(), free_port());
+    let text = format!(
+        r#"[runtime]
+workers = 2
+
+[[listeners]]
+name = "public"
+address = "127.0.0.1:{public}"
+
+[[listeners]]
+name = "internal"
+address = "127.0.0.1:{internal}"
+routes = ["health"]
+
+[[upstreams]]
+name = "app"
+backends = [ {{ address = "127.0.0.1:{}" }} ]
+
+[[routes]]
+name = "site"
+hosts = ["www.example.com", "*.example.org"]
+upstream = "app"
+
+[[routes]]
+name = "health"
+path_exact = "/healthz"
+upstream = "app"
+"#,
+        backend.port
+    );
+    let proxy = Proxy::start(&text, public, "info");
+    let internal: std::net::SocketAddr = format!("127.0.0.1:{internal}").parse().unwrap();
+    assert_eq!(get(proxy.addr, "WWW.example.com:8080", "/x").status, 200);
+    assert_eq!(get(proxy.addr, "a.b.example.org", "/x").status, 200);
+    assert_eq!(get(proxy.addr, "example.org", "/x").status, 404);
+    assert_eq!(get(proxy.addr, "other.test", "/healthz").status, 200);
+    assert_eq!(get(internal, "www.example.com", "/x").status, 404);
+    assert_eq!(get(internal, "anything", "/healthz").status, 200);
+    assert_eq!(get(internal, "anything", "/healthz/more").status, 404);
+}
