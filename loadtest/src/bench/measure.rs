@@ -150,7 +150,7 @@ pub(super) fn idle_memory(
     dir: &Path,
 ) -> Result<Vec<IdleRow>, String> {
     let n = if args.quick { 500 } else { 2000 };
-    let hold = if args.quick { 2 } else { 4 };
+    let hold = if args.quick { 1 } else { 4 };
     eprintln!("idle connections: {n} per proxy");
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let backend = targets::spawn_self(
