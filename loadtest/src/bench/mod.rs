@@ -377,7 +377,15 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut results = Vec::new();
     for s in &wanted {
-        match scenario(s, &plan, args, &dir) {
+        // A scenario whose backend or target died is run again once from scratch.
+        let mut outcome = scenario(s, &plan, args, &dir);
+        if let Err(e) = &outcome {
+            let n = format!("scenario {} restarted: {e}", s.name);
+            eprintln!("{n}");
+            notes.push(n);
+            outcome = scenario(s, &plan, args, &dir);
+        }
+        match outcome {
             Ok(r) => results.push(r),
             Err(e) => {
                 let n = format!("scenario {} abandoned: {e}", s.name);
