@@ -179,6 +179,10 @@ pub struct IdleRow {
 pub struct BenchReport {
     pub command: String,
     pub started_utc: String,
+    /// /proc/loadavg (1, 5, 15 min) at the start and at the end: other work on the machine
+    /// shows here, and in the spreads.
+    pub loadavg_start: String,
+    pub loadavg_end: String,
     pub cpus_generator: Vec<usize>,
     pub cpus_proxy: Vec<usize>,
     pub online_cpus: usize,
@@ -219,6 +223,11 @@ pub fn parse_cpus(s: &str) -> Result<(Vec<usize>, Vec<usize>), String> {
         .split_once('/')
         .ok_or_else(|| format!("invalid --cpus {s:?} (expected GENERATOR/PROXY, e.g. 0/1)"))?;
     Ok((parse_cpu_list(g)?, parse_cpu_list(p)?))
+}
+
+fn loadavg() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// The workspace root: the nearest ancestor of the current directory whose Cargo.toml declares
@@ -369,6 +378,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     util::set_affinity(0, &gen).map_err(|e| format!("pinning to CPUs {gen:?}: {e}"))?;
     util::raise_nofile();
     let started = report::utc_now();
+    let loadavg_start = loadavg();
     let stamp = started.replace([':', '-'], "").replace(' ', "-");
     let dir = args
         .results
@@ -409,6 +419,8 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     let bench = BenchReport {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         started_utc: started,
+        loadavg_start,
+        loadavg_end: loadavg(),
         cpus_generator: gen,
         cpus_proxy: proxy,
         online_cpus: online.len(),

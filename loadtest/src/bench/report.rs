@@ -72,13 +72,16 @@ pub fn markdown(b: &BenchReport) -> String {
          ± is (max - min) / median over rounds. CPU is utime + stime of the proxy's process tree \
          from /proc (clock-tick resolution) divided by responses, at the fixed offered rate. \
          Latency at that rate is open loop, measured from each request's intended send time, \
-         all rounds merged. Only valid responses (status 200, expected length) count.\n",
+         all rounds merged. Only valid responses (status 200, expected length) count. \
+         Load average (1/5/15 min) at the start {}, at the end {}.\n",
         b.online_cpus,
         b.kernel,
         b.cpus_generator,
         b.cpus_proxy,
         b.rounds,
-        b.seconds_per_measurement
+        b.seconds_per_measurement,
+        b.loadavg_start,
+        b.loadavg_end
     );
     for n in &b.notes {
         let _ = writeln!(m, "- {n}");
