@@ -409,3 +409,82 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(data: &[u8]) -> Req {
+        match parse(data, "/__stats") {
+            Parsed::Done(r) => r,
+            Parsed::Partial => panic!("partial"),
+            Parsed::Bad(s) => panic!("bad: {s}"),
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_parse_one_at_a_time() {
+        let two = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET";
+        let first = done(two);
+        assert_eq!(first.total, 28);
+        assert!(!first.close && !first.stats && !first.head);
+        let second = done(&two[first.total..]);
+        assert_eq!(second.total, 42);
+        assert!(matches!(
+            parse(&two[first.total + second.total..], "/__stats"),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn bodies_close_and_stats() {
+        // A chunked body is complete only with its last chunk.
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        assert!(matches!(parse(chunked, "/__stats"), Parsed::Partial));
+        let mut whole = chunked.to_vec();
+        whole.extend_from_slice(b"0\r\n\r\n");
+        assert_eq!(done(&whole).total, whole.len());
+        assert!(done(b"GET / HTTP/1.0\r\n\r\n").close);
+        assert!(!done(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").close);
+        assert!(done(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").close);
+        assert!(done(b"GET /__stats?x=1 HTTP/1.1\r\n\r\n").stats);
+        assert!(done(b"HEAD / HTTP/1.1\r\n\r\n").head);
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", "/__stats"),
+            Parsed::Bad(_)
+        ));
+        assert!(matches!(
+            parse(b"\x01\x02 nonsense\r\n\r\n", "/"),
+            Parsed::Bad(_)
+        ));
+    }
+
+    #[test]
+    fn canned_responses() {
+        let mut args = BackendArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            workers: 1,
+            body_size: 20000,
+            delay: None,
+            chunked: false,
+            echo: false,
+            stall_every: 0,
+            stall: Duration::ZERO,
+            stats_path: "/__stats".into(),
+            no_pin: true,
+        };
+        let c = canned(&args, false);
+        assert_eq!(c.bytes.len() - c.head_len, 20000);
+        assert!(std::str::from_utf8(&c.bytes[..c.head_len])
+            .unwrap()
+            .contains("Content-Length: 20000\r\n"));
+        args.chunked = true;
+        let c = canned(&args, true);
+        let head = std::str::from_utf8(&c.bytes[..c.head_len]).unwrap();
+        assert!(head.contains("Transfer-Encoding: chunked") && head.contains("Connection: close"));
+        let mut body = crate::http::Body::Chunked(crate::http::Chunk::Size);
+        let (used, payload) = body.advance(&c.bytes[c.head_len..]).unwrap();
+        assert!(body.is_done());
+        assert_eq!((used, payload), (c.bytes.len() - c.head_len, 20000));
+    }
+}

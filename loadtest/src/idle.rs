@@ -29,7 +29,7 @@ pub struct IdleArgs {
     /// How long to hold the connections.
     #[arg(short, long, default_value = "20s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Process whose resident memory (VmRSS) to report.
+    /// Process whose resident memory (VmRSS, with its descendants) to report.
     #[arg(long)]
     pub pid: Option<i32>,
     /// Threads opening and holding connections.
@@ -59,12 +59,41 @@ pub struct IdleReport {
     pub bytes_per_connection: Option<f64>,
 }
 
-/// VmRSS of a process in bytes.
+/// VmRSS of one process in bytes.
 pub fn rss(pid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// The pid and all its descendants (nginx's master and worker, for example).
+pub fn process_tree(pid: i32) -> Vec<i32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() && out.len() < 256 {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let children =
+                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<i32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Resident memory of a process and its descendants (nginx's master and worker, say), in bytes;
+/// pages shared between them are counted once per process. None if the process is gone.
+pub fn rss_tree(pid: i32) -> Option<u64> {
+    rss(pid)?;
+    Some(process_tree(pid).into_iter().filter_map(rss).sum())
 }
 
 pub fn main(args: IdleArgs) -> i32 {
@@ -105,7 +134,7 @@ pub fn measure(args: &IdleArgs) -> Result<IdleReport, String> {
     let request: Bytes =
         format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: loadtest\r\n\r\n").into();
     let n = args.connections.max(1);
-    let rss_before = args.pid.and_then(rss);
+    let rss_before = args.pid.and_then(rss_tree);
     let shared = Arc::new(Shared::default());
     let end = Instant::now() + args.duration;
     let threads = args.threads.clamp(1, n);
@@ -147,19 +176,19 @@ pub fn measure(args: &IdleArgs) -> Result<IdleReport, String> {
     std::thread::sleep(
         Duration::from_millis(200).min(end.saturating_duration_since(Instant::now())),
     );
-    let rss_held = args.pid.and_then(rss);
+    let rss_held = args.pid.and_then(rss_tree);
     let established = shared.ready.load(Ordering::Relaxed);
     let mut rss_end = None;
     while !handles.iter().all(|h| h.is_finished()) {
         if Instant::now() + Duration::from_millis(300) >= end && rss_end.is_none() {
-            rss_end = args.pid.and_then(rss);
+            rss_end = args.pid.and_then(rss_tree);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     for h in handles {
         let _ = h.join();
     }
-    let rss_end = rss_end.or_else(|| args.pid.and_then(rss));
+    let rss_end = rss_end.or_else(|| args.pid.and_then(rss_tree));
     Ok(IdleReport {
         connections: n,
         established,

@@ -1,20 +1,42 @@
-//! `loadtest bench --quick` end to end: backend, relay floor and direct (and coregate when its
-//! release binary exists), every scenario, within a minute, producing the table and the JSON.
+//! `loadtest bench --quick` end to end: backend, relay floor and direct (and coregate when
+//! $COREGATE_BIN is set or target/release/coregate is up to date), every scenario, within a
+//! minute, producing the table and the JSON.
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{run_bounded, tempdir, BIN};
 
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let m = if e.path().is_dir() {
+            newest_mtime(&e.path())
+        } else {
+            e.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(m);
+    }
+    newest
+}
+
+/// coregate's release binary: $COREGATE_BIN, else target/release/coregate when it is newer than
+/// every source file (a stale binary would measure old code).
 fn coregate_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("COREGATE_BIN") {
         return Some(PathBuf::from(p));
     }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/coregate");
-    p.is_file().then_some(p)
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = root.join("target/release/coregate");
+    let built = bin.metadata().and_then(|m| m.modified()).ok()?;
+    if newest_mtime(&root.join("src")).is_some_and(|src| src > built) {
+        eprintln!("{} is older than src/: not benchmarked", bin.display());
+        return None;
+    }
+    Some(bin)
 }
 
 #[test]
@@ -51,6 +73,18 @@ fn bench_quick_produces_the_table() {
             }
         }
     }
+    // Memory per idle connection: the relay held every connection and its RSS was read.
+    let idle = json["idle"].as_array().unwrap();
+    let relay = idle
+        .iter()
+        .find(|r| r["name"] == "relay")
+        .expect("relay idle row");
+    assert_eq!(relay["established"], relay["connections"], "{relay}");
+    assert!(relay["rss_held"].as_u64().unwrap() > 0, "{relay}");
+    assert!(
+        out.contains("### Memory per idle keep-alive connection"),
+        "{out}"
+    );
     assert!(std::fs::read_to_string(dir.join("results.md"))
         .unwrap()
         .contains("| target | saturation req/s |"));

@@ -6,6 +6,7 @@
 //! (utime + stime of its process tree). Results: a table on stdout, JSON and markdown under the
 //! results folder, and with `--record` the markdown appended to docs/benchmarks.md.
 
+mod measure;
 mod report;
 mod targets;
 
@@ -14,9 +15,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::run::{self, report::Latency, RunArgs, Stats};
+use crate::run::{self, report::Latency};
 use crate::util::{self, parse_duration};
-use targets::Running;
+use measure::{idle_memory, scenario};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -55,7 +56,7 @@ pub struct BenchArgs {
     /// Build coregate with `cargo build --release -p coregate` when the binary is missing.
     #[arg(long)]
     pub build: bool,
-    /// Results folder (default: target/bench-results/<UTC time> under the workspace root).
+    /// Results folder (default: loadtest/results/<UTC time> under the workspace root).
     #[arg(long)]
     pub results: Option<PathBuf>,
     /// Append the markdown to docs/benchmarks.md under the workspace root.
@@ -164,9 +165,24 @@ pub struct ScenarioResult {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct IdleRow {
+    pub name: String,
+    pub connections: usize,
+    pub established: u64,
+    pub rss_before: Option<u64>,
+    pub rss_held: Option<u64>,
+    pub bytes_per_connection: Option<f64>,
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub command: String,
     pub started_utc: String,
+    /// /proc/loadavg (1, 5, 15 min) at the start and at the end: other work on the machine
+    /// shows here, and in the spreads.
+    pub loadavg_start: String,
+    pub loadavg_end: String,
     pub cpus_generator: Vec<usize>,
     pub cpus_proxy: Vec<usize>,
     pub online_cpus: usize,
@@ -175,6 +191,8 @@ pub struct BenchReport {
     pub seconds_per_measurement: f64,
     pub quick: bool,
     pub scenarios: Vec<ScenarioResult>,
+    /// Memory per idle keep-alive connection, per proxy.
+    pub idle: Vec<IdleRow>,
     pub notes: Vec<String>,
 }
 
@@ -205,6 +223,11 @@ pub fn parse_cpus(s: &str) -> Result<(Vec<usize>, Vec<usize>), String> {
         .split_once('/')
         .ok_or_else(|| format!("invalid --cpus {s:?} (expected GENERATOR/PROXY, e.g. 0/1)"))?;
     Ok((parse_cpu_list(g)?, parse_cpu_list(p)?))
+}
+
+fn loadavg() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// The workspace root: the nearest ancestor of the current directory whose Cargo.toml declares
@@ -355,19 +378,49 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     util::set_affinity(0, &gen).map_err(|e| format!("pinning to CPUs {gen:?}: {e}"))?;
     util::raise_nofile();
     let started = report::utc_now();
+    let loadavg_start = loadavg();
     let stamp = started.replace([':', '-'], "").replace(' ', "-");
     let dir = args
         .results
         .clone()
-        .unwrap_or_else(|| root.join("target/bench-results").join(&stamp));
+        .unwrap_or_else(|| root.join("loadtest/results").join(&stamp));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut results = Vec::new();
     for s in &wanted {
-        results.push(scenario(s, &plan, args, &dir)?);
+        // A scenario whose backend or target died is run again once from scratch.
+        let mut outcome = scenario(s, &plan, args, &dir);
+        if let Err(e) = &outcome {
+            let n = format!("scenario {} restarted: {e}", s.name);
+            eprintln!("{n}");
+            notes.push(n);
+            outcome = scenario(s, &plan, args, &dir);
+        }
+        match outcome {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                let n = format!("scenario {} abandoned: {e}", s.name);
+                eprintln!("{n}");
+                notes.push(n);
+            }
+        }
     }
+    if results.is_empty() {
+        return Err("no scenario completed".into());
+    }
+    let idle = match idle_memory(&plan, args, &dir.join("idle")) {
+        Ok(rows) => rows,
+        Err(e) => {
+            let n = format!("idle-connection memory not measured: {e}");
+            eprintln!("{n}");
+            notes.push(n);
+            Vec::new()
+        }
+    };
     let bench = BenchReport {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         started_utc: started,
+        loadavg_start,
+        loadavg_end: loadavg(),
         cpus_generator: gen,
         cpus_proxy: proxy,
         online_cpus: online.len(),
@@ -379,6 +432,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         seconds_per_measurement: plan.duration.as_secs_f64(),
         quick: args.quick,
         scenarios: results,
+        idle,
         notes,
     };
     let md = report::markdown(&bench);
@@ -405,331 +459,9 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// A started target: where to send load, and the process to watch (None for direct).
-struct Target {
-    name: String,
-    addr: std::net::SocketAddr,
-    proc: Option<Running>,
-}
-
-fn start_target(
-    name: &str,
-    backend: std::net::SocketAddr,
-    plan: &Plan,
-    dir: &Path,
-) -> Result<Target, String> {
-    let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let port = || targets::free_port().map_err(|e| format!("free port: {e}"));
-    let running = match name {
-        "direct" => {
-            return Ok(Target {
-                name: name.into(),
-                addr: backend,
-                proc: None,
-            })
-        }
-        "relay" => targets::spawn_self(
-            "relay",
-            &[
-                "relay".into(),
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--upstream".into(),
-                backend.to_string(),
-                "--workers".into(),
-                "1".into(),
-            ],
-            &plan.proxy,
-        )?,
-        "coregate" => {
-            let listen = local(port()?);
-            let conf = dir.join("coregate.toml");
-            std::fs::write(&conf, targets::coregate_config(listen, backend))
-                .map_err(|e| format!("{}: {e}", conf.display()))?;
-            targets::spawn_external(
-                "coregate",
-                &plan.coregate,
-                &["run".into(), "--config".into(), conf.display().to_string()],
-                listen,
-                dir,
-                &plan.proxy,
-            )?
-        }
-        "nginx" => {
-            let listen = local(port()?);
-            for d in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-                let _ = std::fs::create_dir_all(dir.join(d));
-            }
-            let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, targets::nginx_config(dir, listen, backend))
-                .map_err(|e| format!("{}: {e}", conf.display()))?;
-            let prog = targets::which("nginx").ok_or("nginx not installed")?;
-            targets::spawn_external(
-                "nginx",
-                &prog,
-                &[
-                    "-p".into(),
-                    dir.display().to_string(),
-                    "-c".into(),
-                    conf.display().to_string(),
-                ],
-                listen,
-                dir,
-                &plan.proxy,
-            )?
-        }
-        "haproxy" => {
-            let listen = local(port()?);
-            let conf = dir.join("haproxy.cfg");
-            std::fs::write(&conf, targets::haproxy_config(listen, backend))
-                .map_err(|e| format!("{}: {e}", conf.display()))?;
-            let prog = targets::which("haproxy").ok_or("haproxy not installed")?;
-            targets::spawn_external(
-                "haproxy",
-                &prog,
-                &["-f".into(), conf.display().to_string(), "-db".into()],
-                listen,
-                dir,
-                &plan.proxy,
-            )?
-        }
-        other => return Err(format!("unknown target {other}")),
-    };
-    Ok(Target {
-        name: name.into(),
-        addr: running.addr,
-        proc: Some(running),
-    })
-}
-
-fn load(
-    t: &Target,
-    s: &Scenario,
-    rate: Option<f64>,
-    duration: Duration,
-    warmup: Duration,
-    threads: usize,
-) -> Result<(run::Plan, Stats, f64), String> {
-    let args = RunArgs {
-        url: format!("http://{}/", t.addr),
-        threads,
-        connections: s.connections,
-        duration: Some(duration),
-        requests: None,
-        warmup,
-        rate,
-        pipeline: 1,
-        method: if s.post_body.is_some() { "POST" } else { "GET" }.into(),
-        headers: Vec::new(),
-        body: None,
-        body_file: None,
-        body_size: s.post_body,
-        timeout: Duration::from_secs(5),
-        no_keepalive: !s.keepalive,
-        expect_status: "200".into(),
-        expect_body_len: Some(s.body_size),
-        json: None,
-        hgrm: None,
-        svg: None,
-        no_pin: false,
-        quiet: true,
-    };
-    let plan = run::plan(&args)?;
-    Ok(run::execute(plan, threads, true, false))
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn spread_pct(v: &[f64]) -> f64 {
-    let m = median(v);
-    if v.len() < 2 || m == 0.0 {
-        return 0.0;
-    }
-    let (lo, hi) = v
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    (hi - lo) / m * 100.0
-}
-
-/// Rounds a rate down to two significant digits.
-fn round_rate(r: f64) -> f64 {
-    if r < 10.0 {
-        return r.max(1.0).floor();
-    }
-    let mag = 10f64.powf(r.log10().floor() - 1.0);
-    (r / mag).floor() * mag
-}
-
-fn scenario(
-    s: &Scenario,
-    plan: &Plan,
-    args: &BenchArgs,
-    dir: &Path,
-) -> Result<ScenarioResult, String> {
-    eprintln!("scenario {}: {}", s.name, s.description);
-    let sdir = dir.join(s.name);
-    std::fs::create_dir_all(&sdir).map_err(|e| format!("{}: {e}", sdir.display()))?;
-    let backend = targets::spawn_self(
-        "backend",
-        &[
-            "backend".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--workers".into(),
-            "1".into(),
-            "--body-size".into(),
-            s.body_size.to_string(),
-        ],
-        &plan.gen,
-    )?;
-    let mut notes = Vec::new();
-    let mut tgts = Vec::new();
-    for name in &plan.targets {
-        match start_target(name, backend.addr, plan, &sdir) {
-            Ok(t) => tgts.push(t),
-            Err(e) => {
-                eprintln!("  {name} skipped: {e}");
-                notes.push(format!("{name} skipped: {e}"));
-            }
-        }
-    }
-    let threads = plan.gen.len();
-    let n = tgts.len();
-    let mut sat: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut errors = vec![run::Errors::default(); n];
-    let mut unsent = vec![0u64; n];
-    for round in 0..plan.rounds {
-        for k in 0..n {
-            let i = (k + round) % n;
-            let (_, st, secs) = load(&tgts[i], s, None, plan.duration, plan.warmup, threads)?;
-            let rps = st.ok as f64 / secs;
-            eprintln!(
-                "  round {}/{} {:<9} saturation {:>10.0} req/s  errors {}",
-                round + 1,
-                plan.rounds,
-                tgts[i].name,
-                rps,
-                st.errors.total()
-            );
-            sat[i].push(rps);
-            errors[i].add(&st.errors);
-        }
-    }
-    // The fixed rate sits below the slowest proxy that answered correctly at all; a target
-    // with no valid response (e.g. answering 502) is reported, not used to pick the rate.
-    for (t, v) in tgts.iter().zip(&sat) {
-        if median(v) == 0.0 {
-            notes.push(format!("{}: no valid response at saturation", t.name));
-        }
-    }
-    let pick = |proxies_only: bool| {
-        tgts.iter()
-            .zip(&sat)
-            .filter(|(t, _)| !proxies_only || t.proc.is_some())
-            .map(|(_, v)| median(v))
-            .filter(|&m| m > 0.0)
-            .fold(f64::INFINITY, f64::min)
-    };
-    let slowest = Some(pick(true))
-        .filter(|s| s.is_finite())
-        .or_else(|| Some(pick(false)).filter(|s| s.is_finite()))
-        .unwrap_or(1.0);
-    let rate = match args.rate {
-        Some(r) => r,
-        None => round_rate((slowest * args.rate_fraction).max(1.0)),
-    };
-    eprintln!("  fixed rate for CPU and latency: {rate} req/s");
-    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut hist: Vec<Stats> = vec![Stats::default(); n];
-    let mut achieved = vec![0f64; n];
-    let mut gen_cpu = vec![0f64; n];
-    for round in 0..plan.rounds {
-        for k in 0..n {
-            let i = (k + round) % n;
-            let pid = tgts[i].proc.as_ref().and_then(Running::pid);
-            let before = pid.map(targets::cpu_tree);
-            // Warm-up excluded from the CPU window: measure CPU over the whole run and scale by
-            // responses counted in the same run (warm-up included).
-            let (_, st, secs) = load(
-                &tgts[i],
-                s,
-                Some(rate),
-                plan.duration,
-                Duration::ZERO,
-                threads,
-            )?;
-            if let (Some(pid), Some(b)) = (pid, before) {
-                let used = targets::cpu_tree(pid) - b;
-                if st.ok > 0 {
-                    cpu[i].push(used * 1e6 / st.ok as f64);
-                }
-            }
-            eprintln!(
-                "  round {}/{} {:<9} at {rate} req/s: p99 {}us  errors {}",
-                round + 1,
-                plan.rounds,
-                tgts[i].name,
-                st.latency.value_at_quantile(0.99),
-                st.errors.total()
-            );
-            achieved[i] += st.ok as f64 / secs / plan.rounds as f64;
-            gen_cpu[i] += st.cpu_secs * 1e6 / st.ok.max(1) as f64 / plan.rounds as f64;
-            errors[i].add(&st.errors);
-            unsent[i] += st.unsent;
-            hist[i].merge(&st);
-        }
-    }
-    let series: Vec<(String, Vec<(f64, u64)>)> = tgts
-        .iter()
-        .zip(&hist)
-        .map(|(t, h)| (t.name.clone(), run::report::percentile_points(&h.latency)))
-        .collect();
-    let title = format!("{}: latency by percentile at {rate} req/s", s.name);
-    let svg = dir.join(format!("{}-latency.svg", s.name));
-    if let Err(e) = std::fs::write(&svg, run::report::svg(&title, &series)) {
-        notes.push(format!("{}: {e}", svg.display()));
-    }
-    let mut out = Vec::new();
-    for (i, t) in tgts.iter().enumerate() {
-        let pid = t.proc.as_ref().and_then(Running::pid);
-        out.push(TargetResult {
-            name: t.name.clone(),
-            saturation_median: median(&sat[i]),
-            saturation_spread_pct: spread_pct(&sat[i]),
-            saturation_rps: sat[i].clone(),
-            cpu_us_per_req_median: (!cpu[i].is_empty()).then(|| median(&cpu[i])),
-            cpu_spread_pct: (!cpu[i].is_empty()).then(|| spread_pct(&cpu[i])),
-            cpu_us_per_req: cpu[i].clone(),
-            latency: Latency::of(&hist[i].latency),
-            achieved_rps: achieved[i],
-            rss_bytes: pid.map(targets::rss_tree),
-            errors: errors[i].total(),
-            error_kinds: errors[i].clone(),
-            unsent: unsent[i],
-            generator_cpu_us_per_req: gen_cpu[i],
-        });
-    }
-    drop(tgts);
-    drop(backend);
-    Ok(ScenarioResult {
-        name: s.name.into(),
-        description: s.description.clone(),
-        rate,
-        targets: out,
-        notes,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::measure::{median, round_rate, spread_pct};
     use super::*;
 
     #[test]

@@ -72,13 +72,16 @@ pub fn markdown(b: &BenchReport) -> String {
          ± is (max - min) / median over rounds. CPU is utime + stime of the proxy's process tree \
          from /proc (clock-tick resolution) divided by responses, at the fixed offered rate. \
          Latency at that rate is open loop, measured from each request's intended send time, \
-         all rounds merged. Only valid responses (status 200, expected length) count.\n",
+         all rounds merged. Only valid responses (status 200, expected length) count. \
+         Load average (1/5/15 min) at the start {}, at the end {}.\n",
         b.online_cpus,
         b.kernel,
         b.cpus_generator,
         b.cpus_proxy,
         b.rounds,
-        b.seconds_per_measurement
+        b.seconds_per_measurement,
+        b.loadavg_start,
+        b.loadavg_end
     );
     for n in &b.notes {
         let _ = writeln!(m, "- {n}");
@@ -148,6 +151,35 @@ pub fn markdown(b: &BenchReport) -> String {
         }
         for n in &s.notes {
             let _ = writeln!(m, "\n- {n}");
+        }
+        m.push('\n');
+    }
+    if !b.idle.is_empty() {
+        let _ = writeln!(
+            m,
+            "### Memory per idle keep-alive connection\n\n\
+             Each proxy holds N connections (one request per second on each); RSS of its process \
+             tree before opening them and while holding them.\n"
+        );
+        let _ = writeln!(
+            m,
+            "| target | connections held | RSS before | RSS holding | per connection | errors |"
+        );
+        let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|");
+        for r in &b.idle {
+            let opt = |v: Option<u64>| v.map_or("–".into(), |b| fmt_bytes(b as f64));
+            let _ = writeln!(
+                m,
+                "| {} | {} of {} | {} | {} | {} | {} |",
+                r.name,
+                r.established,
+                r.connections,
+                opt(r.rss_before),
+                opt(r.rss_held),
+                r.bytes_per_connection
+                    .map_or("–".into(), |b| fmt_bytes(b.max(0.0))),
+                r.errors
+            );
         }
         m.push('\n');
     }

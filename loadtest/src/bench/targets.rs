@@ -22,6 +22,15 @@ impl Running {
     pub fn pid(&self) -> Option<i32> {
         self.child.as_ref().map(|c| c.id() as i32)
     }
+
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(st))) => Some(st.to_string()),
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
+    }
 }
 
 impl Drop for Running {
@@ -245,32 +254,12 @@ pub fn spawn_external(
         let _ = child.wait();
         return Err(format!("{name}: {e}"));
     }
+    // A master process may listen before its workers exist: let them start.
+    std::thread::sleep(Duration::from_millis(300));
     Ok(Running {
         child: Some(child),
         addr: listen,
     })
-}
-
-/// The pid and all its descendants (nginx's master and worker, for example).
-pub fn process_tree(pid: i32) -> Vec<i32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() && out.len() < 256 {
-        let p = out[i];
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let children =
-                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                out.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<i32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    out
 }
 
 fn clock_ticks() -> f64 {
@@ -300,13 +289,7 @@ pub fn cpu_tree(pid: i32) -> f64 {
     process_tree(pid).into_iter().filter_map(cpu_one).sum()
 }
 
-/// Resident memory of a process tree in bytes (shared pages counted once per process).
-pub fn rss_tree(pid: i32) -> u64 {
-    process_tree(pid)
-        .into_iter()
-        .filter_map(crate::idle::rss)
-        .sum()
-}
+pub use crate::idle::{process_tree, rss_tree};
 
 #[cfg(test)]
 mod tests {
@@ -323,6 +306,7 @@ mod tests {
         }
         assert!(x != 1);
         assert!(cpu_tree(me) > start);
-        assert!(rss_tree(me) > 0);
+        assert!(rss_tree(me).is_some_and(|r| r > 0));
+        assert_eq!(process_tree(me)[0], me);
     }
 }

@@ -1,0 +1,407 @@
+//! Measuring one scenario: start the backend and the targets, then per round and per target
+//! (the order rotating each round) a closed-loop saturation run, then at one fixed rate an
+//! open-loop run with the proxy's CPU time read around it; and the idle-connection memory phase.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::targets::{self, Running};
+use super::{BenchArgs, IdleRow, Plan, Scenario, ScenarioResult, TargetResult};
+use crate::run::{self, report::Latency, RunArgs, Stats};
+
+/// A started target: where to send load, and the process to watch (None for direct).
+struct Target {
+    name: String,
+    addr: std::net::SocketAddr,
+    proc: Option<Running>,
+}
+
+fn start_target(
+    name: &str,
+    backend: std::net::SocketAddr,
+    plan: &Plan,
+    dir: &Path,
+) -> Result<Target, String> {
+    let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let port = || targets::free_port().map_err(|e| format!("free port: {e}"));
+    let running = match name {
+        "direct" => {
+            return Ok(Target {
+                name: name.into(),
+                addr: backend,
+                proc: None,
+            })
+        }
+        "relay" => targets::spawn_self(
+            "relay",
+            &[
+                "relay".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--upstream".into(),
+                backend.to_string(),
+                "--workers".into(),
+                "1".into(),
+            ],
+            &plan.proxy,
+        )?,
+        "coregate" => {
+            let listen = local(port()?);
+            let conf = dir.join("coregate.toml");
+            std::fs::write(&conf, targets::coregate_config(listen, backend))
+                .map_err(|e| format!("{}: {e}", conf.display()))?;
+            targets::spawn_external(
+                "coregate",
+                &plan.coregate,
+                &["run".into(), "--config".into(), conf.display().to_string()],
+                listen,
+                dir,
+                &plan.proxy,
+            )?
+        }
+        "nginx" => {
+            let listen = local(port()?);
+            for d in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+                let _ = std::fs::create_dir_all(dir.join(d));
+            }
+            let conf = dir.join("nginx.conf");
+            std::fs::write(&conf, targets::nginx_config(dir, listen, backend))
+                .map_err(|e| format!("{}: {e}", conf.display()))?;
+            let prog = targets::which("nginx").ok_or("nginx not installed")?;
+            targets::spawn_external(
+                "nginx",
+                &prog,
+                &[
+                    "-p".into(),
+                    dir.display().to_string(),
+                    "-c".into(),
+                    conf.display().to_string(),
+                ],
+                listen,
+                dir,
+                &plan.proxy,
+            )?
+        }
+        "haproxy" => {
+            let listen = local(port()?);
+            let conf = dir.join("haproxy.cfg");
+            std::fs::write(&conf, targets::haproxy_config(listen, backend))
+                .map_err(|e| format!("{}: {e}", conf.display()))?;
+            let prog = targets::which("haproxy").ok_or("haproxy not installed")?;
+            targets::spawn_external(
+                "haproxy",
+                &prog,
+                &["-f".into(), conf.display().to_string(), "-db".into()],
+                listen,
+                dir,
+                &plan.proxy,
+            )?
+        }
+        other => return Err(format!("unknown target {other}")),
+    };
+    Ok(Target {
+        name: name.into(),
+        addr: running.addr,
+        proc: Some(running),
+    })
+}
+
+fn load(
+    t: &Target,
+    s: &Scenario,
+    rate: Option<f64>,
+    duration: Duration,
+    warmup: Duration,
+    threads: usize,
+) -> Result<(run::Plan, Stats, f64), String> {
+    let args = RunArgs {
+        url: format!("http://{}/", t.addr),
+        threads,
+        connections: s.connections,
+        duration: Some(duration),
+        requests: None,
+        warmup,
+        rate,
+        pipeline: 1,
+        method: if s.post_body.is_some() { "POST" } else { "GET" }.into(),
+        headers: Vec::new(),
+        body: None,
+        body_file: None,
+        body_size: s.post_body,
+        timeout: Duration::from_secs(5),
+        no_keepalive: !s.keepalive,
+        expect_status: "200".into(),
+        expect_body_len: Some(s.body_size),
+        json: None,
+        hgrm: None,
+        svg: None,
+        no_pin: false,
+        quiet: true,
+    };
+    let plan = run::plan(&args)?;
+    Ok(run::execute(plan, threads, true, false))
+}
+
+/// Memory per idle connection: each proxy holds `n` keep-alive connections (one request every
+/// second on each); RSS of its process tree before and while holding them.
+pub(super) fn idle_memory(
+    plan: &Plan,
+    args: &BenchArgs,
+    dir: &Path,
+) -> Result<Vec<IdleRow>, String> {
+    let n = if args.quick { 500 } else { 2000 };
+    let hold = if args.quick { 1 } else { 4 };
+    eprintln!("idle connections: {n} per proxy");
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let backend = targets::spawn_self(
+        "backend",
+        &[
+            "backend".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--workers".into(),
+            "1".into(),
+        ],
+        &plan.gen,
+    )?;
+    let mut rows = Vec::new();
+    for name in plan.targets.iter().filter(|n| *n != "direct") {
+        let t = match start_target(name, backend.addr, plan, dir) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("  {name} skipped: {e}");
+                continue;
+            }
+        };
+        let r = crate::idle::measure(&crate::idle::IdleArgs {
+            url: format!("http://{}/", t.addr),
+            connections: n,
+            interval: Duration::from_secs(1),
+            duration: Duration::from_secs(hold),
+            pid: t.proc.as_ref().and_then(Running::pid),
+            threads: 1,
+            json: None,
+        })?;
+        eprintln!(
+            "  {:<9} {} of {n} held, {:.0} bytes per connection",
+            name,
+            r.established,
+            r.bytes_per_connection.unwrap_or(0.0)
+        );
+        rows.push(IdleRow {
+            name: name.clone(),
+            connections: n,
+            established: r.established,
+            rss_before: r.rss_before,
+            rss_held: r.rss_held,
+            bytes_per_connection: r.bytes_per_connection,
+            errors: r.errors,
+        });
+    }
+    Ok(rows)
+}
+
+/// Fails when the backend or the target has died: its figures would be meaningless.
+fn alive(backend: &mut Running, t: &mut Target) -> Result<(), String> {
+    if let Some(st) = backend.exited() {
+        return Err(format!("the backend exited ({st})"));
+    }
+    if let Some(st) = t.proc.as_mut().and_then(Running::exited) {
+        return Err(format!("{} exited ({st})", t.name));
+    }
+    Ok(())
+}
+
+pub(super) fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+pub(super) fn spread_pct(v: &[f64]) -> f64 {
+    let m = median(v);
+    if v.len() < 2 || m == 0.0 {
+        return 0.0;
+    }
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    (hi - lo) / m * 100.0
+}
+
+/// Rounds a rate down to two significant digits.
+pub(super) fn round_rate(r: f64) -> f64 {
+    if r < 10.0 {
+        return r.max(1.0).floor();
+    }
+    let mag = 10f64.powf(r.log10().floor() - 1.0);
+    (r / mag).floor() * mag
+}
+
+pub(super) fn scenario(
+    s: &Scenario,
+    plan: &Plan,
+    args: &BenchArgs,
+    dir: &Path,
+) -> Result<ScenarioResult, String> {
+    eprintln!("scenario {}: {}", s.name, s.description);
+    let sdir = dir.join(s.name);
+    std::fs::create_dir_all(&sdir).map_err(|e| format!("{}: {e}", sdir.display()))?;
+    let mut backend = targets::spawn_self(
+        "backend",
+        &[
+            "backend".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--workers".into(),
+            "1".into(),
+            "--body-size".into(),
+            s.body_size.to_string(),
+        ],
+        &plan.gen,
+    )?;
+    let mut notes = Vec::new();
+    let mut tgts = Vec::new();
+    for name in &plan.targets {
+        match start_target(name, backend.addr, plan, &sdir) {
+            Ok(t) => tgts.push(t),
+            Err(e) => {
+                eprintln!("  {name} skipped: {e}");
+                notes.push(format!("{name} skipped: {e}"));
+            }
+        }
+    }
+    let threads = plan.gen.len();
+    let n = tgts.len();
+    let mut sat: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut errors = vec![run::Errors::default(); n];
+    let mut unsent = vec![0u64; n];
+    for round in 0..plan.rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            alive(&mut backend, &mut tgts[i])?;
+            let (_, st, secs) = load(&tgts[i], s, None, plan.duration, plan.warmup, threads)?;
+            alive(&mut backend, &mut tgts[i])?;
+            let rps = st.ok as f64 / secs;
+            eprintln!(
+                "  round {}/{} {:<9} saturation {:>10.0} req/s  errors {}",
+                round + 1,
+                plan.rounds,
+                tgts[i].name,
+                rps,
+                st.errors.total()
+            );
+            sat[i].push(rps);
+            errors[i].add(&st.errors);
+        }
+    }
+    // The fixed rate sits below the slowest proxy that answered correctly at all; a target
+    // with no valid response (e.g. answering 502) is reported, not used to pick the rate.
+    for (t, v) in tgts.iter().zip(&sat) {
+        if median(v) == 0.0 {
+            notes.push(format!("{}: no valid response at saturation", t.name));
+        }
+    }
+    let pick = |proxies_only: bool| {
+        tgts.iter()
+            .zip(&sat)
+            .filter(|(t, _)| !proxies_only || t.proc.is_some())
+            .map(|(_, v)| median(v))
+            .filter(|&m| m > 0.0)
+            .fold(f64::INFINITY, f64::min)
+    };
+    let slowest = Some(pick(true))
+        .filter(|s| s.is_finite())
+        .or_else(|| Some(pick(false)).filter(|s| s.is_finite()))
+        .unwrap_or(1.0);
+    let rate = match args.rate {
+        Some(r) => r,
+        None => round_rate((slowest * args.rate_fraction).max(1.0)),
+    };
+    eprintln!("  fixed rate for CPU and latency: {rate} req/s");
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut hist: Vec<Stats> = vec![Stats::default(); n];
+    let mut achieved = vec![0f64; n];
+    let mut gen_cpu = vec![0f64; n];
+    for round in 0..plan.rounds {
+        for k in 0..n {
+            let i = (k + round) % n;
+            let pid = tgts[i].proc.as_ref().and_then(Running::pid);
+            let before = pid.map(targets::cpu_tree);
+            // The fixed-rate run has no warm-up: the proxy's CPU over the whole run is divided
+            // by every valid response of that run.
+            alive(&mut backend, &mut tgts[i])?;
+            let (_, st, secs) = load(
+                &tgts[i],
+                s,
+                Some(rate),
+                plan.duration,
+                Duration::ZERO,
+                threads,
+            )?;
+            alive(&mut backend, &mut tgts[i])?;
+            if let (Some(pid), Some(b)) = (pid, before) {
+                let used = targets::cpu_tree(pid) - b;
+                if st.ok > 0 {
+                    cpu[i].push(used * 1e6 / st.ok as f64);
+                }
+            }
+            eprintln!(
+                "  round {}/{} {:<9} at {rate} req/s: p99 {}us  errors {}",
+                round + 1,
+                plan.rounds,
+                tgts[i].name,
+                st.latency.value_at_quantile(0.99),
+                st.errors.total()
+            );
+            achieved[i] += st.ok as f64 / secs / plan.rounds as f64;
+            gen_cpu[i] += st.cpu_secs * 1e6 / st.ok.max(1) as f64 / plan.rounds as f64;
+            errors[i].add(&st.errors);
+            unsent[i] += st.unsent;
+            hist[i].merge(&st);
+        }
+    }
+    let series: Vec<(String, Vec<(f64, u64)>)> = tgts
+        .iter()
+        .zip(&hist)
+        .map(|(t, h)| (t.name.clone(), run::report::percentile_points(&h.latency)))
+        .collect();
+    let title = format!("{}: latency by percentile at {rate} req/s", s.name);
+    let svg = dir.join(format!("{}-latency.svg", s.name));
+    if let Err(e) = std::fs::write(&svg, run::report::svg(&title, &series)) {
+        notes.push(format!("{}: {e}", svg.display()));
+    }
+    let mut out = Vec::new();
+    for (i, t) in tgts.iter().enumerate() {
+        let pid = t.proc.as_ref().and_then(Running::pid);
+        out.push(TargetResult {
+            name: t.name.clone(),
+            saturation_median: median(&sat[i]),
+            saturation_spread_pct: spread_pct(&sat[i]),
+            saturation_rps: sat[i].clone(),
+            cpu_us_per_req_median: (!cpu[i].is_empty()).then(|| median(&cpu[i])),
+            cpu_spread_pct: (!cpu[i].is_empty()).then(|| spread_pct(&cpu[i])),
+            cpu_us_per_req: cpu[i].clone(),
+            latency: Latency::of(&hist[i].latency),
+            achieved_rps: achieved[i],
+            rss_bytes: pid.and_then(targets::rss_tree),
+            errors: errors[i].total(),
+            error_kinds: errors[i].clone(),
+            unsent: unsent[i],
+            generator_cpu_us_per_req: gen_cpu[i],
+        });
+    }
+    drop(tgts);
+    drop(backend);
+    Ok(ScenarioResult {
+        name: s.name.into(),
+        description: s.description.clone(),
+        rate,
+        targets: out,
+        notes,
+    })
+}
