@@ -29,6 +29,10 @@ enum Command {
         /// Configuration file.
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Begin the graceful shutdown by itself after this long (e.g. "30s"): for scripted
+        /// benchmarks and for profilers such as valgrind, which do not deliver signals.
+        #[arg(long, value_parser = coregate::config::values::parse_duration)]
+        exit_after: Option<std::time::Duration>,
     },
     /// Validate a configuration file and print a summary of what it serves.
     Check {
@@ -63,7 +67,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, exit_after } => {
             let snapshot = match coregate::config::load(&config) {
                 Ok(s) => s,
                 Err(e) => {
@@ -72,7 +76,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging();
-            match coregate::runtime::run(snapshot) {
+            match coregate::runtime::run(snapshot, exit_after) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

@@ -379,3 +379,171 @@ upstream = "app"
     assert_eq!(get(internal, "anything", "/healthz").status, 200);
     assert_eq!(get(internal, "anything", "/healthz/more").status, 404);
 }
+
+/// utime + stime of `pid` in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_file_descriptors_backs_off_instead_of_spinning() {
+    use std::os::unix::process::CommandExt;
+
+    let backend = Backend::start();
+    let port = free_port();
+    let dir = TempDir::new("emfile");
+    let cfg = dir.write("c.toml", &config(port, backend.port, "workers = 1", ""));
+    let log = dir.0.join("log");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let pid = child.0.id() as i32;
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap().contains("started:") {
+        assert!(started.elapsed() < Duration::from_secs(10), "did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // More connections than descriptors: the kernel completes them into the backlog, coregate
+    // accepts until EMFILE.
+    let clients: Vec<_> = (0..80).map(|_| connect(addr)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("accept failed") && text.contains("backing off"),
+        "{text}"
+    );
+    eprintln!("CPU while out of descriptors: {used} ticks in one second");
+    assert!(
+        used < 20,
+        "accept loop spun: {used} ticks of CPU in one second"
+    );
+    // Once descriptors are free again it serves.
+    drop(clients);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = connect(addr);
+        let _ = s.write_all(b"GET /api/ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        let mut buf = [0u8; 12];
+        if std::io::Read::read_exact(&mut s, &mut buf).is_ok() && &buf == b"HTTP/1.1 200" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Kills the child if the test fails before it exits.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn auto_driver_falls_back_to_epoll_and_io_uring_driver_refuses() {
+    // monoio's own switch makes io_uring look unavailable.
+    let env = [("MONOIO_FORCE_LEGACY_DRIVER", "1")];
+    let backend = Backend::start();
+    let port = free_port();
+    let proxy = Proxy::start_with_env(
+        &config(port, backend.port, "workers = 1\ndriver = \"auto\"", ""),
+        port,
+        "info",
+        &env,
+    );
+    let log = proxy.log_text();
+    assert!(
+        log.contains("io_uring is not available; falling back to epoll"),
+        "{log}"
+    );
+    assert!(log.contains("worker 0: driver epoll"), "{log}");
+    assert_eq!(get(proxy.addr, "h", "/").status, 200);
+    drop(proxy);
+
+    let port = free_port();
+    let dir = TempDir::new("uring-only");
+    let cfg = dir.write(
+        "c.toml",
+        &config(port, backend.port, "workers = 1\ndriver = \"io_uring\"", ""),
+    );
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .envs(env)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("worker 0: driver = \"io_uring\" but io_uring is not available"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once_with_status_1() {
+    let backend = Backend::start();
+    let port = free_port();
+    let mut proxy = Proxy::start(
+        &config(
+            port,
+            backend.port,
+            "workers = 1\ndrain_timeout = \"60s\"",
+            "client_header_timeout = \"60s\"",
+        ),
+        port,
+        "info",
+    );
+    let mut stuck = connect(proxy.addr);
+    stuck.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    proxy.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "must still be draining"
+    );
+    proxy.signal(libc::SIGINT);
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit after the second signal");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        proxy
+            .log_text()
+            .contains("SIGINT again: exiting without waiting"),
+        "{}",
+        proxy.log_text()
+    );
+}

@@ -160,3 +160,111 @@ fn unreadable_file_is_a_positioned_error() {
         .to_string()
         .starts_with("/nonexistent/coregate.toml:1:1: cannot read"));
 }
+
+fn with_route_line(line: &str) -> String {
+    MINIMAL.replace("name = \"all\"", &format!("name = \"all\"\n{line}"))
+}
+
+#[test]
+fn host_patterns() {
+    for ok in [
+        "\"a.test\"",
+        "\"*.a.test\"",
+        "\"A-B_c.Test\"",
+        "\"127.0.0.1\"",
+        "\"[::1]\"",
+        "\"localhost\"",
+    ] {
+        parse("t.toml", &with_route_line(&format!("hosts = [{ok}]")))
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for bad in [
+        "\"*\"",
+        "\"*.\"",
+        "\"a..b\"",
+        "\".a\"",
+        "\"a b\"",
+        "\"a.test:80\"",
+        "\"*.[::1]\"",
+        "\"\"",
+        "\"a.*.b\"",
+    ] {
+        let (line, col, msg) = error_of(&with_route_line(&format!("hosts = [{bad}]")));
+        assert_eq!((line, col), (11, 10), "{bad}: {msg}");
+        assert!(msg.starts_with("invalid host"), "{bad}: {msg}");
+    }
+    let (_, _, msg) = error_of(&with_route_line("hosts = [\"a.test\", \"A.TEST\"]"));
+    assert_eq!(msg, "host \"A.TEST\" listed twice");
+}
+
+#[test]
+fn paths_and_rewrites() {
+    for bad in [
+        "path_prefix = \"\"",
+        "path_exact = \"x\"",
+        "path_prefix = \"/a b\"",
+        "path_prefix = \"/a?b\"",
+        "replace_prefix = \"v2\"",
+    ] {
+        let (line, col, msg) = error_of(&with_route_line(bad));
+        assert_eq!(line, 11, "{bad}: {msg}");
+        assert!(col > 1 && msg.starts_with("invalid "), "{bad}: {msg}");
+    }
+    // strip_prefix = false with replace_prefix is fine: only true excludes it.
+    let s = parse(
+        "t.toml",
+        &with_route_line("strip_prefix = false\nreplace_prefix = \"/v2/\""),
+    )
+    .unwrap();
+    assert_eq!(
+        s.routes[0].rewrite,
+        crate::route::Rewrite::Replace((*b"/v2/").into())
+    );
+}
+
+#[test]
+fn numeric_ranges() {
+    let cases = [
+        ("[runtime]\nworkers = -1\n", "invalid workers -1"),
+        (
+            "[runtime]\nworkers = \"many\"\n",
+            "invalid workers \"many\"",
+        ),
+        (
+            "[runtime]\nring_entries = 65536\n",
+            "invalid ring_entries 65536",
+        ),
+        (
+            "[runtime]\nring_flags = [\"coop_taskrun\", \"coop_taskrun\"]\n",
+            "ring flag listed twice",
+        ),
+        (
+            "[limits]\nmax_head_bytes = 100\n",
+            "invalid max_head_bytes 100",
+        ),
+        ("[limits]\nmax_headers = 0\n", "invalid max_headers 0"),
+        ("[limits]\nmax_body_bytes = -5\n", "invalid size -5"),
+        (
+            "[limits]\nclient_idle_timeout = \"0s\"\n",
+            "must be greater than zero",
+        ),
+    ];
+    for (prefix, want) in cases {
+        let (line, _, msg) = error_of(&format!("{prefix}{MINIMAL}"));
+        assert_eq!(line, 2, "{prefix}: {msg}");
+        assert!(msg.contains(want), "{prefix}: {msg}");
+    }
+    let (_, _, msg) = error_of(&MINIMAL.replace(
+        "address = \"127.0.0.1:9000\"",
+        "address = \"127.0.0.1:9000\", weight = 70000",
+    ));
+    assert!(msg.contains("invalid weight 70000"), "{msg}");
+    let (_, _, msg) =
+        error_of(&MINIMAL.replace("address = \"127.0.0.1:8080\"", "address = \"127.0.0.1:0\""));
+    assert!(msg.contains("port 0 is not allowed"), "{msg}");
+    let (_, _, msg) = error_of(&MINIMAL.replace(
+        "address = \"127.0.0.1:8080\"",
+        "address = \"127.0.0.1:8080\"\nroutes = []",
+    ));
+    assert_eq!(msg, "routes is empty: omit it to serve every route");
+}

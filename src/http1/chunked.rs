@@ -7,7 +7,8 @@
 //! trailer line that has not fully arrived is left unconsumed for the next call.
 
 use super::chars::{is_token, QDTEXT};
-use super::fields::parse_line;
+use super::fields::{parse_line, Line};
+use super::Header;
 use super::{Error, Stop};
 use std::ops::Range;
 
@@ -229,12 +230,12 @@ impl ChunkedDecoder {
                     }
                     self.state = State::Size;
                 }
-                State::Trailers => match parse_line(input, i) {
-                    Ok((None, end)) => {
+                State::Trailers => match parse_line(input, i, &mut Header::default()) {
+                    Ok(Line::End(end)) => {
                         self.state = State::Done;
                         return Ok((end, Chunk::Done));
                     }
-                    Ok((Some(_), next)) => {
+                    Ok(Line::Field(next)) => {
                         self.trailer_len += next - i;
                         if self.trailer_len > self.max_trailers {
                             return Err(Error::TrailersTooLarge);

@@ -29,24 +29,48 @@ pub enum HeaderKind {
 }
 
 impl HeaderKind {
-    /// Classifies a field name (case-insensitive).
+    /// Classifies a field name (case-insensitive). The name is a token (the parser checked),
+    /// so OR-ing 0x20 into each byte lowercases its letters and maps no other token byte onto
+    /// a lowercase letter, digit or `-`: comparing 8-byte words of the lowered name against
+    /// the lowercase constants is an exact case-insensitive match.
+    #[inline]
     pub fn of(name: &[u8]) -> HeaderKind {
-        let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
+        macro_rules! is {
+            ($w:expr, $s:literal, $at:literal) => {{
+                const C: u64 = lit($s, $at);
+                $w == C
+            }};
+        }
         match name.len() {
-            2 if is(b"te") => HeaderKind::Te,
-            4 if is(b"host") => HeaderKind::Host,
-            6 if is(b"expect") => HeaderKind::Expect,
-            7 if is(b"upgrade") => HeaderKind::Upgrade,
-            7 if is(b"trailer") => HeaderKind::Trailer,
-            9 if is(b"forwarded") => HeaderKind::Forwarded,
-            10 if is(b"connection") => HeaderKind::Connection,
-            10 if is(b"keep-alive") => HeaderKind::KeepAlive,
-            14 if is(b"content-length") => HeaderKind::ContentLength,
-            15 if is(b"x-forwarded-for") => HeaderKind::XForwardedFor,
-            16 if is(b"proxy-connection") => HeaderKind::ProxyConnection,
-            16 if is(b"x-forwarded-host") => HeaderKind::XForwardedHost,
-            17 if is(b"transfer-encoding") => HeaderKind::TransferEncoding,
-            17 if is(b"x-forwarded-proto") => HeaderKind::XForwardedProto,
+            2 if is!(word(name, 0), b"te", 0) => HeaderKind::Te,
+            4 if is!(word(name, 0), b"host", 0) => HeaderKind::Host,
+            6 if is!(word(name, 0), b"expect", 0) => HeaderKind::Expect,
+            7 if is!(word(name, 0), b"upgrade", 0) => HeaderKind::Upgrade,
+            7 if is!(word(name, 0), b"trailer", 0) => HeaderKind::Trailer,
+            9..=17 => {
+                // The first lowered word rejects almost every other name in one compare; the
+                // rest is checked only for a candidate.
+                let first = word(name, 0);
+                let tail = |s: &[u8]| name[8..].eq_ignore_ascii_case(&s[8..]);
+                macro_rules! is {
+                    ($s:literal) => {{
+                        const C: u64 = lit($s, 0);
+                        first == C && tail($s)
+                    }};
+                }
+                match name.len() {
+                    9 if is!(b"forwarded") => HeaderKind::Forwarded,
+                    10 if is!(b"connection") => HeaderKind::Connection,
+                    10 if is!(b"keep-alive") => HeaderKind::KeepAlive,
+                    14 if is!(b"content-length") => HeaderKind::ContentLength,
+                    15 if is!(b"x-forwarded-for") => HeaderKind::XForwardedFor,
+                    16 if is!(b"proxy-connection") => HeaderKind::ProxyConnection,
+                    16 if is!(b"x-forwarded-host") => HeaderKind::XForwardedHost,
+                    17 if is!(b"transfer-encoding") => HeaderKind::TransferEncoding,
+                    17 if is!(b"x-forwarded-proto") => HeaderKind::XForwardedProto,
+                    _ => HeaderKind::Other,
+                }
+            }
             _ => HeaderKind::Other,
         }
     }
@@ -66,15 +90,51 @@ impl HeaderKind {
     }
 }
 
-/// Parses one field line at `pos`. Returns the header and the index after its CRLF, or
-/// `Ok(None)` with the index after the empty line that ends the section.
-#[inline]
-pub(crate) fn parse_line(buf: &[u8], pos: usize) -> Step<(Option<Header>, usize)> {
+const LOWER: u64 = u64::from_ne_bytes([0x20; 8]);
+
+/// Up to 8 bytes of a name from `at`, zero-padded past its end, every byte OR 0x20.
+#[inline(always)]
+fn word(s: &[u8], at: usize) -> u64 {
+    let rest = s.get(at..).unwrap_or_default();
+    let w = match rest.first_chunk::<8>() {
+        Some(w) => *w,
+        None => {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            w
+        }
+    };
+    u64::from_le_bytes(w) | LOWER
+}
+
+/// [`word`] of a lowercase constant, evaluated at compile time.
+const fn lit(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    let mut i = 0;
+    while i < 8 && at + i < s.len() {
+        w[i] = s[at + i];
+        i += 1;
+    }
+    u64::from_le_bytes(w) | LOWER
+}
+
+/// One step of a field section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// A field was stored; the next line starts here.
+    Field(usize),
+    /// The empty line: the section ends here (after its CRLF).
+    End(usize),
+}
+
+/// Parses one field line at `pos` into `out` (left untouched for the empty line).
+#[inline(always)]
+pub(crate) fn parse_line(buf: &[u8], pos: usize, out: &mut Header) -> Step<Line> {
     match *buf.get(pos).ok_or(Stop::Partial)? {
         b'\r' => {
             return match buf.get(pos + 1) {
                 None => Err(Stop::Partial),
-                Some(b'\n') => Ok((None, pos + 2)),
+                Some(b'\n') => Ok(Line::End(pos + 2)),
                 Some(_) => Err(Error::BareCr.into()),
             }
         }
@@ -113,12 +173,12 @@ pub(crate) fn parse_line(buf: &[u8], pos: usize) -> Step<(Option<Header>, usize)
     while value_end > value_start && matches!(buf.get(value_end - 1), Some(b' ' | b'\t')) {
         value_end -= 1;
     }
-    let header = Header {
+    *out = Header {
         kind: HeaderKind::of(name.of(buf)),
         name,
         value: Span::new(value_start, value_end),
     };
-    Ok((Some(header), end + 2))
+    Ok(Line::Field(end + 2))
 }
 
 /// Parses field lines from `pos` to the empty line. Returns the count stored in `headers` and
@@ -130,13 +190,18 @@ pub(crate) fn parse_fields(
     headers: &mut [Header],
 ) -> Step<(usize, usize)> {
     let mut n = 0;
+    let mut spare = Header::default();
     loop {
-        match parse_line(buf, pos)? {
-            (None, end) => return Ok((n, end)),
-            (Some(h), next) => {
-                *headers
-                    .get_mut(n)
-                    .ok_or(Stop::Invalid(Error::TooManyHeaders))? = h;
+        // Past the caller's array, parse into a spare slot: an error on that line still wins,
+        // and only a well-formed extra field is "too many headers".
+        let slot = match headers.get_mut(n) {
+            Some(slot) => slot,
+            None => &mut spare,
+        };
+        match parse_line(buf, pos, slot)? {
+            Line::End(end) => return Ok((n, end)),
+            Line::Field(_) if n == headers.len() => return Err(Error::TooManyHeaders.into()),
+            Line::Field(next) => {
                 n += 1;
                 pos = next;
             }
@@ -280,6 +345,12 @@ mod tests {
             (b"X-Forwarded-Host", HeaderKind::XForwardedHost),
             (b"X-Forwarded-Proto", HeaderKind::XForwardedProto),
             (b"Hosts", HeaderKind::Other),
+            (b"Content_Length", HeaderKind::Other),
+            (b"Content-Lengtx", HeaderKind::Other),
+            (b"Transfer-Encoding", HeaderKind::TransferEncoding),
+            (b"X-FORWARDED-FOR", HeaderKind::XForwardedFor),
+            (b"kEEP-aLIVE", HeaderKind::KeepAlive),
+            (b"T^", HeaderKind::Other),
             (b"", HeaderKind::Other),
         ] {
             assert_eq!(

@@ -515,12 +515,32 @@ mod tests {
             err(b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n"),
             Error::InvalidHost
         );
+        for bad in [
+            &b"exa\xe9mple.com"[..],
+            b"a.b.c.d.e.f.g.h@x",
+            b"host/x",
+            b"ab\"cd",
+            b"a:",
+        ] {
+            let mut input = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+            input.extend_from_slice(bad);
+            input.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(
+                err(&input),
+                Error::InvalidHost,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         for ok_host in [
             &b"a:80"[..],
             b"[::1]:8080",
             b"",
             b"xn--bcher-kva.example",
             b"10.0.0.1",
+            b"EXAMPLE.com",
+            b"very-long-sub.domain.example.co.uk:65535",
+            b"a_b.example",
         ] {
             let mut input = b"GET / HTTP/1.1\r\nHost: ".to_vec();
             input.extend_from_slice(ok_host);

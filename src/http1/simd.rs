@@ -11,11 +11,15 @@ use super::chars::{FIELD_VALUE, TARGET};
 pub fn scan_value(bytes: &[u8], mut i: usize) -> usize {
     loop {
         i = vector_value(bytes, i);
-        match bytes.get(i) {
-            // HTAB is allowed but the vector test flags it with the controls: step over it.
-            Some(b'\t') => i += 1,
-            _ => break,
+        if i + 16 > bytes.len() {
+            break; // fewer than 16 bytes left: finish below
         }
+        // The vector test stopped at a flagged byte. HTAB is allowed (flagged with the
+        // controls): step over it; anything else ends the value.
+        if bytes[i] != b'\t' {
+            return i;
+        }
+        i += 1;
     }
     scalar(bytes, swar_value(bytes, i), &FIELD_VALUE)
 }

@@ -26,14 +26,22 @@ pub fn reason(status: u16) -> &'static str {
 
 /// A complete error response: status line, a short text body naming the problem.
 pub fn error_response(status: u16, detail: &str, close: bool) -> Vec<u8> {
+    error_response_with(status, detail, close.then_some("close"))
+}
+
+/// Like [`error_response`], with `Connection: {connection}` when given (`keep-alive` for an
+/// HTTP/1.0 client whose connection stays open).
+pub fn error_response_with(status: u16, detail: &str, connection: Option<&str>) -> Vec<u8> {
     let body = format!("{status} {}: {detail}\n", reason(status));
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
         reason(status),
         body.len()
     );
-    if close {
-        out.push_str("Connection: close\r\n");
+    if let Some(c) = connection {
+        out.push_str("Connection: ");
+        out.push_str(c);
+        out.push_str("\r\n");
     }
     out.push_str("\r\n");
     out.push_str(&body);

@@ -1,7 +1,7 @@
 //! One client connection: the request loop described in `mod.rs`, steps 1–5.
 
 use super::body::{self, RelayFail};
-use super::error::error_response;
+use super::error::{error_response, error_response_with};
 use super::io::{write_all, IoFail, RecvBuf};
 use super::sys::Vectored;
 use super::WorkerState;
@@ -190,14 +190,23 @@ impl<'a> ClientConn<'a> {
         };
         let target_bytes = target.of(buf);
         let path_end = memchr::memchr(b'?', target_bytes).unwrap_or(target_bytes.len());
+        let conn = ConnectionOptions::parse(hs, buf);
         let table = &snap.listeners[self.listener].routes;
         let Some(route) = table.find(host.of(buf), &target_bytes[..path_end]) else {
+            let wants_close = match req.version {
+                Version::Http11 => conn.close,
+                Version::Http10 => !conn.keep_alive,
+            };
+            if wants_close {
+                return self.reject(404, "no route for this host and path").await;
+            }
             return self
                 .reject_keep(
                     404,
                     "no route for this host and path",
                     framing,
                     req.head_len,
+                    req.version,
                 )
                 .await;
         };
@@ -223,12 +232,21 @@ impl<'a> ClientConn<'a> {
         } else {
             None
         };
-        let conn = ConnectionOptions::parse(hs, buf);
+        // Several identical Content-Length values (repeated fields or a list) were accepted:
+        // send one plain field instead (RFC 9110 §8.6), never the duplicates.
+        let length = match framing {
+            Framing::Length(n) if !single_length_field(hs, buf) => Some(n),
+            _ => None,
+        };
         let plan = &mut self.plan;
         plan.clear();
         plan.request_head(&req, hs, new_target, |h| {
-            keep_request_field(h, buf, hs, &conn, absolute.is_some())
+            !(length.is_some() && h.kind == HeaderKind::ContentLength)
+                && keep_request_field(h, buf, hs, &conn, absolute.is_some())
         });
+        if let Some(n) = length {
+            plan.header(b"Content-Length", n.to_string().as_bytes());
+        }
         plan.bytes(b"X-Forwarded-For: ");
         for h in hs.iter().filter(|h| h.kind == HeaderKind::XForwardedFor) {
             plan.bytes(h.value.of(buf));
@@ -241,6 +259,10 @@ impl<'a> ClientConn<'a> {
         }
         if absolute.is_some() {
             plan.header(b"Host", host.of(buf));
+        } else if req.host.is_none() {
+            // An HTTP/1.0 request without Host goes out as HTTP/1.1, which requires the field:
+            // empty when there is no authority (RFC 9112 §3.2).
+            plan.static_bytes(b"Host: \r\n");
         }
         plan.end();
 
@@ -281,9 +303,19 @@ impl<'a> ClientConn<'a> {
     async fn exchange(&mut self, upstream: &'a Upstream, info: ReqInfo) -> Next {
         let stats = &self.state.stats;
         let ups = &self.state.upstreams;
-        let mut conn = match ups.acquire(upstream).await {
-            Ok(c) => c,
-            Err(e) => return self.reject_pair(connect_status(&e)).await,
+        // A connect that fails sent nothing: the next backend may take the request (DESIGN.md
+        // §6), once per backend at most.
+        let attempts = upstream.backends.len().max(1);
+        let mut attempt = 1;
+        let mut conn = loop {
+            match ups.acquire(upstream).await {
+                Ok(c) => break c,
+                Err(_) if attempt < attempts => {
+                    attempt += 1;
+                    count(&stats.upstream_retries);
+                }
+                Err(e) => return self.reject_pair(connect_status(&e)).await,
+            }
         };
         let mut retried = false;
         loop {
@@ -495,11 +527,19 @@ impl<'a> ClientConn<'a> {
         let reusable =
             resp.version == Version::Http11 && !rconn.close && framing != Framing::UntilClose;
 
+        let length = match framing {
+            Framing::Length(n) if !single_length_field(rh, data) => Some(n),
+            _ => None,
+        };
         let plan = &mut self.plan;
         plan.clear();
         plan.response_head(&resp, rh, |h| {
-            keep_response_field(h, data, rh, &rconn, dechunk)
+            !(length.is_some() && h.kind == HeaderKind::ContentLength)
+                && keep_response_field(h, data, rh, &rconn, dechunk)
         });
+        if let Some(n) = length {
+            plan.header(b"Content-Length", n.to_string().as_bytes());
+        }
         if !keep_client {
             plan.static_bytes(b"Connection: close\r\n");
         } else if info.version == Version::Http10 {
@@ -616,6 +656,7 @@ impl<'a> ClientConn<'a> {
         detail: &str,
         framing: Framing,
         head_len: usize,
+        version: Version,
     ) -> Next {
         if framing != Framing::None || self.ctx.shutting_down() {
             return self.reject(status, detail).await;
@@ -624,7 +665,11 @@ impl<'a> ClientConn<'a> {
         let idle = self.snap.limits.client_idle_timeout;
         match write_all(
             &mut self.stream,
-            error_response(status, detail, false),
+            error_response_with(
+                status,
+                detail,
+                (version == Version::Http10).then_some("keep-alive"),
+            ),
             idle,
         )
         .await
@@ -670,6 +715,16 @@ fn keep_response_field(
         HeaderKind::TransferEncoding => !dechunk,
         k if k.is_hop_by_hop() => false,
         _ => !(conn.nominates_others && connection_has(hs, buf, h.name.of(buf))),
+    }
+}
+
+/// True when the message has at most one `Content-Length` field and it holds no list.
+fn single_length_field(hs: &[Header], buf: &[u8]) -> bool {
+    let mut fields = hs.iter().filter(|h| h.kind == HeaderKind::ContentLength);
+    match (fields.next(), fields.next()) {
+        (None, _) => true,
+        (Some(h), None) => !h.value.of(buf).contains(&b','),
+        (Some(_), Some(_)) => false,
     }
 }
 

@@ -13,6 +13,7 @@ mod signals;
 mod worker;
 
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -34,8 +35,9 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
 }
 
-/// Runs the proxy until a graceful shutdown completes.
-pub fn run(snapshot: Snapshot) -> Result<(), RuntimeError> {
+/// Runs the proxy until a graceful shutdown completes: after SIGTERM/SIGINT, or by itself after
+/// `exit_after` when given.
+pub fn run(snapshot: Snapshot, exit_after: Option<Duration>) -> Result<(), RuntimeError> {
     match listen::raise_nofile_limit() {
         Ok(n) => tracing::debug!("open-file limit {n}"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
@@ -69,6 +71,18 @@ pub fn run(snapshot: Snapshot) -> Result<(), RuntimeError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = signals::Watcher::start(stop_tx.clone(), rt.drain_timeout)?;
+    if let Some(after) = exit_after {
+        let stop = stop_tx.clone();
+        std::thread::Builder::new()
+            .name("coregate-exit-after".into())
+            .spawn(move || {
+                std::thread::sleep(after);
+                tracing::info!(
+                    "exit-after {after:?} reached: stopped accepting; draining connections"
+                );
+                let _ = stop.send(true);
+            })?;
+    }
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(rt.workers);
     for index in 0..rt.workers {
@@ -78,6 +92,7 @@ pub fn run(snapshot: Snapshot) -> Result<(), RuntimeError> {
             core: (!cores.is_empty()).then(|| cores[index % cores.len()]),
             shutdown: stop_rx.clone(),
             ready: ready_tx.clone(),
+            exit_after,
         };
         let t = std::thread::Builder::new()
             .name(format!("coregate-w{index}"))

@@ -30,6 +30,9 @@ pub struct WorkerSpec {
     pub core: Option<core_affinity::CoreId>,
     pub shutdown: watch::Receiver<bool>,
     pub ready: mpsc::Sender<Result<Started, String>>,
+    /// Begin the graceful shutdown after this long (a timer on this worker's own loop, so it
+    /// works where cross-thread wakes do not, e.g. under valgrind).
+    pub exit_after: Option<Duration>,
 }
 
 enum Rt {
@@ -123,6 +126,7 @@ pub fn run(spec: WorkerSpec) {
         core,
         shutdown,
         ready,
+        exit_after,
     } = spec;
     let mut pinned = None;
     if let Some(core) = core {
@@ -144,10 +148,12 @@ pub fn run(spec: WorkerSpec) {
         }
     };
     match rt {
-        Rt::Uring(mut rt) => {
-            rt.block_on(serve(index, snapshot, shutdown, ready, "io_uring", pinned))
-        }
-        Rt::Legacy(mut rt) => rt.block_on(serve(index, snapshot, shutdown, ready, "epoll", pinned)),
+        Rt::Uring(mut rt) => rt.block_on(serve(
+            index, snapshot, shutdown, ready, "io_uring", pinned, exit_after,
+        )),
+        Rt::Legacy(mut rt) => rt.block_on(serve(
+            index, snapshot, shutdown, ready, "epoll", pinned, exit_after,
+        )),
     }
 }
 
@@ -158,6 +164,7 @@ async fn serve(
     ready: mpsc::Sender<Result<Started, String>>,
     driver: &'static str,
     core: Option<usize>,
+    exit_after: Option<Duration>,
 ) {
     let drain_timeout = snapshot.runtime.drain_timeout;
     let mut listeners = Vec::with_capacity(snapshot.listeners.len());
@@ -179,6 +186,14 @@ async fn serve(
         let _ = shutdown.wait_for(|stop| *stop).await;
         relay_ctx.begin_shutdown();
     });
+    if let Some(after) = exit_after {
+        let timer_ctx = ctx.clone();
+        monoio::spawn(async move {
+            monoio::time::sleep(after).await;
+            tracing::info!("worker {index}: exit-after {after:?} reached: draining");
+            timer_ctx.begin_shutdown();
+        });
+    }
 
     for (i, sock) in listeners.into_iter().enumerate() {
         monoio::spawn(listen::accept_loop(sock, i, ctx.clone()));

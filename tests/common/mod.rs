@@ -2,7 +2,13 @@
 //! process with its log captured, and a tiny blocking HTTP/1.1 client. Loopback only; every wait
 //! is bounded.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub mod backend;
+pub mod client;
+
+pub use backend::{pattern, Body, Ending, Recorded, Reply, TestBackend};
+pub use client::{chunk, get_req, Client, Resp};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -43,13 +49,23 @@ impl Drop for TempDir {
     }
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and never handed out before in this test
+/// process (tests run in parallel: two of them must not start a proxy on the same port).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh loopback port after 100 tries");
 }
 
 /// A config with one listener on `port`, one upstream (the backend on `backend`) and two routes
@@ -175,6 +191,16 @@ pub struct Proxy {
 impl Proxy {
     /// Starts `coregate run` on `config_text` and waits (up to 10 s) until it accepts on `port`.
     pub fn start(config_text: &str, port: u16, rust_log: &str) -> Proxy {
+        Self::start_with_env(config_text, port, rust_log, &[])
+    }
+
+    /// [`Proxy::start`] with extra environment variables.
+    pub fn start_with_env(
+        config_text: &str,
+        port: u16,
+        rust_log: &str,
+        env: &[(&str, &str)],
+    ) -> Proxy {
         let dir = TempDir::new("run");
         let cfg = dir.write("coregate.toml", config_text);
         let log = dir.0.join("coregate.log");
@@ -182,6 +208,7 @@ impl Proxy {
             .args(["run", "--config"])
             .arg(&cfg)
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -327,4 +354,67 @@ pub fn check(path: &Path) -> std::process::Output {
         .arg(path)
         .output()
         .unwrap()
+}
+
+/// One upstream `name` over the loopback backends `ports`, with extra `[upstreams.timeouts]`
+/// lines `timeouts` (empty for the defaults).
+pub fn upstream_toml(name: &str, ports: &[u16], timeouts: &str) -> String {
+    let backends: Vec<String> = ports
+        .iter()
+        .map(|p| format!("{{ address = \"127.0.0.1:{p}\" }}"))
+        .collect();
+    format!(
+        "[[upstreams]]\nname = \"{name}\"\nbackends = [ {} ]\n[upstreams.timeouts]\n{timeouts}\n\n",
+        backends.join(", ")
+    )
+}
+
+/// A running proxy with one unpinned worker on `driver` ("io_uring" or "epoll"), the `[limits]`
+/// lines `limits`, and `rest` (upstream and route tables) as its config.
+pub fn start_proxy(driver: &str, limits: &str, rest: &str) -> Proxy {
+    let port = free_port();
+    let text = format!(
+        "[runtime]\nworkers = 1\npin = false\ndriver = \"{driver}\"\ndrain_timeout = \"1s\"\n\n\
+         [limits]\n{limits}\n\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n{rest}"
+    );
+    let p = Proxy::start(&text, port, "info");
+    // The startup summary names each worker's driver (logged just after "started:").
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !p.log_text().contains("worker 0: driver") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let log = p.log_text();
+    assert!(
+        log.contains(&format!("worker 0: driver {driver},")),
+        "coregate is not running the {driver} driver:\n{log}"
+    );
+    p
+}
+
+/// A proxy on `driver` whose every path goes to the single backend `port`; `timeouts` as in
+/// [`upstream_toml`].
+pub fn proxy_to(driver: &str, port: u16, limits: &str, timeouts: &str) -> Proxy {
+    let rest = upstream_toml("app", &[port], timeouts)
+        + "[[routes]]\nname = \"all\"\nupstream = \"app\"\n";
+    start_proxy(driver, limits, &rest)
+}
+
+/// Defines, for each named `fn NAME(driver: &str)`, a module `NAME` with one test per driver
+/// (`NAME::io_uring`, `NAME::epoll`): the same test body runs against both.
+#[macro_export]
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn io_uring() {
+                    super::$name("io_uring")
+                }
+                #[test]
+                fn epoll() {
+                    super::$name("epoll")
+                }
+            }
+        )*
+    };
 }
