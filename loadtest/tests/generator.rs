@@ -67,6 +67,9 @@ fn open_loop_reports_a_stall_that_closed_loop_hides() {
         service_p99 * 4 < open_p99,
         "uncorrected p99 {service_p99} us"
     );
+    // The delay is the target's: the generator's own lag stays apart from it.
+    let lag_p99 = u(&open, &["generator_lag", "p99_us"]);
+    assert!(lag_p99 * 4 < open_p99, "generator lag p99 {lag_p99} us");
 }
 
 #[test]

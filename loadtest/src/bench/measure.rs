@@ -387,6 +387,7 @@ pub(super) fn scenario(
             cpu_spread_pct: (!cpu[i].is_empty()).then(|| spread_pct(&cpu[i])),
             cpu_us_per_req: cpu[i].clone(),
             latency: Latency::of(&hist[i].latency),
+            generator_lag: Latency::of(&hist[i].lag),
             achieved_rps: achieved[i],
             rss_bytes: pid.and_then(targets::rss_tree),
             errors: errors[i].total(),

@@ -153,6 +153,8 @@ pub struct TargetResult {
     pub error_kinds: run::Errors,
     pub unsent: u64,
     pub generator_cpu_us_per_req: f64,
+    /// The generator's own sending lateness at the fixed rate (included in `latency`).
+    pub generator_lag: Latency,
 }
 
 #[derive(Debug, Clone, Serialize)]

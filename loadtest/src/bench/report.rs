@@ -146,6 +146,20 @@ pub fn markdown(b: &BenchReport) -> String {
                 ratio(c.cpu_us_per_req_median, f.cpu_us_per_req_median)
             );
         }
+        let lagging: Vec<String> = s
+            .targets
+            .iter()
+            .filter(|t| t.generator_lag.p99_us > 1000)
+            .map(|t| format!("{} {}", t.name, fmt_us(t.generator_lag.p99_us)))
+            .collect();
+        if !lagging.is_empty() {
+            let _ = writeln!(
+                m,
+                "\n- the generator itself sent late (p99 of its own lag: {}); those latencies \
+                 include generator stalls, not only the target's",
+                lagging.join(", ")
+            );
+        }
         for t in s.targets.iter().filter(|t| t.errors > 0) {
             let _ = writeln!(m, "\n- {} errors: {}", t.name, t.error_kinds.describe());
         }

@@ -106,6 +106,8 @@ async fn connection(plan: Arc<Plan>, id: usize, stats: Rc<RefCell<Stats>>) {
         .interval
         .map_or(0.0, |iv| iv * id as f64 / plan.connections as f64);
     let mut k = 0u64;
+    // When this connection last became free to send (open loop: for the generator's lag).
+    let mut ready_at = Instant::now();
     let due = |k: u64| -> Instant {
         let iv = plan.interval.unwrap_or(0.0);
         plan.start + Duration::from_secs_f64(offset + k as f64 * iv)
@@ -133,6 +135,15 @@ async fn connection(plan: Arc<Plan>, id: usize, stats: Rc<RefCell<Stats>>) {
             if t > now + LEAD {
                 monoio::time::sleep_until(mono(t - LEAD)).await;
                 continue;
+            }
+            // Lateness that is the generator's own (timer, CPU), not the target's: time past
+            // the due time while the connection was already free to send.
+            if t >= plan.measure_from {
+                let lag = now.saturating_duration_since(t.max(ready_at));
+                stats
+                    .borrow_mut()
+                    .lag
+                    .saturating_record(lag.as_micros() as u64);
             }
             Some(t)
         } else {
@@ -168,6 +179,7 @@ async fn connection(plan: Arc<Plan>, id: usize, stats: Rc<RefCell<Stats>>) {
         .await;
         k += 1;
         attempted += batch as u64;
+        ready_at = Instant::now();
         let reference = intended.unwrap_or(sent);
         let left = (batch - completed.get()) as u64;
         match res {

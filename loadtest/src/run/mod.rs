@@ -243,6 +243,9 @@ pub struct Stats {
     pub latency: Histogram<u64>,
     /// Open loop only: latency from the actual send (what an uncorrected tool reports).
     pub service: Histogram<u64>,
+    /// Open loop only: how late the generator itself sent (past the due time while the
+    /// connection was free), in µs. Large values mean the latency includes generator stalls.
+    pub lag: Histogram<u64>,
     pub ok: u64,
     pub bytes: u64,
     pub errors: Errors,
@@ -262,6 +265,7 @@ impl Default for Stats {
         Stats {
             latency: new_hist(),
             service: new_hist(),
+            lag: new_hist(),
             ok: 0,
             bytes: 0,
             errors: Errors::default(),
@@ -279,6 +283,7 @@ impl Stats {
     pub fn merge(&mut self, o: &Stats) {
         let _ = self.latency.add(&o.latency);
         let _ = self.service.add(&o.service);
+        let _ = self.lag.add(&o.lag);
         self.ok += o.ok;
         self.bytes += o.bytes;
         self.errors.add(&o.errors);

@@ -66,6 +66,8 @@ pub struct Summary {
     pub latency: Latency,
     /// Open loop only: from the actual send time (what a tool without correction reports).
     pub service_latency: Option<Latency>,
+    /// Open loop only: the generator's own sending lateness (timer, CPU starvation).
+    pub generator_lag: Option<Latency>,
 }
 
 impl Summary {
@@ -95,6 +97,7 @@ impl Summary {
             generator_cpu_us_per_req: s.cpu_secs * 1e6 / s.ok.max(1) as f64,
             latency: Latency::of(&s.latency),
             service_latency: plan.interval.map(|_| Latency::of(&s.service)),
+            generator_lag: plan.interval.map(|_| Latency::of(&s.lag)),
         }
     }
 
@@ -156,6 +159,9 @@ impl Summary {
         row(&mut t, "", &self.latency);
         if let Some(s) = &self.service_latency {
             row(&mut t, "uncorrected", s);
+        }
+        if let Some(g) = &self.generator_lag {
+            row(&mut t, "gen. lag", g);
         }
         let e = &self.errors;
         if self.errors_total > 0 || self.unsent > 0 {
