@@ -22,8 +22,10 @@ pub enum RelayFail {
     TooLarge,
 }
 
-/// Buffer capacity used when streaming bodies.
+/// Largest buffer a body stream grows to (reads that fill the buffer double it up to this).
 pub const BODY_BUF: usize = 64 * 1024;
+/// Initial response buffer: enough for nearly every response head and small body.
+pub const RESPONSE_BUF: usize = 16 * 1024;
 
 /// Forwards exactly `remaining` more body bytes from `src` to `dst`. Bytes already in `buf`
 /// count first.

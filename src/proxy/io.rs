@@ -78,8 +78,10 @@ impl RecvBuf {
         self.vec = vec;
     }
 
-    /// Reads more bytes after the unconsumed ones, growing the buffer up to `max` bytes of
-    /// capacity when it is full. Returns the number read; `Err(Eof)` on a clean close.
+    /// Reads more bytes after the unconsumed ones, growing the buffer (up to `max` bytes of
+    /// capacity) when it is full or when the previous read filled all the room it had: a long
+    /// stream gets large reads, an idle connection keeps a small buffer. Returns the number
+    /// read; `Err(Eof)` on a clean close.
     pub async fn read_from(
         &mut self,
         stream: &mut TcpStream,
@@ -104,7 +106,13 @@ impl RecvBuf {
         self.vec = slice.into_inner();
         match res {
             Ok(0) => Err(IoFail::Eof),
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                if self.vec.len() == self.vec.capacity() && self.vec.capacity() < max {
+                    let more = self.vec.capacity().min(max - self.vec.capacity());
+                    self.vec.reserve_exact(more);
+                }
+                Ok(n)
+            }
             Err(e) => Err(IoFail::Io(e)),
         }
     }

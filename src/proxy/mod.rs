@@ -52,12 +52,12 @@ impl WorkerState {
         self.spare
             .borrow_mut()
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(body::BODY_BUF))
+            .unwrap_or_else(|| Vec::with_capacity(body::RESPONSE_BUF))
     }
 
     fn give_back(&self, mut buf: Vec<u8>) {
         let mut spare = self.spare.borrow_mut();
-        if buf.capacity() >= body::BODY_BUF && spare.len() < 64 {
+        if buf.capacity() >= body::RESPONSE_BUF && spare.len() < 64 {
             buf.clear();
             spare.push(buf);
         }

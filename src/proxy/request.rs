@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Header fields accepted in an upstream response.
 const MAX_RESPONSE_HEADERS: usize = 128;
-/// Initial client buffer; it grows up to `max_head_bytes` for a large head.
-const CLIENT_BUF: usize = 8 * 1024;
+/// Initial client buffer (held by every idle keep-alive connection's pending read); it grows up
+/// to `max_head_bytes` for a large head.
+const CLIENT_BUF: usize = 4 * 1024;
 /// After an error answer that closes the connection: how long and how much of what the client
 /// still sends is read and dropped, so that closing does not reset the connection before the
 /// client has read the answer.
@@ -53,8 +54,9 @@ pub struct ClientConn<'a> {
     state: &'a WorkerState,
     snap: &'a Snapshot,
     buf: RecvBuf,
+    /// Parsed fields: the request's (at most `max_headers`), then, once the request is sent,
+    /// the response's in the same storage.
     headers: Vec<Header>,
-    resp_headers: Vec<Header>,
     reader: HeadReader,
     plan: HeadPlan,
     iovecs: Vec<libc::iovec>,
@@ -82,8 +84,7 @@ impl<'a> ClientConn<'a> {
             state: &ctx.proxy,
             snap,
             buf: RecvBuf::with_capacity(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024))),
-            headers: vec![Header::default(); snap.limits.max_headers],
-            resp_headers: vec![Header::default(); MAX_RESPONSE_HEADERS],
+            headers: vec![Header::default(); snap.limits.max_headers.max(MAX_RESPONSE_HEADERS)],
             reader: HeadReader::new(snap.limits.max_head_bytes),
             plan: HeadPlan::new(),
             iovecs: Vec::with_capacity(16),
@@ -118,7 +119,11 @@ impl<'a> ClientConn<'a> {
         loop {
             if !self.buf.is_empty() {
                 deadline.get_or_insert_with(|| Instant::now() + limits.client_header_timeout);
-                match self.reader.request(self.buf.data(), &mut self.headers) {
+                let max = limits.max_headers;
+                match self
+                    .reader
+                    .request(self.buf.data(), &mut self.headers[..max])
+                {
                     Ok(Status::Complete(req)) => return Some(req),
                     Ok(Status::Partial) => {}
                     Err(e) => {
@@ -470,7 +475,7 @@ impl<'a> ClientConn<'a> {
         let idle = upstream.timeouts.idle;
         let resp = loop {
             if !rbuf.is_empty() {
-                match reader.response(rbuf.data(), &mut self.resp_headers) {
+                match reader.response(rbuf.data(), &mut self.headers[..MAX_RESPONSE_HEADERS]) {
                     Ok(Status::Complete(r)) if (100..200).contains(&r.code) && r.code != 101 => {
                         // Interim response: pass it on (100 Continue was answered by us).
                         if r.code != 100 && info.version == Version::Http11 {
@@ -505,7 +510,7 @@ impl<'a> ClientConn<'a> {
             return Err(UpFail::Status(502, "upstream switched protocols unasked"));
         }
         let data = rbuf.data();
-        let rh = &self.resp_headers[..resp.header_count];
+        let rh = &self.headers[..resp.header_count];
         let framing = match http1::response_framing(&resp, rh, data, info.method) {
             Ok(f) => f,
             Err(_) => {
