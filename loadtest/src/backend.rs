@@ -136,53 +136,10 @@ pub fn main(args: BackendArgs) -> i32 {
     util::raise_nofile();
     let workers = args.workers.max(1);
     let counters: Vec<Arc<Counters>> = (0..workers).map(|_| Arc::default()).collect();
-    let allowed = util::allowed_cpus();
-    let (tx, rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
-    let mut handles = Vec::new();
-    let mut addr = args.listen;
-    for i in 0..workers {
-        let args = args.clone();
-        let all = counters.clone();
-        let allowed = allowed.clone();
-        let tx = tx.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("backend-{i}"))
-            .spawn(move || {
-                if !args.no_pin {
-                    util::pin_worker(i, &allowed);
-                }
-                let mut rt = match util::runtime() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("runtime: {e}")));
-                        return;
-                    }
-                };
-                rt.block_on(worker(i, addr, args, all, tx));
-            });
-        match h {
-            Ok(h) => handles.push(h),
-            Err(e) => {
-                eprintln!("loadtest backend: cannot spawn worker: {e}");
-                return 1;
-            }
-        }
-        match rx.recv() {
-            Ok(Ok(a)) => addr = a,
-            Ok(Err(e)) => {
-                eprintln!("loadtest backend: {e}");
-                return 1;
-            }
-            Err(_) => return 1,
-        }
-    }
-    println!("listening on {addr}");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    for h in handles {
-        let _ = h.join();
-    }
-    0
+    let (listen, pin) = (args.listen, !args.no_pin);
+    util::serve_workers("backend", listen, workers, pin, move |i, addr, ready| {
+        worker(i, addr, args.clone(), counters.clone(), ready)
+    })
 }
 
 async fn worker(

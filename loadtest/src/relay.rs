@@ -43,41 +43,13 @@ pub fn main(args: RelayArgs) -> i32 {
         }
     };
     let buffer = args.buffer.clamp(1024, 16 << 20) as usize;
-    let allowed = util::allowed_cpus();
-    let (tx, rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
-    let mut addr = args.listen;
-    let mut handles = Vec::new();
-    for i in 0..args.workers.max(1) {
-        let tx = tx.clone();
-        let allowed = allowed.clone();
-        let pin = !args.no_pin;
-        handles.push(std::thread::spawn(move || {
-            if pin {
-                util::pin_worker(i, &allowed);
-            }
-            match util::runtime() {
-                Ok(mut rt) => rt.block_on(worker(addr, upstream, buffer, tx)),
-                Err(e) => {
-                    let _ = tx.send(Err(format!("runtime: {e}")));
-                }
-            }
-        }));
-        match rx.recv() {
-            Ok(Ok(a)) => addr = a,
-            Ok(Err(e)) => {
-                eprintln!("loadtest relay: {e}");
-                return 1;
-            }
-            Err(_) => return 1,
-        }
-    }
-    println!("listening on {addr}");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    for h in handles {
-        let _ = h.join();
-    }
-    0
+    util::serve_workers(
+        "relay",
+        args.listen,
+        args.workers,
+        !args.no_pin,
+        move |_, addr, ready| worker(addr, upstream, buffer, ready),
+    )
 }
 
 async fn worker(

@@ -73,6 +73,70 @@ pub fn pin_worker(index: usize, allowed: &[usize]) {
     }
 }
 
+/// What a worker reports once its listener is bound: the address (with the chosen port when
+/// asked for port 0), or why it could not start.
+pub type Ready = std::sync::mpsc::Sender<Result<std::net::SocketAddr, String>>;
+
+/// Runs `workers` threads, each pinned (unless `pin` is false) and running `serve(index, addr,
+/// ready)` on its own runtime. Workers start one after another: each binds the address the
+/// previous one reported (so with port 0 they all share the first chosen port through
+/// SO_REUSEPORT). Prints `listening on ADDR` once all are up, then waits for them. Returns the
+/// process exit status (1 if a worker failed to start).
+pub fn serve_workers<F, Fut>(
+    name: &str,
+    listen: std::net::SocketAddr,
+    workers: usize,
+    pin: bool,
+    serve: F,
+) -> i32
+where
+    F: Fn(usize, std::net::SocketAddr, Ready) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let allowed = allowed_cpus();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut addr = listen;
+    let mut handles = Vec::new();
+    for i in 0..workers.max(1) {
+        let (tx, allowed, serve) = (tx.clone(), allowed.clone(), serve.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("{name}-{i}"))
+            .spawn(move || {
+                if pin {
+                    pin_worker(i, &allowed);
+                }
+                match runtime() {
+                    Ok(mut rt) => rt.block_on(serve(i, addr, tx)),
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("runtime: {e}")));
+                    }
+                }
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                eprintln!("loadtest {name}: cannot spawn worker: {e}");
+                return 1;
+            }
+        }
+        match rx.recv() {
+            Ok(Ok(a)) => addr = a,
+            Ok(Err(e)) => {
+                eprintln!("loadtest {name}: {e}");
+                return 1;
+            }
+            Err(_) => return 1,
+        }
+    }
+    println!("listening on {addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    for h in handles {
+        let _ = h.join();
+    }
+    0
+}
+
 /// Raises the open-file soft limit to the hard limit (many connections need many fds).
 pub fn raise_nofile() {
     // SAFETY: getrlimit/setrlimit read and write one plain struct.

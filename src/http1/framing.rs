@@ -163,8 +163,8 @@ mod tests {
     use super::*;
     use crate::http1::{parse_request, parse_response};
 
-    fn req(head: &str) -> Result<Framing, Error> {
-        let input = format!("POST / HTTP/1.1\r\nHost: a\r\n{head}\r\n");
+    fn framing_after(start: &str, head: &str) -> Result<Framing, Error> {
+        let input = format!("{start}\r\n{head}\r\n");
         let mut hs = [Header::default(); 8];
         let r = parse_request(input.as_bytes(), &mut hs)
             .unwrap()
@@ -173,14 +173,12 @@ mod tests {
         request_framing(&r, &hs, input.as_bytes())
     }
 
+    fn req(head: &str) -> Result<Framing, Error> {
+        framing_after("POST / HTTP/1.1\r\nHost: a", head)
+    }
+
     fn req10(head: &str) -> Result<Framing, Error> {
-        let input = format!("POST / HTTP/1.0\r\n{head}\r\n");
-        let mut hs = [Header::default(); 8];
-        let r = parse_request(input.as_bytes(), &mut hs)
-            .unwrap()
-            .complete()
-            .unwrap();
-        request_framing(&r, &hs, input.as_bytes())
+        framing_after("POST / HTTP/1.0", head)
     }
 
     fn resp(line: &str, head: &str, method: Method) -> Result<Framing, Error> {
