@@ -219,75 +219,67 @@ fn runner() -> TestRunner {
     })
 }
 
-#[test]
-fn requests_agree_with_httparse() {
+/// Fails the case with a message when two values differ.
+macro_rules! same {
+    ($a:expr, $b:expr) => {
+        if $a != $b {
+            return Err(format!(
+                "{} = {:?} but {} = {:?}",
+                stringify!($a),
+                $a,
+                stringify!($b),
+                $b
+            ));
+        }
+    };
+}
+
+/// The verdict on one input from both parsers' results: `Ok(category)` to tally, or `Err` for a
+/// disagreement. `agree` compares two complete parses; `explain` must account for every head
+/// coregate rejects and httparse accepts.
+fn verdict<T: std::fmt::Debug>(
+    input: &[u8],
+    ours: Result<Status<T>, Error>,
+    theirs: Result<httparse::Status<usize>, httparse::Error>,
+    agree: impl FnOnce(T, usize) -> Result<(), String>,
+    explain: impl FnOnce(Error) -> Option<&'static str>,
+) -> Result<&'static str, String> {
+    let text = || String::from_utf8_lossy(input).into_owned();
+    match (ours, theirs) {
+        (Ok(Status::Complete(r)), Ok(httparse::Status::Complete(len))) => {
+            agree(r, len).map(|()| "both accept, agree")
+        }
+        (Err(e), Ok(httparse::Status::Complete(_))) => explain(e)
+            .ok_or_else(|| format!("unexplained: we said {e:?}, httparse accepted {:?}", text())),
+        (Err(e), Ok(httparse::Status::Partial)) => explain_early(input, e)
+            .ok_or_else(|| format!("unexplained early rejection {e:?} of {:?}", text())),
+        (Err(_), Err(_)) => Ok("both reject"),
+        (Ok(Status::Partial), Ok(httparse::Status::Partial)) => Ok("both partial"),
+        // A trailing bare CR leaves us waiting and httparse erring; we must not accept.
+        (Ok(Status::Partial), Err(_)) => Ok("partial vs reject"),
+        (ours, theirs) => Err(format!(
+            "disagreement on {:?}: ours {ours:?}, httparse {theirs:?}",
+            text()
+        )),
+    }
+}
+
+/// Runs `check` on every generated head, tallies the categories and fails on any disagreement.
+fn differential(
+    what: &str,
+    heads: impl Strategy<Value = Vec<u8>>,
+    check: impl Fn(&[u8]) -> Result<&'static str, String>,
+) {
     let stats = std::cell::RefCell::new(std::collections::BTreeMap::<&str, usize>::new());
     runner()
-        .run(&request(), |input| {
-            let mut ours = [Header::default(); MAX_HEADERS];
-            let mut their_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut theirs = httparse::Request::new(&mut their_headers);
-            let their_result = theirs.parse(&input);
-            let our_result = http1::parse_request(&input, &mut ours);
-            match (our_result, their_result) {
-                (Ok(Status::Complete(r)), Ok(httparse::Status::Complete(len))) => {
-                    prop_assert_eq!(r.head_len, len);
-                    prop_assert_eq!(r.method_span.of(&input), theirs.method.unwrap().as_bytes());
-                    prop_assert_eq!(r.target.of(&input), theirs.path.unwrap().as_bytes());
-                    let v = if r.version == http1::Version::Http11 {
-                        1
-                    } else {
-                        0
-                    };
-                    prop_assert_eq!(Some(v), theirs.version);
-                    prop_assert_eq!(r.header_count, theirs.headers.len());
-                    for (a, b) in ours.iter().zip(theirs.headers.iter()) {
-                        prop_assert_eq!(a.name.of(&input), b.name.as_bytes());
-                        prop_assert_eq!(a.value.of(&input), b.value);
-                    }
-                    *stats.borrow_mut().entry("both accept, agree").or_default() += 1;
-                }
-                (Err(e), Ok(httparse::Status::Complete(_))) => {
-                    match explain_request(&input, e, &theirs) {
-                        Some(rule) => *stats.borrow_mut().entry(rule).or_default() += 1,
-                        None => prop_assert!(
-                            false,
-                            "unexplained: we said {:?}, httparse accepted {:?}",
-                            e,
-                            String::from_utf8_lossy(&input)
-                        ),
-                    }
-                }
-                (Err(_), Err(_)) => *stats.borrow_mut().entry("both reject").or_default() += 1,
-                (Ok(Status::Partial), Ok(httparse::Status::Partial)) => {
-                    *stats.borrow_mut().entry("both partial").or_default() += 1
-                }
-                // A trailing bare CR leaves both waiting or httparse erring; we must not accept.
-                (Ok(Status::Partial), Err(_)) => {
-                    *stats.borrow_mut().entry("partial vs reject").or_default() += 1
-                }
-                (Err(e), Ok(httparse::Status::Partial)) => match explain_early(&input, e) {
-                    Some(rule) => *stats.borrow_mut().entry(rule).or_default() += 1,
-                    None => prop_assert!(
-                        false,
-                        "unexplained early rejection {:?} of {:?}",
-                        e,
-                        String::from_utf8_lossy(&input)
-                    ),
-                },
-                (ours, theirs) => prop_assert!(
-                    false,
-                    "disagreement on {:?}: ours {:?}, httparse {:?}",
-                    String::from_utf8_lossy(&input),
-                    ours,
-                    theirs
-                ),
-            }
+        .run(&heads, |input| {
+            let category = check(&input).map_err(proptest::test_runner::TestCaseError::fail)?;
+            *stats.borrow_mut().entry(category).or_default() += 1;
             Ok(())
         })
         .unwrap();
     let stats = stats.into_inner();
-    eprintln!("request classification: {stats:#?}");
+    eprintln!("{what} classification: {stats:#?}");
     assert!(
         stats.get("both accept, agree").copied().unwrap_or(0) > 400,
         "too few valid heads generated: {stats:?}"
@@ -295,72 +287,67 @@ fn requests_agree_with_httparse() {
 }
 
 #[test]
-fn responses_agree_with_httparse() {
-    let stats = std::cell::RefCell::new(std::collections::BTreeMap::<&str, usize>::new());
-    runner()
-        .run(&response(), |input| {
-            let mut ours = [Header::default(); MAX_HEADERS];
-            let mut their_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut theirs = httparse::Response::new(&mut their_headers);
-            let their_result = theirs.parse(&input);
-            match (http1::parse_response(&input, &mut ours), their_result) {
-                (Ok(Status::Complete(r)), Ok(httparse::Status::Complete(len))) => {
-                    prop_assert_eq!(r.head_len, len);
-                    prop_assert_eq!(Some(r.code), theirs.code);
-                    // httparse reports a reason phrase with obs-text (bytes >= 0x80) as "".
-                    let reason = r.reason.of(&input);
-                    if reason.is_ascii() {
-                        prop_assert_eq!(reason, theirs.reason.unwrap_or("").as_bytes());
-                    }
-                    prop_assert_eq!(r.header_count, theirs.headers.len());
-                    for (a, b) in ours.iter().zip(theirs.headers.iter()) {
-                        prop_assert_eq!(a.name.of(&input), b.name.as_bytes());
-                        prop_assert_eq!(a.value.of(&input), b.value);
-                    }
-                    *stats.borrow_mut().entry("both accept, agree").or_default() += 1;
-                }
-                (Err(e), Ok(httparse::Status::Complete(_))) => {
-                    match explain_response(&input, e, &theirs) {
-                        Some(rule) => *stats.borrow_mut().entry(rule).or_default() += 1,
-                        None => prop_assert!(
-                            false,
-                            "unexplained: we said {:?}, httparse accepted {:?}",
-                            e,
-                            String::from_utf8_lossy(&input)
-                        ),
-                    }
-                }
-                (Err(_), Err(_)) => *stats.borrow_mut().entry("both reject").or_default() += 1,
-                (Ok(Status::Partial), Ok(httparse::Status::Partial)) => {
-                    *stats.borrow_mut().entry("both partial").or_default() += 1
-                }
-                (Ok(Status::Partial), Err(_)) => {
-                    *stats.borrow_mut().entry("partial vs reject").or_default() += 1
-                }
-                (Err(e), Ok(httparse::Status::Partial)) => match explain_early(&input, e) {
-                    Some(rule) => *stats.borrow_mut().entry(rule).or_default() += 1,
-                    None => prop_assert!(
-                        false,
-                        "unexplained early rejection {:?} of {:?}",
-                        e,
-                        String::from_utf8_lossy(&input)
-                    ),
-                },
-                (ours, theirs) => prop_assert!(
-                    false,
-                    "disagreement on {:?}: ours {:?}, httparse {:?}",
-                    String::from_utf8_lossy(&input),
-                    ours,
-                    theirs
-                ),
+fn requests_agree_with_httparse() {
+    differential("request", request(), |input| {
+        let mut ours = [Header::default(); MAX_HEADERS];
+        let mut their_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut theirs = httparse::Request::new(&mut their_headers);
+        let their_result = theirs.parse(input);
+        let our_result = http1::parse_request(input, &mut ours);
+        let theirs = &theirs;
+        let agree = |r: http1::Request, len: usize| {
+            same!(r.head_len, len);
+            same!(
+                r.method_span.of(input),
+                theirs.method.unwrap_or_default().as_bytes()
+            );
+            same!(
+                r.target.of(input),
+                theirs.path.unwrap_or_default().as_bytes()
+            );
+            same!(
+                Some(u8::from(r.version == http1::Version::Http11)),
+                theirs.version
+            );
+            same!(r.header_count, theirs.headers.len());
+            for (a, b) in ours.iter().zip(theirs.headers.iter()) {
+                same!(a.name.of(input), b.name.as_bytes());
+                same!(a.value.of(input), b.value);
             }
             Ok(())
+        };
+        verdict(input, our_result, their_result, agree, |e| {
+            explain_request(input, e, theirs)
         })
-        .unwrap();
-    let stats = stats.into_inner();
-    eprintln!("response classification: {stats:#?}");
-    assert!(
-        stats.get("both accept, agree").copied().unwrap_or(0) > 400,
-        "too few valid heads generated: {stats:?}"
-    );
+    });
+}
+
+#[test]
+fn responses_agree_with_httparse() {
+    differential("response", response(), |input| {
+        let mut ours = [Header::default(); MAX_HEADERS];
+        let mut their_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut theirs = httparse::Response::new(&mut their_headers);
+        let their_result = theirs.parse(input);
+        let our_result = http1::parse_response(input, &mut ours);
+        let theirs = &theirs;
+        let agree = |r: http1::Response, len: usize| {
+            same!(r.head_len, len);
+            same!(Some(r.code), theirs.code);
+            // httparse reports a reason phrase with obs-text (bytes >= 0x80) as "".
+            let reason = r.reason.of(input);
+            if reason.is_ascii() {
+                same!(reason, theirs.reason.unwrap_or("").as_bytes());
+            }
+            same!(r.header_count, theirs.headers.len());
+            for (a, b) in ours.iter().zip(theirs.headers.iter()) {
+                same!(a.name.of(input), b.name.as_bytes());
+                same!(a.value.of(input), b.value);
+            }
+            Ok(())
+        };
+        verdict(input, our_result, their_result, agree, |e| {
+            explain_response(input, e, theirs)
+        })
+    });
 }
