@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use monoio::io::AsyncWriteRentExt;
-use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio::net::TcpStream;
 
 use crate::http::{framing, wants_close};
 use crate::util::{self, parse_duration, parse_size, RxBuf};
@@ -149,16 +149,8 @@ async fn worker(
     all: Vec<Arc<Counters>>,
     tx: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
 ) {
-    let opts = ListenerOpts::new()
-        .reuse_port(true)
-        .reuse_addr(true)
-        .backlog(4096);
-    let listener = match TcpListener::bind_with_config(addr, &opts) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = tx.send(Err(format!("bind {addr}: {e}")));
-            return;
-        }
+    let Some(listener) = util::bind_listener(addr, &tx) else {
+        return;
     };
     let local = listener.local_addr().unwrap_or(addr);
     let _ = tx.send(Ok(local));

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
-use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio::net::TcpStream;
 
 use crate::util;
 
@@ -58,16 +58,8 @@ async fn worker(
     buffer: usize,
     tx: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
 ) {
-    let opts = ListenerOpts::new()
-        .reuse_port(true)
-        .reuse_addr(true)
-        .backlog(4096);
-    let listener = match TcpListener::bind_with_config(addr, &opts) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = tx.send(Err(format!("bind {addr}: {e}")));
-            return;
-        }
+    let Some(listener) = util::bind_listener(addr, &tx) else {
+        return;
     };
     let _ = tx.send(Ok(listener.local_addr().unwrap_or(addr)));
     drop(tx);

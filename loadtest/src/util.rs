@@ -77,6 +77,25 @@ pub fn pin_worker(index: usize, allowed: &[usize]) {
 /// asked for port 0), or why it could not start.
 pub type Ready = std::sync::mpsc::Sender<Result<std::net::SocketAddr, String>>;
 
+/// Binds a worker's SO_REUSEPORT listener on `addr` (inside its runtime); on failure, reports it
+/// through `ready` and returns `None`.
+pub fn bind_listener(
+    addr: std::net::SocketAddr,
+    ready: &Ready,
+) -> Option<monoio::net::TcpListener> {
+    let opts = monoio::net::ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
+    match monoio::net::TcpListener::bind_with_config(addr, &opts) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            let _ = ready.send(Err(format!("bind {addr}: {e}")));
+            None
+        }
+    }
+}
+
 /// Runs `workers` threads, each pinned (unless `pin` is false) and running `serve(index, addr,
 /// ready)` on its own runtime. Workers start one after another: each binds the address the
 /// previous one reported (so with port 0 they all share the first chosen port through
