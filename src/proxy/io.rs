@@ -3,6 +3,8 @@
 //! by a timeout. Buffers move into the kernel and come back (monoio's rent model); a read that
 //! times out loses its buffer and its connection (see MONOIO-FACTS: bytes may be lost).
 
+use super::sys::Vectored;
+use crate::http1::HeadPlan;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -133,6 +135,35 @@ impl RecvBuf {
         self.vec = slice.into_inner();
         res.map(drop).map_err(IoFail::Io)
     }
+}
+
+/// Writes the head `plan` describes over `buf`'s bytes, then `buf[tail]`, in one vectored write
+/// within `timeout`, and gives the buffers back. `buf` must be compacted (offsets start at 0).
+/// On a timeout the buffers went with the cancelled write: they come back empty, and the
+/// connection cannot go on.
+pub async fn write_head(
+    stream: &mut TcpStream,
+    buf: &mut RecvBuf,
+    plan: &mut HeadPlan,
+    iovecs: &mut Vec<libc::iovec>,
+    tail: std::ops::Range<usize>,
+    timeout: Duration,
+) -> Result<(), IoFail> {
+    let v = Vectored::new(
+        buf.take(),
+        std::mem::take(plan),
+        tail,
+        std::mem::take(iovecs),
+    );
+    let (res, v) = match monoio::time::timeout(timeout, stream.write_vectored_all(v)).await {
+        Ok(r) => r,
+        Err(_) => return Err(IoFail::TimedOut),
+    };
+    let (input, p, iov) = v.into_parts();
+    buf.put_back(input);
+    *plan = p;
+    *iovecs = iov;
+    res.map(drop).map_err(IoFail::Io)
 }
 
 /// Writes a whole owned buffer within `timeout`.

@@ -2,8 +2,7 @@
 
 use super::body::{self, RelayFail};
 use super::error::{error_response, error_response_with};
-use super::io::{write_all, IoFail, RecvBuf};
-use super::sys::Vectored;
+use super::io::{write_all, write_head, IoFail, RecvBuf};
 use super::WorkerState;
 use crate::config::{Snapshot, Upstream};
 use crate::http1::{
@@ -12,7 +11,7 @@ use crate::http1::{
 };
 use crate::runtime::WorkerCtx;
 use crate::upstream::Conn;
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -319,7 +318,10 @@ impl<'a> ClientConn<'a> {
                     attempt += 1;
                     count(&stats.upstream_retries);
                 }
-                Err(e) => return self.reject_pair(connect_status(&e)).await,
+                Err(e) => {
+                    let (status, detail) = connect_status(&e);
+                    return self.reject(status, detail).await;
+                }
             }
         };
         let mut retried = false;
@@ -358,7 +360,10 @@ impl<'a> ClientConn<'a> {
                     count(&stats.upstream_retries);
                     conn = match ups.reconnect(upstream, conn.backend).await {
                         Ok(c) => c,
-                        Err(e) => return self.reject_pair(connect_status(&e)).await,
+                        Err(e) => {
+                            let (status, detail) = connect_status(&e);
+                            return self.reject(status, detail).await;
+                        }
                     };
                 }
                 Err(UpFail::ClosedEarly) => {
@@ -378,31 +383,16 @@ impl<'a> ClientConn<'a> {
         info: &ReqInfo,
         timeout: Duration,
     ) -> Result<(), UpFail> {
-        let input = self.buf.take();
         let tail = info.head_len..info.head_len + info.body_in_buf;
-        let v = Vectored::new(
-            input,
-            std::mem::take(&mut self.plan),
-            tail,
-            std::mem::take(&mut self.iovecs),
-        );
-        let res = match monoio::time::timeout(timeout, conn.stream.write_vectored_all(v)).await {
-            Ok(r) => r,
-            Err(_) => {
-                // The buffers went with the cancelled write: the connection cannot go on.
-                self.buf = RecvBuf::with_capacity(0);
-                return Err(UpFail::Status(
-                    504,
-                    "upstream did not accept the request in time",
-                ));
-            }
-        };
-        let (res, v) = res;
-        let (input, plan, iovecs) = v.into_parts();
-        self.buf.put_back(input);
-        self.plan = plan;
-        self.iovecs = iovecs;
-        res.map(drop).map_err(|_| UpFail::ClosedEarly)
+        let (buf, plan, iovecs) = (&mut self.buf, &mut self.plan, &mut self.iovecs);
+        match write_head(&mut conn.stream, buf, plan, iovecs, tail, timeout).await {
+            Ok(()) => Ok(()),
+            Err(IoFail::TimedOut) => Err(UpFail::Status(
+                504,
+                "upstream did not accept the request in time",
+            )),
+            Err(_) => Err(UpFail::ClosedEarly),
+        }
     }
 
     /// Streams the rest of the request body (the part after what went with the head).
@@ -561,22 +551,12 @@ impl<'a> ClientConn<'a> {
 
         // Write the head and the body bytes that came with it.
         rbuf.compact();
-        let input = rbuf.take();
-        let v = Vectored::new(
-            input,
-            std::mem::take(&mut self.plan),
-            resp.head_len..resp.head_len + tail,
-            std::mem::take(&mut self.iovecs),
-        );
-        let (res, v) = match monoio::time::timeout(idle, self.stream.write_vectored_all(v)).await {
-            Ok(r) => r,
-            Err(_) => return Ok((Next::Close, false)),
-        };
-        let (input, plan, iovecs) = v.into_parts();
-        rbuf.put_back(input);
-        self.plan = plan;
-        self.iovecs = iovecs;
-        if res.is_err() {
+        let (plan, iovecs) = (&mut self.plan, &mut self.iovecs);
+        let head = resp.head_len..resp.head_len + tail;
+        if write_head(&mut self.stream, rbuf, plan, iovecs, head, idle)
+            .await
+            .is_err()
+        {
             return Ok((Next::Close, false));
         }
         rbuf.consume(resp.head_len + tail);
@@ -621,10 +601,6 @@ impl<'a> ClientConn<'a> {
             return Ok((Next::Close, reusable));
         }
         Ok((Next::KeepAlive, reusable))
-    }
-
-    async fn reject_pair(&mut self, (status, detail): (u16, &'static str)) -> Next {
-        self.reject(status, detail).await
     }
 
     /// Answers with an error and closes (after reading what the client still sends, briefly).
