@@ -36,10 +36,6 @@ impl HeadReader {
         self.parsed = 0;
     }
 
-    pub fn max_head(&self) -> usize {
-        self.max_head
-    }
-
     pub fn request(
         &mut self,
         buf: &[u8],

@@ -36,19 +36,6 @@ impl Method {
             _ => Method::Other,
         }
     }
-
-    /// Safe and idempotent methods (RFC 9110 §9.2): a request that may be sent again.
-    pub fn is_idempotent(self) -> bool {
-        matches!(
-            self,
-            Method::Get
-                | Method::Head
-                | Method::Put
-                | Method::Delete
-                | Method::Options
-                | Method::Trace
-        )
-    }
 }
 
 /// The four request-target forms (RFC 9112 §3.2).

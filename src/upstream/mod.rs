@@ -11,7 +11,7 @@ mod balancer;
 mod pool;
 
 pub use balancer::{Balancer, RoundRobin};
-pub use pool::{Pool, Pooled};
+use pool::Pool;
 
 use crate::config::{Snapshot, Upstream};
 use std::cell::RefCell;
@@ -100,11 +100,6 @@ impl Upstreams {
                 .borrow_mut()
                 .put(conn.stream, Instant::now());
         }
-    }
-
-    /// Idle connections held for `upstream`'s `backend` (tests and diagnostics).
-    pub fn idle(&self, upstream: usize, backend: usize) -> usize {
-        self.states[upstream].pools[backend].borrow().len()
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 
 /// An idle connection and when it became idle.
-pub struct Pooled {
+struct Pooled {
     stream: TcpStream,
     since: Instant,
 }
@@ -26,14 +26,6 @@ impl Pool {
             idle: VecDeque::new(),
             settings,
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.idle.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.idle.is_empty()
     }
 
     /// The most recent idle connection that is still open and not expired.
