@@ -200,13 +200,41 @@ fn explain_response(input: &[u8], err: Error, theirs: &httparse::Response) -> Op
     }
 }
 
+/// The values of the `Host` fields on complete (CRLF-terminated) field lines of a head that
+/// may not have fully arrived, OWS-trimmed.
+fn complete_host_values(input: &[u8]) -> Vec<&[u8]> {
+    let mut lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+    lines.pop(); // not terminated by LF
+    lines
+        .into_iter()
+        .skip(1) // the request line
+        .filter_map(|l| l.strip_suffix(b"\r"))
+        .filter_map(|l| {
+            let colon = l.iter().position(|&b| b == b':')?;
+            l[..colon]
+                .eq_ignore_ascii_case(b"host")
+                .then(|| coregate::http1::trim_ows(&l[colon + 1..]))
+        })
+        .collect()
+}
+
 /// coregate rejected while httparse still waits for bytes: only rules visible in the bytes
-/// themselves can explain that (the line ending rules, which httparse applies only later).
+/// themselves can explain that (the line ending rules, which httparse applies only later, and
+/// the `Host` rules, which coregate applies as soon as a `Host` line is complete).
 fn explain_early(input: &[u8], err: Error) -> Option<&'static str> {
     match err {
         Error::NewLine if has_bare_lf(input) => Some("early: bare LF"),
         Error::BareCr if has_bare_cr(input) => Some("early: bare CR"),
         Error::Status if status_out_of_range(input) => Some("early: status outside 100..=599"),
+        Error::DuplicateHost => {
+            let hosts = complete_host_values(input);
+            (hosts.len() > 1 || hosts.iter().any(|v| v.contains(&b',')))
+                .then_some("early: duplicate Host")
+        }
+        Error::InvalidHost => complete_host_values(input)
+            .iter()
+            .any(|v| !valid_host(v))
+            .then_some("early: Host is not host[:port]"),
         _ => None,
     }
 }

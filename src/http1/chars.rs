@@ -31,6 +31,11 @@ pub static FIELD_VALUE: [bool; 256] = table!(|b| b == b'\t' || (b >= 0x20 && b !
 /// controls, SP and DEL end or break the request line.
 pub static TARGET: [bool; 256] = table!(|b| b > 0x20 && b < 0x7f);
 
+/// ASCII letters, digits, `-`, `.` and `_`: the bytes of nearly every field name and host
+/// name, all of them `tchar`s and reg-name bytes (the fast class of `simd::scan_word`).
+pub static WORD: [bool; 256] =
+    table!(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+
 /// `qdtext` of a quoted-string (RFC 9110 §5.6.4), used in chunk extensions.
 pub static QDTEXT: [bool; 256] =
     table!(|b| b == b'\t' || b == b' ' || b == 0x21 || (b >= 0x23 && b != 0x5c && b != 0x7f));

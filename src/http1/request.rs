@@ -113,16 +113,22 @@ fn request(buf: &[u8], headers: &mut [Header]) -> Step<Request> {
         }
     }
 
-    let len = buf[start..]
-        .iter()
-        .position(|&b| !is_token(b))
-        .ok_or(Stop::Partial)?;
-    let mut i = start + len;
-    if i == start || buf[i] != b' ' {
-        return Err(Error::Method.into());
-    }
+    let (method, mut i) = match buf.get(start..).and_then(|b| b.first_chunk::<5>()) {
+        Some(b"GET /") => (Method::Get, start + 3),
+        Some(b"POST ") => (Method::Post, start + 4),
+        _ => {
+            let len = buf[start..]
+                .iter()
+                .position(|&b| !is_token(b))
+                .ok_or(Stop::Partial)?;
+            let i = start + len;
+            if i == start || buf[i] != b' ' {
+                return Err(Error::Method.into());
+            }
+            (Method::of(&buf[start..i]), i)
+        }
+    };
     let method_span = Span::new(start, i);
-    let method = Method::of(method_span.of(buf));
 
     i += 1;
     let t_start = i;
@@ -153,10 +159,26 @@ fn request(buf: &[u8], headers: &mut [Header]) -> Step<Request> {
     }
     i += 2;
 
-    let (header_count, head_len) = parse_fields(buf, i, headers)?;
-    let headers = &headers[..header_count];
-    let form = target_form(method, target.of(buf))?;
-    let host = host(buf, headers, version)?;
+    // RFC 9112 §3.2: exactly one `Host` on HTTP/1.1, at most one on HTTP/1.0, a valid
+    // authority. Checked as each field is parsed, while its bytes are in cache.
+    let mut host = None;
+    let (header_count, head_len) = parse_fields(buf, i, headers, |h, n| {
+        if h.kind == HeaderKind::Host {
+            if host.is_some() {
+                return Err(Error::DuplicateHost.into());
+            }
+            host = Some(n as u16);
+            check_host(buf, h.value)?;
+        }
+        Ok(())
+    })?;
+    if host.is_none() && version == Version::Http11 {
+        return Err(Error::MissingHost.into());
+    }
+    let form = match target.of(buf) {
+        [b'/', ..] if method != Method::Connect => TargetForm::Origin,
+        t => target_form(method, t)?,
+    };
     Ok(Request {
         method,
         method_span,
@@ -189,6 +211,7 @@ pub(crate) fn version(buf: &[u8], i: usize) -> Step<Version> {
     }
 }
 
+#[inline(never)]
 fn target_form(method: Method, t: &[u8]) -> Step<TargetForm> {
     let form = match t {
         [b'/', ..] => TargetForm::Origin,
@@ -275,49 +298,42 @@ pub(crate) fn is_authority(a: &[u8], need_port: bool) -> bool {
     host_ok && port_ok && !(need_port && host.is_empty() && !a.starts_with(b"["))
 }
 
-/// A `Host` value: the common `name` and `name:port` shapes in one branch-free pass over the
-/// bytes; IP literals (rare) take the general path. A `,` means several values were folded.
-#[inline]
-fn check_host(v: &[u8]) -> Step<()> {
-    if v.iter().fold(true, |ok, &b| ok & REG_NAME[b as usize]) {
+/// A `Host` value: names made of letters, digits, `-`, `.` and `_` pass one vector test;
+/// anything else (a port, other reg-name bytes, an IP literal) takes the general path. A `,`
+/// means several values were folded into one field.
+#[inline(always)]
+fn check_host(buf: &[u8], value: Span) -> Step<()> {
+    let (start, end) = (value.start as usize, value.end as usize);
+    // The value ends before SP, HTAB or CR, none of them word bytes: the scan stops at `end`.
+    let p = simd::scan_word(buf, start);
+    if p >= end {
         return Ok(());
     }
-    let p = v
+    host_slow(&buf[start..end], p - start)
+}
+
+/// The rest of [`check_host`] for a value `v` whose first `p` bytes are word bytes.
+#[cold]
+fn host_slow(v: &[u8], p: usize) -> Step<()> {
+    let p = v[p..]
         .iter()
         .position(|&b| !REG_NAME[b as usize])
-        .unwrap_or_default();
-    let ok = match v[p] {
-        b':' => {
+        .map_or(v.len(), |q| p + q);
+    let ok = match v.get(p) {
+        None => true,
+        Some(b':') => {
             let port = &v[p + 1..];
             !port.is_empty() && port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
         }
-        b',' => return Err(Error::DuplicateHost.into()),
-        b'[' if p == 0 => is_authority(v, false),
-        _ => false,
+        Some(b',') => return Err(Error::DuplicateHost.into()),
+        Some(b'[') if p == 0 => is_authority(v, false),
+        Some(_) => false,
     };
     if ok {
         Ok(())
     } else {
         Err(Error::InvalidHost.into())
     }
-}
-
-/// RFC 9112 §3.2: exactly one `Host` on HTTP/1.1, at most one on HTTP/1.0, a valid authority.
-fn host(buf: &[u8], headers: &[Header], version: Version) -> Step<Option<u16>> {
-    let mut found = None;
-    for (i, h) in headers.iter().enumerate() {
-        if h.kind == HeaderKind::Host {
-            if found.is_some() {
-                return Err(Error::DuplicateHost.into());
-            }
-            found = Some(i as u16);
-            check_host(h.value.of(buf))?;
-        }
-    }
-    if found.is_none() && version == Version::Http11 {
-        return Err(Error::MissingHost.into());
-    }
-    Ok(found)
 }
 
 #[cfg(test)]
@@ -474,6 +490,13 @@ mod tests {
     #[test]
     fn host_rules() {
         assert_eq!(err(b"GET / HTTP/1.1\r\n\r\n"), Error::MissingHost);
+        // Checked as soon as the `Host` line is complete, before the head is.
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\nX-More: "),
+            Error::DuplicateHost
+        );
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a/b\r\n"), Error::InvalidHost);
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a/b"), Ok(Status::Partial));
         assert_eq!(
             err(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
             Error::DuplicateHost

@@ -68,7 +68,7 @@ fn response(buf: &[u8], headers: &mut [Header]) -> Step<Response> {
         Some(_) => return Err(Error::Status.into()),
     }
     let reason = Span::new(reason_start, i);
-    let (header_count, head_len) = parse_fields(buf, i + 2, headers)?;
+    let (header_count, head_len) = parse_fields(buf, i + 2, headers, |_, _| Ok(()))?;
     Ok(Response {
         version,
         code,

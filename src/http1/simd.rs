@@ -1,68 +1,62 @@
-//! The only module of `http1` with `unsafe`: 16-byte scans over request-targets and field
-//! values. On x86_64 it uses SSE2 (part of the x86_64 baseline, so no runtime detection is
-//! needed); elsewhere a table-driven scalar loop. Both return the index of the first byte that
-//! is *not* in the class, or `bytes.len()`.
+//! The only module of `http1` with `unsafe`: 16-byte scans over request-targets, field names,
+//! field values and `Host` values. On x86_64 it uses SSE2 (part of the x86_64 baseline, so no
+//! runtime detection is needed); elsewhere a table-driven scalar loop. Every scan returns the
+//! index of the first byte at or after `i` that is *not* in its class, or `bytes.len()`.
+//!
+//! A scan that has fewer than 16 bytes left does not fall back to a byte loop when the buffer
+//! holds 16 bytes in all: it loads the last 16 bytes of the buffer (overlapping bytes already
+//! checked) and shifts the already-checked lanes out of the mask. Heads are almost always
+//! longer than 16 bytes, so the byte loop runs only on tiny inputs.
 
-use super::chars::{FIELD_VALUE, TARGET};
+use super::chars::{FIELD_VALUE, TARGET, WORD};
 
 /// First index at or after `i` whose byte is not allowed in a field value
 /// (a control byte other than HTAB, or DEL). Stops on CR, which ends the line.
 #[inline]
 pub fn scan_value(bytes: &[u8], mut i: usize) -> usize {
     loop {
-        i = vector_value(bytes, i);
-        if i + 16 > bytes.len() {
-            break; // fewer than 16 bytes left: finish below
+        i = scan::<Value>(bytes, i);
+        // The vector test flags HTAB with the other controls, but it is allowed: step over.
+        match bytes.get(i) {
+            Some(b'\t') => i += 1,
+            _ => return i,
         }
-        // The vector test stopped at a flagged byte. HTAB is allowed (flagged with the
-        // controls): step over it; anything else ends the value.
-        if bytes[i] != b'\t' {
-            return i;
-        }
-        i += 1;
     }
-    scalar(bytes, swar_value(bytes, i), &FIELD_VALUE)
-}
-
-/// Eight bytes at a time in a `u64` for the short tails the vector loop leaves: stops at the
-/// first word holding a control byte or DEL (the scalar loop then finds which byte).
-#[inline(always)]
-fn swar_value(bytes: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    while let Some(word) = bytes.get(i..).and_then(|b| b.first_chunk::<8>()) {
-        let x = u64::from_ne_bytes(*word);
-        // A byte < 0x20: (x - 0x20..) & !x has its high bit set (classic "has less than").
-        let ctl = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-        let y = x ^ (ONES * 0x7f);
-        let del = y.wrapping_sub(ONES) & !y & HIGH;
-        if ctl | del != 0 {
-            break;
-        }
-        i += 8;
-    }
-    i
 }
 
 /// First index at or after `i` whose byte is not visible ASCII (0x21..=0x7e).
 #[inline]
 pub fn scan_target(bytes: &[u8], i: usize) -> usize {
-    let i = vector_target(bytes, i);
-    scalar(bytes, i, &TARGET)
+    scan::<Target>(bytes, i)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn vector_value(bytes: &[u8], i: usize) -> usize {
-    // SAFETY: SSE2 is part of the x86_64 baseline, so the target feature is always present.
-    unsafe { simd_value(bytes, i) }
+/// First index at or after `i` whose byte is not an ASCII letter, digit, `-`, `.` or `_`:
+/// the bytes of nearly every field name and host name. All of them are `tchar`s and
+/// reg-name bytes, so a name or host made of them needs no further check.
+#[inline]
+pub fn scan_word(bytes: &[u8], i: usize) -> usize {
+    scan::<Word>(bytes, i)
 }
 
-#[cfg(target_arch = "x86_64")]
+/// A byte class with a vector test and a table for the scalar fallback.
+trait Class {
+    const TABLE: &'static [bool; 256];
+    /// Bit `k` set when byte `k` of the 16 is outside the class (HTAB included for values).
+    #[cfg(target_arch = "x86_64")]
+    fn outside(v: core::arch::x86_64::__m128i) -> u32;
+}
+
+struct Value;
+struct Target;
+struct Word;
+
 #[inline(always)]
-fn vector_target(bytes: &[u8], i: usize) -> usize {
-    // SAFETY: as in `vector_value`.
-    unsafe { simd_target(bytes, i) }
+fn scan<C: Class>(bytes: &[u8], i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if bytes.len() >= 16 {
+        return vector::<C>(bytes, i);
+    }
+    scalar(bytes, i, C::TABLE)
 }
 
 #[inline(always)]
@@ -76,9 +70,32 @@ fn scalar(bytes: &[u8], mut i: usize, class: &[bool; 256]) -> usize {
     i
 }
 
+/// Requires `bytes.len() >= 16`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse2")]
-#[inline]
+#[inline(always)]
+fn vector<C: Class>(bytes: &[u8], mut i: usize) -> usize {
+    while i + 16 <= bytes.len() {
+        let mask = C::outside(load(bytes, i));
+        if mask != 0 {
+            return i + mask.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    if i >= bytes.len() {
+        return i;
+    }
+    // The last 16 bytes of the buffer; lanes before `i` were checked already.
+    let base = bytes.len() - 16;
+    let mask = C::outside(load(bytes, base)) >> (i - base);
+    if mask != 0 {
+        i + mask.trailing_zeros() as usize
+    } else {
+        bytes.len()
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
 fn load(bytes: &[u8], i: usize) -> core::arch::x86_64::__m128i {
     assert!(i + 16 <= bytes.len());
     // SAFETY: the assert above keeps the 16-byte read inside `bytes`; `_mm_loadu_si128` has no
@@ -86,57 +103,67 @@ fn load(bytes: &[u8], i: usize) -> core::arch::x86_64::__m128i {
     unsafe { core::arch::x86_64::_mm_loadu_si128(bytes.as_ptr().add(i).cast()) }
 }
 
+/// Lanes whose byte lies in `lo..=lo + span` (unsigned), as all-ones.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse2")]
-#[inline]
-fn simd_value(bytes: &[u8], mut i: usize) -> usize {
+#[inline(always)]
+fn in_range(v: core::arch::x86_64::__m128i, lo: u8, span: u8) -> core::arch::x86_64::__m128i {
     use core::arch::x86_64::*;
-    let ctl_max = _mm_set1_epi8(0x1f);
-    let del = _mm_set1_epi8(0x7f);
-    while i + 16 <= bytes.len() {
-        let v = load(bytes, i);
-        // v <= 0x1f (unsigned) exactly when min(v, 0x1f) == v.
-        let ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, ctl_max), v);
-        let bad = _mm_or_si128(ctl, _mm_cmpeq_epi8(v, del));
-        let mask = _mm_movemask_epi8(bad) as u32;
-        if mask != 0 {
-            return i + mask.trailing_zeros() as usize;
-        }
-        i += 16;
+    // SAFETY: SSE2 only (x86_64 baseline); register operations, no memory access.
+    unsafe {
+        let d = _mm_sub_epi8(v, _mm_set1_epi8(lo as i8));
+        // d <= span (unsigned) exactly when min(d, span) == d.
+        _mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(span as i8)), d)
     }
-    i
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse2")]
-#[inline]
-fn simd_target(bytes: &[u8], mut i: usize) -> usize {
-    use core::arch::x86_64::*;
-    let lo = _mm_set1_epi8(0x21);
-    let span = _mm_set1_epi8(0x5d); // 0x7e - 0x21
-    while i + 16 <= bytes.len() {
-        let v = _mm_sub_epi8(load(bytes, i), lo);
-        // v - 0x21 <= 0x5d (unsigned) exactly for 0x21..=0x7e.
-        let good = _mm_cmpeq_epi8(_mm_min_epu8(v, span), v);
-        let mask = !(_mm_movemask_epi8(good) as u32) & 0xffff;
-        if mask != 0 {
-            return i + mask.trailing_zeros() as usize;
-        }
-        i += 16;
+#[inline(always)]
+fn lanes(v: core::arch::x86_64::__m128i) -> u32 {
+    // SAFETY: SSE2 only (x86_64 baseline); register operation.
+    unsafe { core::arch::x86_64::_mm_movemask_epi8(v) as u32 }
+}
+
+impl Class for Value {
+    const TABLE: &'static [bool; 256] = &FIELD_VALUE;
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn outside(v: core::arch::x86_64::__m128i) -> u32 {
+        use core::arch::x86_64::*;
+        // SAFETY: SSE2 only (x86_64 baseline); register operations.
+        let del = unsafe { _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f)) };
+        lanes(in_range(v, 0, 0x1f)) | lanes(del)
     }
-    i
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn vector_value(_: &[u8], i: usize) -> usize {
-    i
+impl Class for Target {
+    const TABLE: &'static [bool; 256] = &TARGET;
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn outside(v: core::arch::x86_64::__m128i) -> u32 {
+        !lanes(in_range(v, 0x21, 0x7e - 0x21)) & 0xffff
+    }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn vector_target(_: &[u8], i: usize) -> usize {
-    i
+impl Class for Word {
+    const TABLE: &'static [bool; 256] = &WORD;
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn outside(v: core::arch::x86_64::__m128i) -> u32 {
+        use core::arch::x86_64::*;
+        // SAFETY: SSE2 only (x86_64 baseline); register operations.
+        let (folded, underscore) = unsafe {
+            (
+                // OR 0x20 maps A-Z onto a-z, and nothing else onto a-z.
+                _mm_or_si128(v, _mm_set1_epi8(0x20)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'_' as i8)),
+            )
+        };
+        let good = lanes(in_range(folded, b'a', 25))
+            | lanes(in_range(v, b'0', 9))
+            | lanes(in_range(v, b'-', 1)) // `-` and `.`
+            | lanes(underscore);
+        !good & 0xffff
+    }
 }
 
 #[cfg(test)]
@@ -152,20 +179,28 @@ mod tests {
 
     #[test]
     fn matches_scalar_on_every_byte_at_every_offset() {
-        for bad in 0..=255u8 {
-            for pos in 0..40 {
-                let mut v = vec![b'a'; 40];
-                v[pos] = bad;
-                for start in [0, 1, 7, 16, 17] {
-                    if start > pos {
-                        continue;
+        for len in [0, 1, 5, 15, 16, 17, 31, 33, 40] {
+            for bad in 0..=255u8 {
+                for pos in 0..len {
+                    let mut v = vec![b'a'; len];
+                    v[pos] = bad;
+                    for start in [0, 1, 7, 15, 16, 17, 20, 32] {
+                        if start > pos {
+                            continue;
+                        }
+                        assert_eq!(scan_value(&v, start), reference(&v, start, &FIELD_VALUE));
+                        assert_eq!(scan_target(&v, start), reference(&v, start, &TARGET));
+                        assert_eq!(scan_word(&v, start), reference(&v, start, &WORD));
                     }
-                    assert_eq!(scan_value(&v, start), reference(&v, start, &FIELD_VALUE));
-                    assert_eq!(scan_target(&v, start), reference(&v, start, &TARGET));
+                }
+                // Scans that start at or past the end.
+                let v = vec![b'a'; len];
+                for start in [len, len.saturating_sub(1)] {
+                    assert_eq!(scan_value(&v, start), len);
+                    assert_eq!(scan_word(&v, start), len);
                 }
             }
         }
-        assert_eq!(scan_value(b"", 0), 0);
         assert_eq!(scan_target(&[b'x'; 33], 0), 33);
     }
 }
