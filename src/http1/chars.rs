@@ -27,6 +27,10 @@ pub static TOKEN: [bool; 256] = table!(|b| is_tchar(b));
 /// Bytes allowed inside a field value (field-vchar, SP, HTAB, obs-text).
 pub static FIELD_VALUE: [bool; 256] = table!(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
 
+/// Bytes that are not controls (HTAB included) or DEL: field values without HTAB, the class
+/// `simd::scan_controls` scans for.
+pub static NO_CONTROL: [bool; 256] = table!(|b| b >= 0x20 && b != 0x7f);
+
 /// Bytes allowed in a request-target: visible ASCII only. Non-ASCII must be percent-encoded;
 /// controls, SP and DEL end or break the request line.
 pub static TARGET: [bool; 256] = table!(|b| b > 0x20 && b < 0x7f);

@@ -8,7 +8,6 @@
 
 use super::chars::{is_token, QDTEXT};
 use super::fields::{parse_line, Line};
-use super::Header;
 use super::{Error, Stop};
 use std::ops::Range;
 
@@ -230,12 +229,12 @@ impl ChunkedDecoder {
                     }
                     self.state = State::Size;
                 }
-                State::Trailers => match parse_line(input, i, &mut Header::default()) {
+                State::Trailers => match parse_line(input, i) {
                     Ok(Line::End(end)) => {
                         self.state = State::Done;
                         return Ok((end, Chunk::Done));
                     }
-                    Ok(Line::Field(next)) => {
+                    Ok(Line::Field(_, next)) => {
                         self.trailer_len += next - i;
                         if self.trailer_len > self.max_trailers {
                             return Err(Error::TrailersTooLarge);

@@ -33,7 +33,7 @@ impl HeaderKind {
     /// so OR-ing 0x20 into each byte lowercases its letters and maps no other token byte onto
     /// a lowercase letter, digit or `-`: comparing 8-byte words of the lowered name against
     /// the lowercase constants is an exact case-insensitive match.
-    #[inline]
+    #[inline(always)]
     pub fn of(name: &[u8]) -> HeaderKind {
         macro_rules! is {
             ($w:expr, $s:literal, $at:literal) => {{
@@ -121,34 +121,28 @@ const fn lit(s: &[u8], at: usize) -> u64 {
 /// One step of a field section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Line {
-    /// A field was stored; the next line starts here.
-    Field(usize),
+    /// A field line; the next line starts at the index.
+    Field(Header, usize),
     /// The empty line: the section ends here (after its CRLF).
     End(usize),
 }
 
-/// Parses one field line at `pos` into `out` (left untouched for the empty line).
+/// Parses the field line (or the empty line ending the section) at `pos`.
 #[inline(always)]
-pub(crate) fn parse_line(buf: &[u8], pos: usize, out: &mut Header) -> Step<Line> {
-    match *buf.get(pos).ok_or(Stop::Partial)? {
-        b'\r' => {
-            return match buf.get(pos + 1) {
-                None => Err(Stop::Partial),
-                Some(b'\n') => Ok(Line::End(pos + 2)),
-                Some(_) => Err(Error::BareCr.into()),
-            }
-        }
-        b'\n' => return Err(Error::NewLine.into()),
-        b' ' | b'\t' => return Err(Error::ObsFold.into()),
-        _ => {}
+pub(crate) fn parse_line(buf: &[u8], pos: usize) -> Step<Line> {
+    let first = *buf.get(pos).ok_or(Stop::Partial)?;
+    // CR (the empty line), LF, SP and HTAB (obs-fold) and the other controls are all below
+    // `!`: one test keeps them off the common path.
+    if first <= b' ' {
+        return line_start(buf, pos).map(Line::End);
     }
     // Find the line end first, scanning from the line start: name, colon and OWS are all
     // field-value bytes. The next line's position then depends on this one scan only, and the
-    // name and value work below runs off that critical path. Anything unusual (an invalid
-    // byte, a bare CR or LF, a line not yet complete) is classified by `line_error`.
-    let end = simd::scan_value(buf, pos);
+    // name and value work below runs off that critical path. Anything unusual (a byte not
+    // allowed in a value, HTAB, a bare CR or LF, a line not yet complete) goes to `line_end`.
+    let mut end = simd::scan_controls(buf, pos);
     if buf.get(end..end + 2) != Some(b"\r\n") {
-        return Err(line_error(buf, pos));
+        end = line_end(buf, pos, end)?;
     }
     // Letters, digits, `-`, `.` and `_` in one vector test; the rarer `tchar`s (`!`, `#`, ...)
     // byte by byte. The CR at `end` bounds both.
@@ -159,21 +153,53 @@ pub(crate) fn parse_line(buf: &[u8], pos: usize, out: &mut Header) -> Step<Line>
     if colon == pos || buf.get(colon) != Some(&b':') {
         return Err(line_error(buf, pos));
     }
-    let mut value_start = colon + 1;
-    while let Some(b' ' | b'\t') = buf.get(value_start) {
+    // OWS around the value; the line (name, colon, value) is `line = buf[pos..end]`.
+    let line = &buf[pos..end];
+    let mut value_start = colon - pos + 1;
+    while let Some(b' ' | b'\t') = line.get(value_start) {
         value_start += 1;
     }
-    let mut value_end = end;
-    while value_end > value_start && matches!(buf.get(value_end - 1), Some(b' ' | b'\t')) {
+    let mut value_end = line.len();
+    while value_end > value_start && matches!(line[value_end - 1], b' ' | b'\t') {
         value_end -= 1;
     }
     let name = Span::new(pos, colon);
-    *out = Header {
-        kind: HeaderKind::of(name.of(buf)),
+    let header = Header {
+        kind: HeaderKind::of(&line[..colon - pos]),
         name,
-        value: Span::new(value_start, value_end),
+        value: Span::new(pos + value_start, pos + value_end),
     };
-    Ok(Line::Field(end + 2))
+    Ok(Line::Field(header, end + 2))
+}
+
+/// A field line starting with a byte below `!`: the empty line ends the section (returns the
+/// index after it); anything else is an error or needs more bytes.
+#[cold]
+#[inline(never)]
+fn line_start(buf: &[u8], pos: usize) -> Step<usize> {
+    match (buf[pos], buf.get(pos + 1)) {
+        (b'\r', Some(b'\n')) => Ok(pos + 2),
+        (b'\r', None) => Err(Stop::Partial),
+        (b'\r', Some(_)) => Err(Error::BareCr.into()),
+        (b'\n', _) => Err(Error::NewLine.into()),
+        (b' ' | b'\t', _) => Err(Error::ObsFold.into()),
+        _ => Err(Error::HeaderName.into()),
+    }
+}
+
+/// The line end when the control scan from `pos` stopped at `stop` on something other than
+/// CRLF: HTAB is allowed in values (scan on past it); anything else is [`line_error`].
+#[cold]
+#[inline(never)]
+fn line_end(buf: &[u8], pos: usize, mut stop: usize) -> Step<usize> {
+    while buf.get(stop) == Some(&b'\t') {
+        stop = simd::scan_controls(buf, stop + 1);
+    }
+    if buf.get(stop..stop + 2) == Some(b"\r\n") {
+        Ok(stop)
+    } else {
+        Err(line_error(buf, pos))
+    }
 }
 
 /// Why the field line at `pos` is not a complete, valid line, checked in the order a reader
@@ -215,19 +241,14 @@ pub(crate) fn parse_fields(
     mut check: impl FnMut(&Header, usize) -> Step<()>,
 ) -> Step<(usize, usize)> {
     let mut n = 0;
-    let mut spare = Header::default();
     loop {
-        // Past the caller's array, parse into a spare slot: an error on that line still wins,
-        // and only a well-formed extra field is "too many headers".
-        let slot = match headers.get_mut(n) {
-            Some(slot) => slot,
-            None => &mut spare,
-        };
-        match parse_line(buf, pos, slot)? {
+        match parse_line(buf, pos)? {
             Line::End(end) => return Ok((n, end)),
-            Line::Field(_) if n == headers.len() => return Err(Error::TooManyHeaders.into()),
-            Line::Field(next) => {
-                check(&headers[n], n)?;
+            // An error on the extra line wins: only a well-formed extra field is "too many".
+            Line::Field(header, next) => {
+                let slot = headers.get_mut(n).ok_or(Error::TooManyHeaders)?;
+                *slot = header;
+                check(slot, n)?;
                 n += 1;
                 pos = next;
             }

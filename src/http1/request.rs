@@ -162,16 +162,22 @@ fn request(buf: &[u8], headers: &mut [Header]) -> Step<Request> {
     // RFC 9112 §3.2: exactly one `Host` on HTTP/1.1, at most one on HTTP/1.0, a valid
     // authority. Checked as each field is parsed, while its bytes are in cache.
     let mut host = None;
-    let (header_count, head_len) = parse_fields(buf, i, headers, |h, n| {
-        if h.kind == HeaderKind::Host {
-            if host.is_some() {
-                return Err(Error::DuplicateHost.into());
+    let (header_count, head_len) = parse_fields(
+        buf,
+        i,
+        headers,
+        #[inline(always)]
+        |h, n| {
+            if h.kind == HeaderKind::Host {
+                if host.is_some() {
+                    return Err(Error::DuplicateHost.into());
+                }
+                host = Some(n as u16);
+                check_host(buf, h.value)?;
             }
-            host = Some(n as u16);
-            check_host(buf, h.value)?;
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     if host.is_none() && version == Version::Http11 {
         return Err(Error::MissingHost.into());
     }

@@ -8,20 +8,28 @@
 //! checked) and shifts the already-checked lanes out of the mask. Heads are almost always
 //! longer than 16 bytes, so the byte loop runs only on tiny inputs.
 
-use super::chars::{FIELD_VALUE, TARGET, WORD};
+#[cfg(test)]
+use super::chars::FIELD_VALUE;
+use super::chars::{NO_CONTROL, TARGET, WORD};
 
 /// First index at or after `i` whose byte is not allowed in a field value
 /// (a control byte other than HTAB, or DEL). Stops on CR, which ends the line.
 #[inline]
 pub fn scan_value(bytes: &[u8], mut i: usize) -> usize {
     loop {
-        i = scan::<Value>(bytes, i);
+        i = scan_controls(bytes, i);
         // The vector test flags HTAB with the other controls, but it is allowed: step over.
         match bytes.get(i) {
             Some(b'\t') => i += 1,
             _ => return i,
         }
     }
+}
+
+/// First index at or after `i` whose byte is a control byte (HTAB included) or DEL.
+#[inline]
+pub fn scan_controls(bytes: &[u8], i: usize) -> usize {
+    scan::<Controls>(bytes, i)
 }
 
 /// First index at or after `i` whose byte is not visible ASCII (0x21..=0x7e).
@@ -46,7 +54,7 @@ trait Class {
     fn outside(v: core::arch::x86_64::__m128i) -> u32;
 }
 
-struct Value;
+struct Controls;
 struct Target;
 struct Word;
 
@@ -123,8 +131,8 @@ fn lanes(v: core::arch::x86_64::__m128i) -> u32 {
     unsafe { core::arch::x86_64::_mm_movemask_epi8(v) as u32 }
 }
 
-impl Class for Value {
-    const TABLE: &'static [bool; 256] = &FIELD_VALUE;
+impl Class for Controls {
+    const TABLE: &'static [bool; 256] = &NO_CONTROL;
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn outside(v: core::arch::x86_64::__m128i) -> u32 {
@@ -189,6 +197,7 @@ mod tests {
                             continue;
                         }
                         assert_eq!(scan_value(&v, start), reference(&v, start, &FIELD_VALUE));
+                        assert_eq!(scan_controls(&v, start), reference(&v, start, &NO_CONTROL));
                         assert_eq!(scan_target(&v, start), reference(&v, start, &TARGET));
                         assert_eq!(scan_word(&v, start), reference(&v, start, &WORD));
                     }
