@@ -198,7 +198,7 @@ fn request(buf: &[u8], headers: &mut [Header]) -> Step<Request> {
 }
 
 /// Reads `HTTP/1.0` or `HTTP/1.1` at `i`; a prefix of either is partial.
-#[inline]
+#[inline(always)]
 pub(crate) fn version(buf: &[u8], i: usize) -> Step<Version> {
     const V11: u64 = u64::from_le_bytes(*b"HTTP/1.1");
     const V10: u64 = u64::from_le_bytes(*b"HTTP/1.0");
