@@ -144,9 +144,9 @@ pub(crate) fn parse_line(buf: &[u8], pos: usize) -> Step<Line> {
     if buf.get(end..end + 2) != Some(b"\r\n") {
         end = line_end(buf, pos, end)?;
     }
-    // Letters, digits, `-`, `.` and `_` in one vector test; the rarer `tchar`s (`!`, `#`, ...)
-    // byte by byte. The CR at `end` bounds both.
-    let mut colon = simd::scan_word(buf, pos);
+    // Letters and `-` in one vector test; the rarer `tchar`s (digits, `_`, `!`, ...) byte by
+    // byte. The CR at `end` bounds both.
+    let mut colon = simd::scan_name(buf, pos);
     while buf.get(colon).is_some_and(|&b| is_token(b)) {
         colon += 1;
     }

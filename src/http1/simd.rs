@@ -10,7 +10,7 @@
 
 #[cfg(test)]
 use super::chars::FIELD_VALUE;
-use super::chars::{NO_CONTROL, TARGET, WORD};
+use super::chars::{NAME, NO_CONTROL, TARGET, WORD};
 
 /// First index at or after `i` whose byte is not allowed in a field value
 /// (a control byte other than HTAB, or DEL). Stops on CR, which ends the line.
@@ -46,6 +46,12 @@ pub fn scan_word(bytes: &[u8], i: usize) -> usize {
     scan::<Word>(bytes, i)
 }
 
+/// First index at or after `i` whose byte is not an ASCII letter or `-`.
+#[inline]
+pub fn scan_name(bytes: &[u8], i: usize) -> usize {
+    scan::<Name>(bytes, i)
+}
+
 /// A byte class with a vector test and a table for the scalar fallback.
 trait Class {
     const TABLE: &'static [bool; 256];
@@ -57,6 +63,7 @@ trait Class {
 struct Controls;
 struct Target;
 struct Word;
+struct Name;
 
 #[inline(always)]
 fn scan<C: Class>(bytes: &[u8], i: usize) -> usize {
@@ -174,6 +181,23 @@ impl Class for Word {
     }
 }
 
+impl Class for Name {
+    const TABLE: &'static [bool; 256] = &NAME;
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn outside(v: core::arch::x86_64::__m128i) -> u32 {
+        use core::arch::x86_64::*;
+        // SAFETY: SSE2 only (x86_64 baseline); register operations.
+        let (folded, dash) = unsafe {
+            (
+                _mm_or_si128(v, _mm_set1_epi8(0x20)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'-' as i8)),
+            )
+        };
+        !(lanes(in_range(folded, b'a', 25)) | lanes(dash)) & 0xffff
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +224,7 @@ mod tests {
                         assert_eq!(scan_controls(&v, start), reference(&v, start, &NO_CONTROL));
                         assert_eq!(scan_target(&v, start), reference(&v, start, &TARGET));
                         assert_eq!(scan_word(&v, start), reference(&v, start, &WORD));
+                        assert_eq!(scan_name(&v, start), reference(&v, start, &NAME));
                     }
                 }
                 // Scans that start at or past the end.
