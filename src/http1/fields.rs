@@ -134,7 +134,10 @@ pub(crate) fn parse_line(buf: &[u8], pos: usize) -> Step<Line> {
     // CR (the empty line), LF, SP and HTAB (obs-fold) and the other controls are all below
     // `!`: one test keeps them off the common path.
     if first <= b' ' {
-        return line_start(buf, pos).map(Line::End);
+        if buf.get(pos..pos + 2) == Some(b"\r\n") {
+            return Ok(Line::End(pos + 2));
+        }
+        return Err(line_start(buf, pos));
     }
     // Find the line end first, scanning from the line start: name, colon and OWS are all
     // field-value bytes. The next line's position then depends on this one scan only, and the
@@ -172,18 +175,17 @@ pub(crate) fn parse_line(buf: &[u8], pos: usize) -> Step<Line> {
     Ok(Line::Field(header, end + 2))
 }
 
-/// A field line starting with a byte below `!`: the empty line ends the section (returns the
-/// index after it); anything else is an error or needs more bytes.
+/// Why a field line starting with a byte below `!` (other than the CRLF that ends the
+/// section) is an error, or needs more bytes.
 #[cold]
 #[inline(never)]
-fn line_start(buf: &[u8], pos: usize) -> Step<usize> {
+fn line_start(buf: &[u8], pos: usize) -> Stop {
     match (buf[pos], buf.get(pos + 1)) {
-        (b'\r', Some(b'\n')) => Ok(pos + 2),
-        (b'\r', None) => Err(Stop::Partial),
-        (b'\r', Some(_)) => Err(Error::BareCr.into()),
-        (b'\n', _) => Err(Error::NewLine.into()),
-        (b' ' | b'\t', _) => Err(Error::ObsFold.into()),
-        _ => Err(Error::HeaderName.into()),
+        (b'\r', None) => Stop::Partial,
+        (b'\r', Some(_)) => Error::BareCr.into(),
+        (b'\n', _) => Error::NewLine.into(),
+        (b' ' | b'\t', _) => Error::ObsFold.into(),
+        _ => Error::HeaderName.into(),
     }
 }
 

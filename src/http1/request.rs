@@ -113,9 +113,12 @@ fn request(buf: &[u8], headers: &mut [Header]) -> Step<Request> {
         }
     }
 
-    let (method, mut i) = match buf.get(start..).and_then(|b| b.first_chunk::<5>()) {
-        Some(b"GET /") => (Method::Get, start + 3),
-        Some(b"POST ") => (Method::Post, start + 4),
+    const GET: u32 = u32::from_le_bytes(*b"GET ");
+    const POST: u32 = u32::from_le_bytes(*b"POST");
+    let word = buf.get(start..).and_then(|b| b.first_chunk::<5>());
+    let (method, mut i) = match word.map(|w| (u32::from_le_bytes([w[0], w[1], w[2], w[3]]), w[4])) {
+        Some((GET, _)) => (Method::Get, start + 3),
+        Some((POST, b' ')) => (Method::Post, start + 4),
         _ => {
             let len = buf[start..]
                 .iter()
