@@ -92,7 +92,7 @@ impl Request {
 /// the number of fields). Pure and allocation-free; see [`super::HeadReader`] for cheap
 /// re-parsing as bytes trickle in.
 // One out-of-line copy: callers (HeadReader, benches) call it. Inlined into criterion's loop it
-// ran 10–20% slower on the minimal head (register pressure), and the proxy gains nothing from
+// ran 10–20% slower on the minimal head (cause not isolated), and the proxy gains nothing from
 // several copies of a ~1,400-instruction function.
 #[inline(never)]
 pub fn parse_request(buf: &[u8], headers: &mut [Header]) -> Result<Status<Request>, Error> {
