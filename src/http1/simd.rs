@@ -143,10 +143,7 @@ impl Class for Controls {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn outside(v: core::arch::x86_64::__m128i) -> u32 {
-        use core::arch::x86_64::*;
-        // SAFETY: SSE2 only (x86_64 baseline); register operations.
-        let del = unsafe { _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f)) };
-        lanes(in_range(v, 0, 0x1f)) | lanes(del)
+        lanes(in_range(v, 0, 0x1f)) | equal(v, 0x7f)
     }
 }
 
@@ -159,24 +156,36 @@ impl Class for Target {
     }
 }
 
+/// Lanes holding an ASCII letter, either case.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn letters(v: core::arch::x86_64::__m128i) -> u32 {
+    use core::arch::x86_64::*;
+    // SAFETY: SSE2 only (x86_64 baseline); register operation. OR 0x20 maps A-Z onto a-z, and
+    // nothing else onto a-z.
+    let folded = unsafe { _mm_or_si128(v, _mm_set1_epi8(0x20)) };
+    lanes(in_range(folded, b'a', 25))
+}
+
+/// Lanes equal to `b`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn equal(v: core::arch::x86_64::__m128i, b: u8) -> u32 {
+    // SAFETY: SSE2 only (x86_64 baseline); register operations.
+    lanes(unsafe {
+        core::arch::x86_64::_mm_cmpeq_epi8(v, core::arch::x86_64::_mm_set1_epi8(b as i8))
+    })
+}
+
 impl Class for Word {
     const TABLE: &'static [bool; 256] = &WORD;
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn outside(v: core::arch::x86_64::__m128i) -> u32 {
-        use core::arch::x86_64::*;
-        // SAFETY: SSE2 only (x86_64 baseline); register operations.
-        let (folded, underscore) = unsafe {
-            (
-                // OR 0x20 maps A-Z onto a-z, and nothing else onto a-z.
-                _mm_or_si128(v, _mm_set1_epi8(0x20)),
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'_' as i8)),
-            )
-        };
-        let good = lanes(in_range(folded, b'a', 25))
+        let good = letters(v)
             | lanes(in_range(v, b'0', 9))
             | lanes(in_range(v, b'-', 1)) // `-` and `.`
-            | lanes(underscore);
+            | equal(v, b'_');
         !good & 0xffff
     }
 }
@@ -186,15 +195,7 @@ impl Class for Name {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn outside(v: core::arch::x86_64::__m128i) -> u32 {
-        use core::arch::x86_64::*;
-        // SAFETY: SSE2 only (x86_64 baseline); register operations.
-        let (folded, dash) = unsafe {
-            (
-                _mm_or_si128(v, _mm_set1_epi8(0x20)),
-                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'-' as i8)),
-            )
-        };
-        !(lanes(in_range(folded, b'a', 25)) | lanes(dash)) & 0xffff
+        !(letters(v) | equal(v, b'-')) & 0xffff
     }
 }
 
