@@ -73,16 +73,10 @@ impl Upstreams {
                 reused: true,
             });
         }
-        let stream = connect(u.backends[backend].addr, u).await?;
-        Ok(Conn {
-            stream,
-            upstream: u.index,
-            backend,
-            reused: false,
-        })
+        self.reconnect(u, backend).await
     }
 
-    /// A fresh connection to the same backend (after a reused one turned out closed).
+    /// A fresh connection to `backend` (also after a reused one turned out closed).
     pub async fn reconnect(&self, u: &Upstream, backend: usize) -> io::Result<Conn> {
         let stream = connect(u.backends[backend].addr, u).await?;
         Ok(Conn {
