@@ -33,11 +33,7 @@ pub struct Recorded {
 impl Recorded {
     /// Every value of the field `name` (case-insensitive).
     pub fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        super::field_values(&self.headers, name)
     }
 
     /// The only value of `name`; panics when it appears more than once.

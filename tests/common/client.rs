@@ -21,11 +21,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        super::field_values(&self.headers, name)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -185,16 +181,23 @@ impl Client {
         Ok((std::mem::take(&mut self.buf), false))
     }
 
+    /// The index of the first CRLF in the buffer, reading more as needed; `None` at EOF.
+    fn line_end(&mut self) -> Option<usize> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                return Some(i);
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
     fn chunked_body(&mut self) -> Result<Vec<u8>, Vec<u8>> {
         let mut data = Vec::new();
         loop {
-            let eol = loop {
-                if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                    break i;
-                }
-                if !self.fill() {
-                    return Err(data);
-                }
+            let Some(eol) = self.line_end() else {
+                return Err(data);
             };
             let line = String::from_utf8_lossy(&self.buf[..eol]).into_owned();
             let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16)
@@ -202,13 +205,8 @@ impl Client {
             self.buf.drain(..eol + 2);
             if size == 0 {
                 loop {
-                    let eol = loop {
-                        if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                            break i;
-                        }
-                        if !self.fill() {
-                            return Err(data);
-                        }
+                    let Some(eol) = self.line_end() else {
+                        return Err(data);
                     };
                     self.buf.drain(..eol + 2);
                     if eol == 0 {

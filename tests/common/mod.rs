@@ -51,6 +51,15 @@ impl Drop for TempDir {
 
 /// A loopback port nobody listens on right now, and never handed out before in this test
 /// process (tests run in parallel: two of them must not start a proxy on the same port).
+/// Every value of the field `name` (case-insensitive) in a list of (name, value) pairs.
+pub fn field_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     for _ in 0..100 {
