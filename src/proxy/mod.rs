@@ -17,9 +17,12 @@
 //! before any response byte on a request without a body, is replaced by a new connection once.
 
 mod body;
+mod client;
 mod error;
+mod exchange;
+mod forward;
 mod io;
-mod request;
+mod response;
 pub(crate) mod sys;
 
 pub use error::{error_response, reason, Stats};
@@ -92,7 +95,7 @@ pub async fn serve_connection(
     listener: usize,
     ctx: Rc<WorkerCtx>,
 ) {
-    request::ClientConn::new(stream, peer, listener, &ctx)
+    client::ClientConn::new(stream, peer, listener, &ctx)
         .run()
         .await;
 }

@@ -1,0 +1,229 @@
+//! One client connection: the request loop described in `mod.rs` (step 1 here: reading and
+//! parsing the head; steps 2–5 in `forward.rs`, `exchange.rs` and `response.rs`), and the error
+//! answers every step can end with.
+
+use super::error::{error_response, error_response_with};
+use super::io::{write_all, IoFail, RecvBuf};
+use super::WorkerState;
+use crate::config::Snapshot;
+use crate::http1::{
+    ConnectionOptions, Framing, HeadPlan, HeadReader, Header, Method, Request, Status, Version,
+};
+use crate::runtime::WorkerCtx;
+use monoio::io::AsyncWriteRent;
+use monoio::net::TcpStream;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Largest response head accepted from an upstream.
+pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Header fields accepted in an upstream response.
+pub(super) const MAX_RESPONSE_HEADERS: usize = 128;
+/// Initial client buffer (held by every idle keep-alive connection's pending read); it grows up
+/// to `max_head_bytes` for a large head.
+const CLIENT_BUF: usize = 4 * 1024;
+/// After an error answer that closes the connection: how long and how much of what the client
+/// still sends is read and dropped, so that closing does not reset the connection before the
+/// client has read the answer.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// What happens to the client connection after a request.
+pub(super) enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Why forwarding stopped before a response could be relayed.
+pub(super) enum UpFail {
+    /// The upstream closed or reset before any response byte (retryable on a reused connection).
+    ClosedEarly,
+    /// Answer the client with this status and detail.
+    Status(u16, &'static str),
+    /// The client went away or timed out: close without an answer.
+    ClientGone,
+}
+
+pub struct ClientConn<'a> {
+    pub(super) stream: TcpStream,
+    pub(super) peer_ip: String,
+    pub(super) listener: usize,
+    pub(super) ctx: &'a WorkerCtx,
+    pub(super) state: &'a WorkerState,
+    pub(super) snap: &'a Snapshot,
+    pub(super) buf: RecvBuf,
+    /// Parsed fields: the request's (at most `max_headers`), then, once the request is sent,
+    /// the response's in the same storage.
+    pub(super) headers: Vec<Header>,
+    pub(super) reader: HeadReader,
+    pub(super) plan: HeadPlan,
+    pub(super) iovecs: Vec<libc::iovec>,
+}
+
+/// What the response path needs to know about the request, copied out of the buffer.
+pub(super) struct ReqInfo {
+    pub(super) method: Method,
+    pub(super) version: Version,
+    pub(super) conn: ConnectionOptions,
+    pub(super) framing: Framing,
+    pub(super) head_len: usize,
+    /// Body bytes that arrived with the head and go out with it.
+    pub(super) body_in_buf: usize,
+}
+
+impl<'a> ClientConn<'a> {
+    pub fn new(stream: TcpStream, peer: SocketAddr, listener: usize, ctx: &'a WorkerCtx) -> Self {
+        let snap = &*ctx.snapshot;
+        ClientConn {
+            stream,
+            peer_ip: peer.ip().to_canonical().to_string(),
+            listener,
+            ctx,
+            state: &ctx.proxy,
+            snap,
+            buf: RecvBuf::with_capacity(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024))),
+            headers: vec![Header::default(); snap.limits.max_headers.max(MAX_RESPONSE_HEADERS)],
+            reader: HeadReader::new(snap.limits.max_head_bytes),
+            plan: HeadPlan::new(),
+            iovecs: Vec::with_capacity(16),
+        }
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            if self.ctx.shutting_down() && self.buf.is_empty() {
+                return;
+            }
+            let Some(req) = self.read_head().await else {
+                return;
+            };
+            let s = &self.state.stats.requests;
+            s.set(s.get() + 1);
+            match self.forward(req).await {
+                Next::KeepAlive => continue,
+                Next::Close => return,
+            }
+        }
+    }
+
+    /// Step 1: a complete, valid request head at the start of the buffer, or `None` when the
+    /// connection is to be closed (answered already if it was malformed).
+    async fn read_head(&mut self) -> Option<Request> {
+        self.buf.compact();
+        self.reader.reset();
+        let limits = &self.snap.limits;
+        let ctx = self.ctx;
+        let mut deadline = None;
+        loop {
+            if !self.buf.is_empty() {
+                deadline.get_or_insert_with(|| Instant::now() + limits.client_header_timeout);
+                let max = limits.max_headers;
+                match self
+                    .reader
+                    .request(self.buf.data(), &mut self.headers[..max])
+                {
+                    Ok(Status::Complete(req)) => return Some(req),
+                    Ok(Status::Partial) => {}
+                    Err(e) => {
+                        self.reject(e.status(), e.as_str()).await;
+                        return None;
+                    }
+                }
+            }
+            let max = limits.max_head_bytes;
+            let res = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    self.buf.read_from(&mut self.stream, left, max).await
+                }
+                None => {
+                    let read =
+                        self.buf
+                            .read_from(&mut self.stream, limits.client_idle_timeout, max);
+                    monoio::select! {
+                        r = read => r,
+                        _ = ctx.shutdown_signal() => return None,
+                    }
+                }
+            };
+            match res {
+                Ok(_) => {}
+                Err(IoFail::TimedOut) => {
+                    let t = &self.state.stats.client_timeouts;
+                    t.set(t.get() + 1);
+                    return None;
+                }
+                Err(IoFail::Io(e)) => {
+                    tracing::debug!(error = %e, "client read failed");
+                    return None;
+                }
+                Err(IoFail::Eof) => return None,
+            }
+        }
+    }
+
+    /// Steps 2–5 for one parsed request.
+    /// Answers with an error and closes (after reading what the client still sends, briefly).
+    pub(super) async fn reject(&mut self, status: u16, detail: &str) -> Next {
+        self.state.stats.errors.count(status);
+        let idle = self.snap.limits.client_idle_timeout;
+        if write_all(&mut self.stream, error_response(status, detail, true), idle)
+            .await
+            .is_ok()
+        {
+            let _ = self.stream.shutdown().await;
+            let mut drained = 0;
+            let deadline = Instant::now() + LINGER;
+            self.buf = RecvBuf::with_capacity(16 * 1024);
+            while drained < LINGER_BYTES {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.buf.read_from(&mut self.stream, left, 16 * 1024).await {
+                    Ok(n) => {
+                        drained += n;
+                        let len = self.buf.data().len();
+                        self.buf.consume(len);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        Next::Close
+    }
+
+    /// Answers with an error; keeps the connection when the request had no body.
+    pub(super) async fn reject_keep(
+        &mut self,
+        status: u16,
+        detail: &str,
+        framing: Framing,
+        head_len: usize,
+        version: Version,
+    ) -> Next {
+        if framing != Framing::None || self.ctx.shutting_down() {
+            return self.reject(status, detail).await;
+        }
+        self.state.stats.errors.count(status);
+        let idle = self.snap.limits.client_idle_timeout;
+        match write_all(
+            &mut self.stream,
+            error_response_with(
+                status,
+                detail,
+                (version == Version::Http10).then_some("keep-alive"),
+            ),
+            idle,
+        )
+        .await
+        {
+            Ok(_) => {
+                self.buf.consume(head_len);
+                Next::KeepAlive
+            }
+            Err(_) => Next::Close,
+        }
+    }
+}
+
+pub(super) fn count(c: &std::cell::Cell<u64>) {
+    c.set(c.get() + 1);
+}

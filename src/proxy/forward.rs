@@ -1,0 +1,181 @@
+//! Step 2: validate the parsed request, route it, check its body limit, answer
+//! `Expect: 100-continue`, and plan the head that goes upstream (rewritten target, hop-by-hop
+//! fields out, `X-Forwarded-*` in).
+
+use super::client::{ClientConn, Next, ReqInfo};
+use super::io::write_all;
+use crate::config::Snapshot;
+use crate::http1::{
+    self, connection_has, ConnectionOptions, Framing, Header, HeaderKind, Method, Request, Span,
+    Version,
+};
+
+impl<'a> ClientConn<'a> {
+    pub(super) async fn forward(&mut self, req: Request) -> Next {
+        let snap: &'a Snapshot = self.snap;
+        let buf = self.buf.data();
+        let hs = &self.headers[..req.header_count];
+        let framing = match http1::request_framing(&req, hs, buf) {
+            Ok(f) => f,
+            Err(e) => return self.reject(e.status(), e.as_str()).await,
+        };
+        if req.method == Method::Connect {
+            return self.reject(501, "CONNECT is not supported").await;
+        }
+        let mut expect_continue = false;
+        for h in hs.iter().filter(|h| h.kind == HeaderKind::Expect) {
+            if !h.value.of(buf).eq_ignore_ascii_case(b"100-continue") {
+                return self.reject(417, "only 100-continue is supported").await;
+            }
+            expect_continue = true;
+        }
+
+        // Route on the Host field, or the authority of an absolute-form target.
+        let absolute = req.absolute_parts(buf);
+        let (host, target) = match absolute {
+            Some((authority, path)) => (authority, path),
+            None => (
+                req.host.map_or(Span::default(), |i| hs[i as usize].value),
+                req.target,
+            ),
+        };
+        let target_bytes = target.of(buf);
+        let path_end = memchr::memchr(b'?', target_bytes).unwrap_or(target_bytes.len());
+        let conn = ConnectionOptions::parse(hs, buf);
+        let table = &snap.listeners[self.listener].routes;
+        let Some(route) = table.find(host.of(buf), &target_bytes[..path_end]) else {
+            let wants_close = match req.version {
+                Version::Http11 => conn.close,
+                Version::Http10 => !conn.keep_alive,
+            };
+            if wants_close {
+                return self.reject(404, "no route for this host and path").await;
+            }
+            return self
+                .reject_keep(
+                    404,
+                    "no route for this host and path",
+                    framing,
+                    req.head_len,
+                    req.version,
+                )
+                .await;
+        };
+        let upstream = &snap.upstreams[route.upstream];
+        if let Framing::Length(n) = framing {
+            if n > snap.limits.max_body_bytes {
+                return self
+                    .reject(413, "request body larger than max_body_bytes")
+                    .await;
+            }
+        }
+
+        // The head to send: rewritten target, hop-by-hop fields out, X-Forwarded-* in.
+        let rewritten = route.rewrite(target_bytes);
+        let new_target = if absolute.is_some() || rewritten.rest.len() != target_bytes.len() {
+            let start = rewritten.rest.as_ptr() as usize - buf.as_ptr() as usize;
+            let prefix = if rewritten.prefix.is_empty() && rewritten.rest.first() != Some(&b'/') {
+                &b"/"[..]
+            } else {
+                rewritten.prefix
+            };
+            Some((prefix, Span::new(start, start + rewritten.rest.len())))
+        } else {
+            None
+        };
+        // Several identical Content-Length values (repeated fields or a list) were accepted:
+        // send one plain field instead (RFC 9110 §8.6), never the duplicates.
+        let length = match framing {
+            Framing::Length(n) if !single_length_field(hs, buf) => Some(n),
+            _ => None,
+        };
+        let plan = &mut self.plan;
+        plan.clear();
+        plan.request_head(&req, hs, new_target, |h| {
+            !(length.is_some() && h.kind == HeaderKind::ContentLength)
+                && keep_request_field(h, buf, hs, &conn, absolute.is_some())
+        });
+        if let Some(n) = length {
+            plan.header(b"Content-Length", n.to_string().as_bytes());
+        }
+        plan.bytes(b"X-Forwarded-For: ");
+        for h in hs.iter().filter(|h| h.kind == HeaderKind::XForwardedFor) {
+            plan.bytes(h.value.of(buf));
+            plan.bytes(b", ");
+        }
+        plan.bytes(self.peer_ip.as_bytes());
+        plan.bytes(b"\r\nX-Forwarded-Proto: http\r\n");
+        if !host.is_empty() {
+            plan.header(b"X-Forwarded-Host", host.of(buf));
+        }
+        if absolute.is_some() {
+            plan.header(b"Host", host.of(buf));
+        } else if req.host.is_none() {
+            // An HTTP/1.0 request without Host goes out as HTTP/1.1, which requires the field:
+            // empty when there is no authority (RFC 9112 §3.2).
+            plan.static_bytes(b"Host: \r\n");
+        }
+        plan.end();
+
+        let available = buf.len() - req.head_len;
+        let body_in_buf = match framing {
+            Framing::Length(n) => (n.min(available as u64)) as usize,
+            _ => 0,
+        };
+        let info = ReqInfo {
+            method: req.method,
+            version: req.version,
+            conn,
+            framing,
+            head_len: req.head_len,
+            body_in_buf,
+        };
+        let needs_continue = expect_continue
+            && req.version == Version::Http11
+            && framing != Framing::None
+            && available == 0;
+        if needs_continue {
+            let idle = self.snap.limits.client_idle_timeout;
+            if write_all(
+                &mut self.stream,
+                &b"HTTP/1.1 100 Continue\r\n\r\n"[..],
+                idle,
+            )
+            .await
+            .is_err()
+            {
+                return Next::Close;
+            }
+        }
+        self.exchange(upstream, info).await
+    }
+}
+
+/// Request fields forwarded untouched: not hop-by-hop, not one the proxy sets itself.
+fn keep_request_field(
+    h: &Header,
+    buf: &[u8],
+    hs: &[Header],
+    conn: &ConnectionOptions,
+    absolute: bool,
+) -> bool {
+    match h.kind {
+        HeaderKind::Expect
+        | HeaderKind::XForwardedFor
+        | HeaderKind::XForwardedProto
+        | HeaderKind::XForwardedHost => false,
+        HeaderKind::Host => !absolute,
+        k if k.is_hop_by_hop() => false,
+        _ => !(conn.nominates_others && connection_has(hs, buf, h.name.of(buf))),
+    }
+}
+
+/// True when the message has at most one `Content-Length` field and it holds no list.
+pub(super) fn single_length_field(hs: &[Header], buf: &[u8]) -> bool {
+    let mut fields = hs.iter().filter(|h| h.kind == HeaderKind::ContentLength);
+    match (fields.next(), fields.next()) {
+        (None, _) => true,
+        (Some(h), None) => !h.value.of(buf).contains(&b','),
+        (Some(_), Some(_)) => false,
+    }
+}
