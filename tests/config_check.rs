@@ -325,13 +325,41 @@ fn run_with_a_bad_config_exits_2_before_starting() {
 }
 
 #[test]
-fn missing_config_file_exits_2() {
-    let out = check("/nonexistent/dir/coregate.toml".as_ref());
+fn missing_config_file_exits_2_and_says_so() {
+    for args in [&["check", "--config"][..], &["run", "--config"][..]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("/nonexistent/dir/coregate.toml")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim_end(),
+            "cannot read /nonexistent/dir/coregate.toml: No such file or directory",
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn every_semantic_error_is_reported_in_one_run() {
+    // Three independent mistakes: all three are reported, in file order, exit 2.
+    let dir = TempDir::new("many-errors");
+    let text = BASE
+        .replace("workers = 2", "workers = 2\nring_entries = 64")
+        .replace("weight = 2", "weight = 0")
+        .replace("upstream = \"app\"", "upstream = \"nope\"");
+    let path = dir.write("many.toml", &text);
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.starts_with("/nonexistent/dir/coregate.toml:1:1: cannot read config file:"),
-        "{stderr}"
+    let p = path.display();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        format!(
+            "{p}:3:16: invalid ring_entries 64: must be from 256 to 32768\n\
+             {p}:15:53: invalid weight 0: must be from 1 to 65535\n\
+             {p}:21:12: unknown upstream \"nope\""
+        )
     );
 }
 

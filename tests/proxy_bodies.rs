@@ -132,18 +132,35 @@ fn close_delimited_response_is_relayed_to_the_end(driver: &str) {
         _ => Reply::ok("fine"),
     });
     let proxy = proxy_to(driver, backend.port, "", "");
+    // HTTP/1.1: the body is re-chunked, so the connection and the request pipelined behind it
+    // survive (as with nginx).
     let mut client = Client::connect(proxy.addr);
-    client.send(get_req("a", "/until-close", ""));
+    client.send(get_req("a", "/until-close", "") + &get_req("a", "/next", ""));
     let head = client.head();
     assert_eq!(head.status, 200);
-    let (body, _) = client.read_body(&head, "GET").expect("body");
+    assert!(head.header("content-length").is_none(), "{head:?}");
+    assert_eq!(head.all("transfer-encoding"), ["chunked"], "{head:?}");
+    assert!(!head.closes(), "{head:?}");
+    let (body, chunked) = client.read_body(&head, "GET").expect("body");
+    assert!(chunked);
     assert!(
         body == pattern(size, 6),
         "body differs ({} bytes)",
         body.len()
     );
-    // Without a length the end of the body is the end of the connection.
-    assert!(head.header("content-length").is_none() || head.closes());
+    assert_eq!(client.response().text(), "fine");
+    // HTTP/1.0: no chunked coding to fall back on; the end of the body is the end of the
+    // connection.
+    let mut client = Client::connect(proxy.addr);
+    client.send("GET /until-close HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n");
+    let head = client.head();
+    assert_eq!(head.status, 200);
+    assert!(
+        head.closes() && head.header("transfer-encoding").is_none(),
+        "{head:?}"
+    );
+    let (body, chunked) = client.read_body(&head, "GET").expect("body");
+    assert!(!chunked && body == pattern(size, 6));
     assert!(client.closed());
     // The proxy goes on serving.
     assert_eq!(get(proxy.addr, "a", "/next").body, b"fine");

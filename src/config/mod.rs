@@ -14,13 +14,14 @@ use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 
-pub use schema::{BalancerKind, DriverKind, RingFlag};
+pub use schema::{BalancerKind, DriverKind, EscapedSlashes, RingFlag};
 pub use snapshot::{
     Backend, Limits, Listener, PoolSettings, RingFlags, RuntimeSettings, Snapshot, Upstream,
-    UpstreamTimeouts,
+    UpstreamTimeouts, DEFAULT_MAX_RESPONSE_HEAD, DEFAULT_MAX_RESPONSE_HEADERS,
 };
 
-/// A config error with its position (1-based line and column, in characters).
+/// A config error with its position (1-based line and column, in characters; line 0: the file
+/// could not be read, and `message` says why).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: String,
@@ -31,6 +32,10 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            // Not a position in the file: the file itself (it could not be read).
+            return write!(f, "cannot read {}: {}", self.file, self.message);
+        }
         write!(
             f,
             "{}:{}:{}: {}",
@@ -72,23 +77,91 @@ pub fn line_col(src: &str, at: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Reads and validates a config file.
-pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
+/// Every error found in a config, in file order (a syntax error stops at the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl ConfigErrors {
+    /// The first error (there is always one).
+    pub fn first(&self) -> &ConfigError {
+        &self.0[0]
+    }
+}
+
+/// Reads and validates a config file. A file that cannot be read is one error without a
+/// position: `cannot read FILE: REASON`.
+pub fn load(path: &Path) -> Result<Snapshot, ConfigErrors> {
     let file = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let src = std::fs::read_to_string(path).map_err(|e| CannotRead {
         file: file.clone(),
-        line: 1,
-        col: 1,
-        message: format!("cannot read config file: {e}"),
+        reason: io_reason(&e),
     })?;
     parse(&file, &src)
 }
 
-/// Validates config text; `file` names it in errors.
-pub fn parse(file: &str, src: &str) -> Result<Snapshot, ConfigError> {
+/// A config file that could not be read.
+#[derive(Debug)]
+struct CannotRead {
+    file: String,
+    reason: String,
+}
+
+impl From<CannotRead> for ConfigErrors {
+    fn from(e: CannotRead) -> Self {
+        ConfigErrors(vec![ConfigError {
+            file: e.file,
+            line: 0,
+            col: 0,
+            message: e.reason,
+        }])
+    }
+}
+
+/// An I/O error's text without Rust's ` (os error N)` suffix.
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Validates config text; `file` names it in errors. Every semantic error is reported, sorted
+/// by position.
+pub fn parse(file: &str, src: &str) -> Result<Snapshot, ConfigErrors> {
     let raw: schema::RawConfig = toml::from_str(src)
         .map_err(|e| ConfigError::at(file, src, e.span(), e.message().trim_end()))?;
-    validate::validate(raw).map_err(|e| ConfigError::at(file, src, e.span, e.message))
+    validate::validate(raw).map_err(|errs| {
+        let mut errs: Vec<(usize, ConfigError)> = errs
+            .into_iter()
+            .map(|e| {
+                let at = e.span.as_ref().map_or(0, |s| s.start);
+                (at, ConfigError::at(file, src, e.span, e.message))
+            })
+            .collect();
+        errs.sort_by_key(|(at, _)| *at);
+        ConfigErrors(errs.into_iter().map(|(_, e)| e).collect())
+    })
 }
 
 #[cfg(test)]

@@ -91,6 +91,8 @@ pub struct RawLimits {
     pub client_header_timeout: Dur<false>,
     #[serde(default = "secs::<60>")]
     pub client_idle_timeout: Dur<false>,
+    #[serde(default)]
+    pub ignore_client_abort: bool,
 }
 
 impl Default for RawLimits {
@@ -101,6 +103,7 @@ impl Default for RawLimits {
             max_body_bytes: None,
             client_header_timeout: secs::<10>(),
             client_idle_timeout: secs::<60>(),
+            ignore_client_abort: false,
         }
     }
 }
@@ -111,6 +114,34 @@ pub struct RawListener {
     pub name: Option<Spanned<String>>,
     pub address: Spanned<String>,
     pub routes: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default = "yes")]
+    pub merge_slashes: bool,
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// What an escaped `/` or `\` (`%2F`, `%5C`) in a request path does. Either way it separates
+/// segments for the routing decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Forward it as received (`/api/projects/group%2Fname` reaches the backend as sent).
+    #[default]
+    Keep,
+    /// Answer 400.
+    Reject,
+    /// Forward it decoded, as `/`.
+    Decode,
+}
+
+impl EscapedSlashes {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscapedSlashes::Keep => "keep",
+            EscapedSlashes::Reject => "reject",
+            EscapedSlashes::Decode => "decode",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -139,6 +170,8 @@ pub struct RawUpstream {
     pub pool: RawPool,
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    pub max_response_head_bytes: Option<Spanned<Size>>,
+    pub max_response_headers: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

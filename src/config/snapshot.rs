@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::values::fmt_duration;
 use super::{BalancerKind, DriverKind};
-use crate::route::{HostPattern, PathMatch, Rewrite, Route, RouteTable};
+use crate::route::{HostPattern, PathMatch, PathOptions, Rewrite, Route, RouteTable};
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -18,6 +18,9 @@ pub struct Snapshot {
     pub upstreams: Vec<Upstream>,
     /// Every route in file order (`Route::index` is the position here).
     pub routes: Vec<Route>,
+    /// Header fields a connection must have room for: the most of `max_headers` and every
+    /// upstream's `max_response_headers` (requests and responses share the storage).
+    pub header_slots: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +67,9 @@ pub struct Limits {
     pub max_body_bytes: u64,
     pub client_header_timeout: Duration,
     pub client_idle_timeout: Duration,
+    /// Keep waiting for the response when the client closes its side (HAProxy's default);
+    /// false: abort the exchange as nginx does.
+    pub ignore_client_abort: bool,
 }
 
 #[derive(Debug)]
@@ -73,6 +79,8 @@ pub struct Listener {
     pub addr: SocketAddr,
     /// The routes this listener serves, compiled.
     pub routes: RouteTable,
+    /// How request paths are normalised before routing.
+    pub path: PathOptions,
 }
 
 #[derive(Debug)]
@@ -84,7 +92,16 @@ pub struct Upstream {
     pub backends: Vec<Backend>,
     pub pool: PoolSettings,
     pub timeouts: UpstreamTimeouts,
+    /// Largest response head accepted from a backend (bytes).
+    pub max_response_head: usize,
+    /// Most header fields accepted in a response head.
+    pub max_response_headers: usize,
 }
+
+/// Default `max_response_head_bytes`: 64 KiB (nginx fails at its 4 or 8 KiB buffer).
+pub const DEFAULT_MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Default `max_response_headers` (nginx accepts about 150 fields; we take more).
+pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct Backend {
@@ -131,29 +148,32 @@ impl Snapshot {
         let l = &self.limits;
         let _ = writeln!(
             s,
-            "limits: max_head_bytes = {}, max_headers = {}, max_body_bytes = {}, client_header_timeout = {}, client_idle_timeout = {}",
+            "limits: max_head_bytes = {}, max_headers = {}, max_body_bytes = {}, client_header_timeout = {}, client_idle_timeout = {}, ignore_client_abort = {}",
             l.max_head_bytes,
             l.max_headers,
             l.max_body_bytes,
             fmt_duration(l.client_header_timeout),
             fmt_duration(l.client_idle_timeout),
+            l.ignore_client_abort,
         );
         let _ = writeln!(s, "listeners: {}", self.listeners.len());
         for li in &self.listeners {
             let names: Vec<&str> = li.routes.routes().iter().map(|r| &*r.name).collect();
             let _ = writeln!(
                 s,
-                "  {} {} -> routes [{}]",
+                "  {} {} -> routes [{}] (merge_slashes = {}, escaped_slashes = {})",
                 li.name,
                 li.addr,
-                names.join(", ")
+                names.join(", "),
+                li.path.merge_slashes,
+                li.path.escaped_slashes.as_str(),
             );
         }
         let _ = writeln!(s, "upstreams: {}", self.upstreams.len());
         for u in &self.upstreams {
             let _ = writeln!(
                 s,
-                "  {} ({}, pool max_idle = {}, idle_timeout = {}; timeouts connect = {}, response_head = {}, idle = {})",
+                "  {} ({}, pool max_idle = {}, idle_timeout = {}; timeouts connect = {}, response_head = {}, idle = {}; max_response_head_bytes = {}, max_response_headers = {})",
                 u.name,
                 u.balancer.as_str(),
                 u.pool.max_idle,
@@ -161,6 +181,8 @@ impl Snapshot {
                 fmt_duration(u.timeouts.connect),
                 fmt_duration(u.timeouts.response_head),
                 fmt_duration(u.timeouts.idle),
+                u.max_response_head,
+                u.max_response_headers,
             );
             for b in &u.backends {
                 let _ = writeln!(s, "    {} = {} weight {}", b.address, b.addr, b.weight);

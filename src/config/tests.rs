@@ -16,7 +16,8 @@ upstream = "app"
 "#;
 
 fn error_of(src: &str) -> (usize, usize, String) {
-    let e = parse("t.toml", src).expect_err("config accepted");
+    let errs = parse("t.toml", src).expect_err("config accepted");
+    let e = errs.first().clone();
     assert_eq!(e.file, "t.toml");
     (e.line, e.col, e.message)
 }
@@ -153,12 +154,43 @@ fn missing_sections_are_reported_at_the_start() {
 }
 
 #[test]
-fn unreadable_file_is_a_positioned_error() {
+fn unreadable_file_says_so_without_a_position() {
     let e = load(Path::new("/nonexistent/coregate.toml")).unwrap_err();
-    assert_eq!((e.line, e.col), (1, 1));
-    assert!(e
-        .to_string()
-        .starts_with("/nonexistent/coregate.toml:1:1: cannot read"));
+    assert_eq!(
+        e.to_string(),
+        "cannot read /nonexistent/coregate.toml: No such file or directory"
+    );
+}
+
+#[test]
+fn every_semantic_error_is_reported_in_file_order() {
+    let src = r#"
+[[listeners]]
+address = "127.0.0.1:0"
+routes = ["all", "ghost"]
+[[upstreams]]
+name = "app"
+backends = [ { address = "127.0.0.1:9000", weight = 0 }, { address = "nowhere" } ]
+max_response_headers = 0
+[[routes]]
+name = "all"
+path_prefix = "/a/../b"
+upstream = "nope"
+"#;
+    let errs = parse("t.toml", src).unwrap_err();
+    let got: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            "t.toml:3:11: invalid listener address \"127.0.0.1:0\": port 0 is not allowed",
+            "t.toml:4:18: unknown route \"ghost\"",
+            "t.toml:7:53: invalid weight 0: must be from 1 to 65535",
+            "t.toml:7:70: invalid backend address \"nowhere\": expected host:port",
+            "t.toml:8:24: invalid max_response_headers 0: must be from 1 to 1024",
+            "t.toml:11:15: invalid path_prefix \"/a/../b\": '.' and '..' segments never match (requests are routed on normalised paths)",
+            "t.toml:12:12: unknown upstream \"nope\"",
+        ]
+    );
 }
 
 fn with_route_line(line: &str) -> String {

@@ -1,5 +1,7 @@
 //! Semantic checks and the conversion of the raw schema into a [`Snapshot`]. Each check points
-//! at the span of the value it rejects.
+//! at the span of the value it rejects. Checks go on after an error wherever the rest can still
+//! be judged, so one run reports every semantic error of a file (in file order, see
+//! `config::parse`); a reference to something that was itself invalid is not reported twice.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -10,7 +12,7 @@ use toml::Spanned;
 use super::schema::{RawConfig, RawListener, RawRoute, RawRuntime, RawUpstream, RingFlag};
 use super::snapshot::*;
 use super::values::Workers;
-use crate::route::{HostPattern, PathMatch, Rewrite, Route, RouteTable};
+use crate::route::{HostPattern, PathMatch, PathOptions, Rewrite, Route, RouteTable};
 
 pub struct Invalid {
     pub span: Option<Range<usize>>,
@@ -26,71 +28,106 @@ fn err<T, S>(at: &Spanned<S>, message: impl Into<String>) -> Result<T> {
     })
 }
 
-pub fn validate(raw: RawConfig) -> Result<Snapshot> {
-    let runtime = runtime(&raw.runtime)?;
-    let limits = limits(&raw.limits)?;
+/// The errors found so far.
+#[derive(Default)]
+struct Errors(Vec<Invalid>);
 
-    if raw.listeners.is_empty() {
-        return Err(Invalid {
-            span: None,
-            message: "no [[listeners]]: at least one listener is required".into(),
+impl Errors {
+    /// The value, or `None` with its error recorded.
+    fn take<T>(&mut self, r: Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
+    fn at<S>(&mut self, at: &Spanned<S>, message: impl Into<String>) {
+        self.0.push(Invalid {
+            span: Some(at.span()),
+            message: message.into(),
         });
     }
-    if raw.upstreams.is_empty() {
-        return Err(Invalid {
+
+    fn file(&mut self, message: impl Into<String>) {
+        self.0.push(Invalid {
             span: None,
-            message: "no [[upstreams]]: at least one upstream is required".into(),
+            message: message.into(),
         });
     }
-    if raw.routes.is_empty() {
-        return Err(Invalid {
-            span: None,
-            message: "no [[routes]]: at least one route is required".into(),
-        });
+}
+
+pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
+    let mut errs = Errors::default();
+    let runtime = errs.take(runtime(&raw.runtime));
+    let limits = errs.take(limits(&raw.limits));
+
+    for (empty, what) in [
+        (raw.listeners.is_empty(), "listeners"),
+        (raw.upstreams.is_empty(), "upstreams"),
+        (raw.routes.is_empty(), "routes"),
+    ] {
+        if empty {
+            errs.file(format!(
+                "no [[{what}]]: at least one {} is required",
+                what.trim_end_matches('s')
+            ));
+        }
     }
 
     let mut upstreams = Vec::with_capacity(raw.upstreams.len());
     let mut upstream_index: HashMap<&str, usize> = HashMap::new();
-    for (i, u) in raw.upstreams.iter().enumerate() {
+    for u in &raw.upstreams {
         let name = u.get_ref().name.get_ref().as_str();
-        check_name(&u.get_ref().name, "upstream")?;
-        if upstream_index.insert(name, i).is_some() {
-            return err(
+        errs.take(check_name(&u.get_ref().name, "upstream"));
+        if upstream_index.contains_key(name) {
+            errs.at(
                 &u.get_ref().name,
                 format!("duplicate upstream name {name:?}"),
             );
+        } else {
+            upstream_index.insert(name, upstreams.len());
         }
-        upstreams.push(upstream(i, u.get_ref())?);
+        upstreams.push(upstream(upstreams.len(), u.get_ref(), &mut errs));
     }
 
-    let mut routes = Vec::with_capacity(raw.routes.len());
+    // Routes by name; `None` for a route that was itself invalid (listeners naming it say
+    // nothing more about it).
+    let mut routes: Vec<Option<Route>> = Vec::with_capacity(raw.routes.len());
     let mut route_index: HashMap<&str, usize> = HashMap::new();
     // (host pattern, path) -> route name, to reject routes that could never match.
     let mut seen: HashMap<(Option<HostPattern>, PathMatch), &str> = HashMap::new();
-    for (i, r) in raw.routes.iter().enumerate() {
+    for r in &raw.routes {
         let rr = r.get_ref();
         let name = rr.name.get_ref().as_str();
-        check_name(&rr.name, "route")?;
-        if route_index.insert(name, i).is_some() {
-            return err(&rr.name, format!("duplicate route name {name:?}"));
-        }
-        let route = route(i, rr, &upstream_index)?;
-        let path_at: &Spanned<String> = rr
-            .path_exact
-            .as_ref()
-            .or(rr.path_prefix.as_ref())
-            .unwrap_or(&rr.name);
-        let keys: Vec<Option<HostPattern>> = if route.hosts.is_empty() {
-            vec![None]
+        errs.take(check_name(&rr.name, "route"));
+        if route_index.contains_key(name) {
+            errs.at(&rr.name, format!("duplicate route name {name:?}"));
         } else {
-            route.hosts.iter().cloned().map(Some).collect()
-        };
-        for k in keys {
-            if let Some(other) = seen.insert((k, route.path.clone()), name) {
-                return err(
-                    path_at,
-                    format!("route {name:?} has the same host and path as route {other:?} and could never match"),
-                );
+            route_index.insert(name, routes.len());
+        }
+        let route = route(routes.len(), rr, &upstream_index, &mut errs);
+        if let Some(route) = &route {
+            let path_at: &Spanned<String> = rr
+                .path_exact
+                .as_ref()
+                .or(rr.path_prefix.as_ref())
+                .unwrap_or(&rr.name);
+            let keys: Vec<Option<HostPattern>> = if route.hosts.is_empty() {
+                vec![None]
+            } else {
+                route.hosts.iter().cloned().map(Some).collect()
+            };
+            for k in keys {
+                if let Some(other) = seen.insert((k, route.path.clone()), name) {
+                    errs.at(
+                        path_at,
+                        format!("route {name:?} has the same host and path as route {other:?} and could never match"),
+                    );
+                    break;
+                }
             }
         }
         routes.push(route);
@@ -100,16 +137,18 @@ pub fn validate(raw: RawConfig) -> Result<Snapshot> {
     let mut names: HashMap<String, ()> = HashMap::new();
     let mut addrs: HashMap<SocketAddr, ()> = HashMap::new();
     for (i, l) in raw.listeners.iter().enumerate() {
-        let li = listener(i, l.get_ref(), &routes, &route_index)?;
+        let Some(li) = listener(i, l.get_ref(), &routes, &route_index, &mut errs) else {
+            continue;
+        };
         if names.insert(li.name.clone(), ()).is_some() {
             let at = l.get_ref().name.as_ref().map_or(l.span(), |n| n.span());
-            return Err(Invalid {
+            errs.0.push(Invalid {
                 span: Some(at),
                 message: format!("duplicate listener name {:?}", li.name),
             });
         }
         if addrs.insert(li.addr, ()).is_some() {
-            return err(
+            errs.at(
                 &l.get_ref().address,
                 format!("duplicate listener address {}", li.addr),
             );
@@ -117,13 +156,24 @@ pub fn validate(raw: RawConfig) -> Result<Snapshot> {
         listeners.push(li);
     }
 
-    Ok(Snapshot {
-        runtime,
-        limits,
-        listeners,
-        upstreams,
-        routes,
-    })
+    match (runtime, limits) {
+        (Some(runtime), Some(limits)) if errs.0.is_empty() => {
+            let upstreams: Vec<Upstream> = upstreams.into_iter().flatten().collect();
+            let header_slots = upstreams
+                .iter()
+                .map(|u| u.max_response_headers)
+                .fold(limits.max_headers, usize::max);
+            Ok(Snapshot {
+                runtime,
+                limits,
+                listeners,
+                upstreams,
+                routes: routes.into_iter().flatten().collect(),
+                header_slots,
+            })
+        }
+        _ => Err(errs.0),
+    }
 }
 
 fn runtime(r: &RawRuntime) -> Result<RuntimeSettings> {
@@ -194,6 +244,22 @@ fn ring_flags(list: &Spanned<Vec<Spanned<RingFlag>>>) -> Result<RingFlags> {
     Ok(f)
 }
 
+/// `value` when it lies in `range`, else an error naming `what` and the range (`shown` as the
+/// user would write its ends).
+fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
+    value: &Spanned<T>,
+    range: std::ops::RangeInclusive<T>,
+    what: &str,
+    shown: &str,
+) -> Result<T> {
+    let v = *value.get_ref();
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        err(value, format!("invalid {what} {v}: must be from {shown}"))
+    }
+}
+
 fn limits(l: &super::schema::RawLimits) -> Result<Limits> {
     let max_head_bytes = match &l.max_head_bytes {
         None => 32768,
@@ -210,16 +276,7 @@ fn limits(l: &super::schema::RawLimits) -> Result<Limits> {
     };
     let max_headers = match &l.max_headers {
         None => 100,
-        Some(n) if (1..=1024).contains(n.get_ref()) => *n.get_ref() as usize,
-        Some(n) => {
-            return err(
-                n,
-                format!(
-                    "invalid max_headers {}: must be from 1 to 1024",
-                    n.get_ref()
-                ),
-            )
-        }
+        Some(n) => in_range(n, 1..=1024, "max_headers", "1 to 1024")? as usize,
     };
     let max_body_bytes = match &l.max_body_bytes {
         None => 16 << 20,
@@ -231,6 +288,7 @@ fn limits(l: &super::schema::RawLimits) -> Result<Limits> {
         max_body_bytes,
         client_header_timeout: l.client_header_timeout.0,
         client_idle_timeout: l.client_idle_timeout.0,
+        ignore_client_abort: l.ignore_client_abort,
     })
 }
 
@@ -293,51 +351,69 @@ fn resolve(addr: &Spanned<String>, what: &str) -> Result<SocketAddr> {
     }
 }
 
-fn upstream(index: usize, u: &RawUpstream) -> Result<Upstream> {
+fn backend(index: usize, b: &super::schema::RawBackend, errs: &mut Errors) -> Option<Backend> {
+    let addr = errs.take(resolve(&b.address, "backend"));
+    let weight = match &b.weight {
+        None => Some(1),
+        Some(w) => errs.take(in_range(w, 1..=65535, "weight", "1 to 65535").map(|w| w as u32)),
+    };
+    Some(Backend {
+        index,
+        addr: addr?,
+        address: b.address.get_ref().clone(),
+        weight: weight?,
+    })
+}
+
+fn upstream(index: usize, u: &RawUpstream, errs: &mut Errors) -> Option<Upstream> {
     if u.backends.get_ref().is_empty() {
-        return err(
+        errs.at(
             &u.backends,
             format!("upstream {:?} has no backends", u.name.get_ref()),
         );
     }
-    let mut backends = Vec::with_capacity(u.backends.get_ref().len());
-    for (i, b) in u.backends.get_ref().iter().enumerate() {
-        let b = b.get_ref();
-        let addr = resolve(&b.address, "backend")?;
-        let weight = match &b.weight {
-            None => 1,
-            Some(w) if (1..=65535).contains(w.get_ref()) => *w.get_ref() as u32,
-            Some(w) => {
-                return err(
-                    w,
-                    format!("invalid weight {}: must be from 1 to 65535", w.get_ref()),
-                )
-            }
-        };
-        backends.push(Backend {
-            index: i,
-            addr,
-            address: b.address.get_ref().clone(),
-            weight,
-        });
-    }
+    let backends: Vec<Option<Backend>> = u
+        .backends
+        .get_ref()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| backend(i, b.get_ref(), errs))
+        .collect();
     let max_idle = match &u.pool.max_idle {
-        None => 64,
-        Some(n) if (0..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,
+        None => Some(64),
         Some(n) => {
-            return err(
-                n,
-                format!("invalid max_idle {}: must be from 0 to 100000", n.get_ref()),
-            )
+            errs.take(in_range(n, 0..=100_000, "max_idle", "0 to 100000").map(|n| n as usize))
         }
     };
-    Ok(Upstream {
+    let max_response_head = match &u.max_response_head_bytes {
+        None => Some(DEFAULT_MAX_RESPONSE_HEAD),
+        Some(s) if (1024..=(1 << 20)).contains(&s.get_ref().0) => Some(s.get_ref().0 as usize),
+        Some(s) => {
+            errs.at(
+                s,
+                format!(
+                    "invalid max_response_head_bytes {}: must be from 1024 to 1MiB",
+                    s.get_ref().0
+                ),
+            );
+            None
+        }
+    };
+    let max_response_headers = match &u.max_response_headers {
+        None => Some(DEFAULT_MAX_RESPONSE_HEADERS),
+        Some(n) => errs
+            .take(in_range(n, 1..=1024, "max_response_headers", "1 to 1024").map(|n| n as usize)),
+    };
+    if backends.iter().any(Option::is_none) || u.backends.get_ref().is_empty() {
+        return None;
+    }
+    Some(Upstream {
         index,
         name: u.name.get_ref().clone(),
         balancer: u.balancer,
-        backends,
+        backends: backends.into_iter().flatten().collect(),
         pool: PoolSettings {
-            max_idle,
+            max_idle: max_idle?,
             idle_timeout: u.pool.idle_timeout.0,
         },
         timeouts: UpstreamTimeouts {
@@ -345,21 +421,28 @@ fn upstream(index: usize, u: &RawUpstream) -> Result<Upstream> {
             response_head: u.timeouts.response_head.0,
             idle: u.timeouts.idle.0,
         },
+        max_response_head: max_response_head?,
+        max_response_headers: max_response_headers?,
     })
 }
 
+/// A path from the config, compared against normalised request paths: percent-escapes are
+/// decoded here once, and a path that no normalised request path can have (`//`, `.` or `..`
+/// segments, an escaped `/`) is refused.
 fn check_path(p: &Spanned<String>, what: &str) -> Result<Box<[u8]>> {
     let s = p.get_ref();
     if !s.starts_with('/') {
         return err(p, format!("invalid {what} {s:?}: must start with '/'"));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| c.is_control() || c.is_whitespace() || *c == '?' || *c == '#' || !c.is_ascii())
-    {
+    if let Some(c) = s.chars().find(|c| {
+        c.is_control() || c.is_whitespace() || *c == '?' || *c == '#' || *c == '\\' || !c.is_ascii()
+    }) {
         return err(p, format!("invalid {what} {s:?}: must not contain {c:?}"));
     }
-    Ok(s.as_bytes().into())
+    match crate::route::config_path(s.as_bytes()) {
+        Ok(decoded) => Ok(decoded.into()),
+        Err(why) => err(p, format!("invalid {what} {s:?}: {why}")),
+    }
 }
 
 fn host_pattern(h: &Spanned<String>) -> Result<HostPattern> {
@@ -403,21 +486,32 @@ fn host_pattern(h: &Spanned<String>) -> Result<HostPattern> {
     })
 }
 
-fn route(index: usize, r: &RawRoute, upstreams: &HashMap<&str, usize>) -> Result<Route> {
+fn route(
+    index: usize,
+    r: &RawRoute,
+    upstreams: &HashMap<&str, usize>,
+    errs: &mut Errors,
+) -> Option<Route> {
     let path = match (&r.path_prefix, &r.path_exact) {
         (Some(_), Some(e)) => {
-            return err(e, "path_prefix and path_exact exclude each other: give one")
+            errs.at(e, "path_prefix and path_exact exclude each other: give one");
+            None
         }
-        (Some(p), None) => PathMatch::Prefix(check_path(p, "path_prefix")?),
-        (None, Some(e)) => PathMatch::Exact(check_path(e, "path_exact")?),
-        (None, None) => PathMatch::Prefix((*b"/").into()),
+        (Some(p), None) => errs.take(check_path(p, "path_prefix").map(PathMatch::Prefix)),
+        (None, Some(e)) => errs.take(check_path(e, "path_exact").map(PathMatch::Exact)),
+        (None, None) => Some(PathMatch::Prefix((*b"/").into())),
     };
     let mut hosts = Vec::new();
+    let mut hosts_ok = true;
     if let Some(list) = &r.hosts {
         for h in list {
-            let p = host_pattern(h)?;
+            let Some(p) = errs.take(host_pattern(h)) else {
+                hosts_ok = false;
+                continue;
+            };
             if hosts.contains(&p) {
-                return err(h, format!("host {:?} listed twice", h.get_ref()));
+                errs.at(h, format!("host {:?} listed twice", h.get_ref()));
+                hosts_ok = false;
             }
             hosts.push(p);
         }
@@ -425,68 +519,112 @@ fn route(index: usize, r: &RawRoute, upstreams: &HashMap<&str, usize>) -> Result
     let strip = r.strip_prefix.as_ref().is_some_and(|s| *s.get_ref());
     let rewrite = match &r.replace_prefix {
         Some(rp) if strip => {
-            return err(
+            errs.at(
                 rp,
                 "strip_prefix and replace_prefix exclude each other: give one",
-            )
+            );
+            None
         }
-        Some(rp) => Rewrite::Replace(check_path(rp, "replace_prefix")?),
-        None if strip => Rewrite::Strip,
-        None => Rewrite::None,
+        Some(rp) => errs.take(check_replacement(rp).map(Rewrite::Replace)),
+        None if strip => Some(Rewrite::Strip),
+        None => Some(Rewrite::None),
     };
-    let Some(&upstream) = upstreams.get(r.upstream.get_ref().as_str()) else {
-        return err(
+    let upstream = upstreams.get(r.upstream.get_ref().as_str()).copied();
+    if upstream.is_none() {
+        errs.at(
             &r.upstream,
             format!("unknown upstream {:?}", r.upstream.get_ref()),
         );
-    };
-    Ok(Route {
+    }
+    if !hosts_ok {
+        return None;
+    }
+    Some(Route {
         index,
         name: r.name.get_ref().as_str().into(),
         hosts,
-        path,
-        rewrite,
-        upstream,
+        path: path?,
+        rewrite: rewrite?,
+        upstream: upstream?,
     })
+}
+
+/// `replace_prefix` is written out as given (it is what the backend receives, not something a
+/// request is compared with): it must start with `/` and hold only bytes valid in a path.
+fn check_replacement(p: &Spanned<String>) -> Result<Box<[u8]>> {
+    let s = p.get_ref();
+    if !s.starts_with('/') {
+        return err(
+            p,
+            format!("invalid replace_prefix {s:?}: must start with '/'"),
+        );
+    }
+    if let Some(c) = s.chars().find(|&c| !crate::route::is_path_char(c)) {
+        return err(
+            p,
+            format!("invalid replace_prefix {s:?}: must not contain {c:?}"),
+        );
+    }
+    Ok(s.as_bytes().into())
 }
 
 fn listener(
     index: usize,
     l: &RawListener,
-    routes: &[Route],
+    routes: &[Option<Route>],
     route_index: &HashMap<&str, usize>,
-) -> Result<Listener> {
+    errs: &mut Errors,
+) -> Option<Listener> {
     let name = match &l.name {
         Some(n) => {
-            check_name(n, "listener")?;
+            errs.take(check_name(n, "listener"));
             n.get_ref().clone()
         }
         None => format!("listener{index}"),
     };
-    let addr = resolve(&l.address, "listener")?;
+    let addr = errs.take(resolve(&l.address, "listener"));
+    let mut ok = true;
     let served = match &l.routes {
-        None => routes.to_vec(),
+        None => routes.iter().flatten().cloned().collect(),
         Some(list) => {
             if list.get_ref().is_empty() {
-                return err(list, "routes is empty: omit it to serve every route");
+                errs.at(list, "routes is empty: omit it to serve every route");
+                ok = false;
             }
             let mut v: Vec<Route> = Vec::new();
+            let mut listed = Vec::new();
             for n in list.get_ref() {
                 let Some(&i) = route_index.get(n.get_ref().as_str()) else {
-                    return err(n, format!("unknown route {:?}", n.get_ref()));
+                    errs.at(n, format!("unknown route {:?}", n.get_ref()));
+                    ok = false;
+                    continue;
                 };
-                if v.iter().any(|r| r.index == i) {
-                    return err(n, format!("route {:?} listed twice", n.get_ref()));
+                if listed.contains(&i) {
+                    errs.at(n, format!("route {:?} listed twice", n.get_ref()));
+                    ok = false;
+                    continue;
                 }
-                v.push(routes[i].clone());
+                listed.push(i);
+                match &routes[i] {
+                    Some(r) => v.push(r.clone()),
+                    None => ok = false,
+                }
             }
             v
         }
     };
-    Ok(Listener {
+    let path = PathOptions {
+        merge_slashes: l.merge_slashes,
+        escaped_slashes: l.escaped_slashes,
+    };
+    if !ok {
+        return None;
+    }
+    Some(Listener {
         index,
         name,
-        addr,
+        addr: addr?,
         routes: RouteTable::new(served),
+        path,
     })
 }

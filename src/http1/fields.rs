@@ -76,7 +76,8 @@ impl HeaderKind {
     }
 
     /// Hop-by-hop fields a proxy never forwards as received (RFC 9110 §7.6.1). Framing
-    /// (`Transfer-Encoding`) is decided separately by the proxy.
+    /// (`Transfer-Encoding`) is decided separately by the proxy. `Trailer` is not one: it
+    /// announces trailer fields, which travel end to end with a chunked body (RFC 9110 §6.6.2).
     pub fn is_hop_by_hop(self) -> bool {
         matches!(
             self,
@@ -84,7 +85,6 @@ impl HeaderKind {
                 | HeaderKind::KeepAlive
                 | HeaderKind::ProxyConnection
                 | HeaderKind::Te
-                | HeaderKind::Trailer
                 | HeaderKind::Upgrade
         )
     }

@@ -38,7 +38,7 @@ pub use framing::{request_framing, response_framing, Framing};
 pub use incremental::HeadReader;
 pub use request::{parse_request, Method, Request, TargetForm};
 pub use response::{parse_response, Response};
-pub use serialize::{HeadPlan, Piece};
+pub use serialize::{HeadPlan, NewTarget, Piece, PlanMark};
 
 /// A byte range into the buffer that was parsed. `u32` keeps [`Header`] at 20 bytes; heads are
 /// bounded far below 4 GiB (inputs longer than that are only ever parsed as a prefix).

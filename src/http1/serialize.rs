@@ -15,6 +15,23 @@ pub enum Piece {
     Static(&'static [u8]),
 }
 
+/// A replacement request target: `prefix`, then `owned`, then the `input` span of the received
+/// buffer (any of them may be empty).
+#[derive(Clone, Copy, Debug)]
+pub struct NewTarget<'a> {
+    pub prefix: &'a [u8],
+    pub owned: &'a [u8],
+    pub input: Span,
+}
+
+/// A point in a plan to go back to ([`HeadPlan::mark`], [`HeadPlan::truncate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanMark {
+    pieces: usize,
+    extra: usize,
+    len: usize,
+}
+
 /// A head to write, built per message and reused (cleared) across messages: after warm-up it
 /// does not allocate.
 #[derive(Clone, Debug, Default)]
@@ -54,6 +71,23 @@ impl HeadPlan {
 
     pub fn extra(&self) -> &[u8] {
         &self.extra
+    }
+
+    /// The plan as it is now: fields appended after it can be taken back with
+    /// [`HeadPlan::truncate`] (to end the same head differently for another backend).
+    pub fn mark(&self) -> PlanMark {
+        PlanMark {
+            pieces: self.pieces.len(),
+            extra: self.extra.len(),
+            len: self.len,
+        }
+    }
+
+    /// Drops everything appended after `mark`.
+    pub fn truncate(&mut self, mark: PlanMark) {
+        self.pieces.truncate(mark.pieces);
+        self.extra.truncate(mark.extra);
+        self.len = mark.len;
     }
 
     /// Appends bytes `span` of the received buffer, merging with the previous piece when
@@ -105,15 +139,14 @@ impl HeadPlan {
         self.bytes(b"\r\n");
     }
 
-    /// The request line (always sent as HTTP/1.1; `target` replaces the received target with
-    /// `prefix` + the `rest` span of the input) and every received field for which `keep`
-    /// returns true, untouched. Add fields with [`HeadPlan::header`], then call
-    /// [`HeadPlan::end`].
+    /// The request line (always sent as HTTP/1.1; `target` replaces the received target) and
+    /// every received field for which `keep` returns true, untouched. Add fields with
+    /// [`HeadPlan::header`], then call [`HeadPlan::end`].
     pub fn request_head(
         &mut self,
         req: &Request,
         headers: &[Header],
-        target: Option<(&[u8], Span)>,
+        target: Option<NewTarget<'_>>,
         keep: impl FnMut(&Header) -> bool,
     ) {
         let headers = &headers[..req.header_count.min(headers.len())];
@@ -130,9 +163,10 @@ impl HeadPlan {
                     req.target.start as usize,
                 ));
                 match target {
-                    Some((prefix, rest)) => {
-                        self.bytes(prefix);
-                        self.input(rest);
+                    Some(t) => {
+                        self.bytes(t.prefix);
+                        self.bytes(t.owned);
+                        self.input(t.input);
                     }
                     None => self.input(req.target),
                 }
@@ -230,7 +264,12 @@ mod tests {
         let r = parse_request(input, &mut hs).unwrap().complete().unwrap();
         let rest = Span::new(r.target.start as usize + 4, r.target.end as usize);
         let mut plan = HeadPlan::new();
-        plan.request_head(&r, &hs, Some((b"/v2", rest)), |h| {
+        let target = NewTarget {
+            prefix: b"/v2",
+            owned: b"",
+            input: rest,
+        };
+        plan.request_head(&r, &hs, Some(target), |h| {
             !h.kind.is_hop_by_hop() && !h.name.of(input).eq_ignore_ascii_case(b"x-a")
         });
         plan.header(b"X-Forwarded-For", b"127.0.0.1");

@@ -2,10 +2,11 @@
 //! in the source's [`RecvBuf`]; each step reads what the socket has (up to the buffer size) and
 //! writes it on. Content-Length bodies stop exactly at their length (bytes after them belong to
 //! the next message); chunked bodies are validated by the decoder as they pass and forwarded as
-//! received, or de-chunked for HTTP/1.0 clients; close-delimited bodies run to EOF.
+//! received, or de-chunked for HTTP/1.0 clients; close-delimited bodies run to EOF, chunked on
+//! the way for HTTP/1.1 clients.
 
-use super::io::{IoFail, RecvBuf};
-use crate::http1::{Chunk, ChunkedDecoder};
+use super::io::{write_all, write_head, IoFail, RecvBuf};
+use crate::http1::{Chunk, ChunkedDecoder, HeadPlan};
 use monoio::net::TcpStream;
 use std::time::Duration;
 
@@ -126,5 +127,77 @@ pub async fn until_close(
             Err(IoFail::Eof) => return Ok(()),
             Err(_) => return Err(RelayFail::Source),
         }
+    }
+}
+
+/// Forwards a close-delimited body as a chunked one: each read becomes one chunk (its size line
+/// and the data in one vectored write), and the upstream's close becomes the last chunk.
+/// `plan` and `iovecs` are the connection's head storage, free at this point.
+pub async fn rechunk(
+    src: &mut TcpStream,
+    buf: &mut RecvBuf,
+    dst: &mut TcpStream,
+    plan: &mut HeadPlan,
+    iovecs: &mut Vec<libc::iovec>,
+    idle: Duration,
+) -> Result<(), RelayFail> {
+    let mut first = true;
+    loop {
+        if !buf.is_empty() {
+            buf.compact();
+            let n = buf.data().len();
+            plan.clear();
+            let mut line = [0u8; 24];
+            plan.bytes(chunk_line(&mut line, n, first));
+            write_head(dst, buf, plan, iovecs, 0..n, idle)
+                .await
+                .map_err(|_| RelayFail::Dest)?;
+            buf.consume(n);
+            first = false;
+        }
+        match buf.read_from(src, idle, BODY_BUF).await {
+            Ok(_) => {}
+            Err(IoFail::Eof) => break,
+            Err(_) => return Err(RelayFail::Source),
+        }
+    }
+    let last: &'static [u8] = if first {
+        b"0\r\n\r\n"
+    } else {
+        b"\r\n0\r\n\r\n"
+    };
+    write_all(dst, last, idle)
+        .await
+        .map(drop)
+        .map_err(|_| RelayFail::Dest)
+}
+
+/// `[CRLF ending the previous chunk] SIZE-IN-HEX CRLF`, written into `out`.
+fn chunk_line(out: &mut [u8; 24], size: usize, first: bool) -> &[u8] {
+    let mut n = 0;
+    if !first {
+        out[..2].copy_from_slice(b"\r\n");
+        n = 2;
+    }
+    let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in (0..digits).rev() {
+        out[n] = b"0123456789abcdef"[(size >> (4 * i)) & 15];
+        n += 1;
+    }
+    out[n..n + 2].copy_from_slice(b"\r\n");
+    &out[..n + 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_line;
+
+    #[test]
+    fn chunk_lines() {
+        let mut b = [0u8; 24];
+        assert_eq!(chunk_line(&mut b, 0, true), b"0\r\n");
+        assert_eq!(chunk_line(&mut b, 255, true), b"ff\r\n");
+        assert_eq!(chunk_line(&mut b, 65536, false), b"\r\n10000\r\n");
+        assert_eq!(chunk_line(&mut b, usize::MAX, false).len(), 2 + 16 + 2);
     }
 }

@@ -7,7 +7,8 @@ use super::io::{write_all, IoFail, RecvBuf};
 use super::WorkerState;
 use crate::config::Snapshot;
 use crate::http1::{
-    ConnectionOptions, Framing, HeadPlan, HeadReader, Header, Method, Request, Status, Version,
+    ConnectionOptions, Framing, HeadPlan, HeadReader, Header, Method, PlanMark, Request, Status,
+    Version,
 };
 use crate::runtime::WorkerCtx;
 use monoio::io::AsyncWriteRent;
@@ -15,10 +16,6 @@ use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Largest response head accepted from an upstream.
-pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Header fields accepted in an upstream response.
-pub(super) const MAX_RESPONSE_HEADERS: usize = 128;
 /// Initial client buffer (held by every idle keep-alive connection's pending read); it grows up
 /// to `max_head_bytes` for a large head.
 const CLIENT_BUF: usize = 4 * 1024;
@@ -42,6 +39,9 @@ pub(super) enum UpFail {
     Status(u16, &'static str),
     /// The client went away or timed out: close without an answer.
     ClientGone,
+    /// The client closed its side while the response head was awaited (nginx's 499): close
+    /// both connections.
+    ClientAborted,
 }
 
 pub struct ClientConn<'a> {
@@ -58,6 +58,9 @@ pub struct ClientConn<'a> {
     pub(super) reader: HeadReader,
     pub(super) plan: HeadPlan,
     pub(super) iovecs: Vec<libc::iovec>,
+    pub(super) scratch: PathScratch,
+    /// The client has sent a request before the previous one was answered.
+    pub(super) pipelining: bool,
 }
 
 /// What the response path needs to know about the request, copied out of the buffer.
@@ -69,6 +72,17 @@ pub(super) struct ReqInfo {
     pub(super) head_len: usize,
     /// Body bytes that arrived with the head and go out with it.
     pub(super) body_in_buf: usize,
+    /// The request has no Host (HTTP/1.0): the exchange sends the backend's address.
+    pub(super) needs_host: bool,
+    /// Where the planned head stops before the exchange ends it for the chosen backend.
+    pub(super) head_mark: PlanMark,
+}
+
+/// Per-connection scratch space for path normalisation (empty until a path needs it).
+#[derive(Default)]
+pub(super) struct PathScratch {
+    pub(super) decision: Vec<u8>,
+    pub(super) forward: Vec<u8>,
 }
 
 impl<'a> ClientConn<'a> {
@@ -82,10 +96,12 @@ impl<'a> ClientConn<'a> {
             state: &ctx.proxy,
             snap,
             buf: RecvBuf::with_capacity(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024))),
-            headers: vec![Header::default(); snap.limits.max_headers.max(MAX_RESPONSE_HEADERS)],
+            headers: vec![Header::default(); snap.header_slots],
             reader: HeadReader::new(snap.limits.max_head_bytes),
             plan: HeadPlan::new(),
             iovecs: Vec::with_capacity(16),
+            scratch: PathScratch::default(),
+            pipelining: false,
         }
     }
 

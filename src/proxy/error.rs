@@ -2,7 +2,10 @@
 //! counters of those answers. Error answers are small and complete; those that end the
 //! connection say `Connection: close`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use crate::config::Upstream;
 
 /// The reason phrase coregate sends with `status`.
 pub fn reason(status: u16) -> &'static str {
@@ -62,6 +65,8 @@ pub struct Stats {
     pub upstream_retries: Cell<u64>,
     /// Client connections closed for a slow head (slowloris) or idle keep-alive.
     pub client_timeouts: Cell<u64>,
+    /// Clients that closed while their response head was awaited (nginx logs these as 499).
+    pub client_aborts: Cell<u64>,
 }
 
 #[derive(Default)]
@@ -102,6 +107,105 @@ impl Stats {
         if let Some(c) = self.relayed.get((status / 100) as usize - 1) {
             c.set(c.get() + 1);
         }
+    }
+}
+
+/// How long repeats of one failure are counted before they are logged as one line.
+pub const FAILURE_LOG_WINDOW: Duration = Duration::from_secs(5);
+/// Distinct failures remembered per worker (the least recently logged is forgotten first).
+const FAILURE_KINDS: usize = 64;
+
+/// Rate-limited warnings about upstream failures, per worker: the first failure of a kind
+/// (status, cause, backend) is logged at once; repeats within [`FAILURE_LOG_WINDOW`] are only
+/// counted and logged as one line with their number when the window ends ([`Self::flush`] on
+/// the housekeeping tick, or the next repeat after it). A burst of thousands is two lines.
+#[derive(Default)]
+pub struct FailureLog {
+    kinds: RefCell<Vec<Failure>>,
+}
+
+struct Failure {
+    status: u16,
+    detail: &'static str,
+    upstream: usize,
+    backend: usize,
+    /// When the last line about it was written.
+    logged: Instant,
+    /// Repeats since then.
+    repeats: u64,
+}
+
+impl FailureLog {
+    /// Records a failure answered with `status` (5xx) on `backend` of `u`.
+    pub fn upstream(&self, status: u16, detail: &'static str, u: &Upstream, backend: usize) {
+        let now = Instant::now();
+        let mut kinds = self.kinds.borrow_mut();
+        let found = kinds.iter_mut().find(|f| {
+            f.status == status
+                && std::ptr::eq(f.detail, detail)
+                && f.upstream == u.index
+                && f.backend == backend
+        });
+        let addr = u.backends.get(backend).map_or("?", |b| &b.address);
+        match found {
+            Some(f) if now.duration_since(f.logged) < FAILURE_LOG_WINDOW => f.repeats += 1,
+            Some(f) => {
+                let repeats = f.repeats + 1;
+                tracing::warn!(
+                    "upstream {} backend {addr}: {detail} ({status}), {repeats} more time(s) in the last {}s",
+                    u.name,
+                    now.duration_since(f.logged).as_secs()
+                );
+                f.logged = now;
+                f.repeats = 0;
+            }
+            None => {
+                tracing::warn!("upstream {} backend {addr}: {detail} ({status})", u.name);
+                if kinds.len() >= FAILURE_KINDS {
+                    if let Some(oldest) = (0..kinds.len()).min_by_key(|&i| kinds[i].logged) {
+                        kinds.swap_remove(oldest);
+                    }
+                }
+                kinds.push(Failure {
+                    status,
+                    detail,
+                    upstream: u.index,
+                    backend,
+                    logged: now,
+                    repeats: 0,
+                });
+            }
+        }
+    }
+
+    /// Logs the repeats counted in windows that have ended (housekeeping tick). `upstreams` is
+    /// the snapshot the failures were recorded against.
+    pub fn flush(&self, now: Instant, upstreams: &[Upstream]) {
+        let mut kinds = self.kinds.borrow_mut();
+        for f in kinds.iter_mut() {
+            if f.repeats > 0 && now.duration_since(f.logged) >= FAILURE_LOG_WINDOW {
+                let u = upstreams.get(f.upstream);
+                tracing::warn!(
+                    "upstream {} backend {}: {} ({}), {} more time(s) in the last {}s",
+                    u.map_or("?", |u| &u.name),
+                    u.and_then(|u| u.backends.get(f.backend))
+                        .map_or("?", |b| &b.address),
+                    f.detail,
+                    f.status,
+                    f.repeats,
+                    now.duration_since(f.logged).as_secs()
+                );
+                f.logged = now;
+                f.repeats = 0;
+            }
+        }
+        // Kinds quiet for a long while are forgotten (their next failure logs at once again).
+        kinds.retain(|f| f.repeats > 0 || now.duration_since(f.logged) < FAILURE_LOG_WINDOW * 12);
+    }
+
+    /// Failures counted but not logged yet (tests).
+    pub fn pending(&self) -> u64 {
+        self.kinds.borrow().iter().map(|f| f.repeats).sum()
     }
 }
 

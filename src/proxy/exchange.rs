@@ -21,12 +21,16 @@ impl<'a> ClientConn<'a> {
         let mut conn = loop {
             match ups.acquire(upstream).await {
                 Ok(c) => break c,
-                Err(_) if attempt < attempts => {
-                    attempt += 1;
-                    count(&stats.upstream_retries);
-                }
                 Err(e) => {
-                    let (status, detail) = connect_status(&e);
+                    let (status, detail) = connect_status(&e.error);
+                    self.state
+                        .failures
+                        .upstream(status, detail, upstream, e.backend);
+                    if attempt < attempts {
+                        attempt += 1;
+                        count(&stats.upstream_retries);
+                        continue;
+                    }
                     return self.reject(status, detail).await;
                 }
             }
@@ -38,6 +42,7 @@ impl<'a> ClientConn<'a> {
             } else {
                 &stats.upstream_connects
             });
+            self.end_head(&info, upstream, conn.backend);
             let sent = self
                 .send_head(&mut conn, &info, upstream.timeouts.idle)
                 .await;
@@ -51,7 +56,7 @@ impl<'a> ClientConn<'a> {
                 },
                 Err(e) => Err(e),
             };
-            match result {
+            let (status, detail) = match result {
                 Ok((next, reusable)) => {
                     if reusable {
                         ups.release(conn);
@@ -68,18 +73,47 @@ impl<'a> ClientConn<'a> {
                     conn = match ups.reconnect(upstream, conn.backend).await {
                         Ok(c) => c,
                         Err(e) => {
-                            let (status, detail) = connect_status(&e);
+                            let (status, detail) = connect_status(&e.error);
+                            self.state
+                                .failures
+                                .upstream(status, detail, upstream, e.backend);
                             return self.reject(status, detail).await;
                         }
                     };
+                    continue;
                 }
-                Err(UpFail::ClosedEarly) => {
-                    return self.reject(502, "upstream closed the connection").await
-                }
-                Err(UpFail::Status(s, d)) => return self.reject(s, d).await,
+                Err(UpFail::ClosedEarly) => (502, "upstream closed the connection"),
+                Err(UpFail::Status(s, d)) => (s, d),
                 Err(UpFail::ClientGone) => return Next::Close,
+                Err(UpFail::ClientAborted) => {
+                    count(&stats.client_aborts);
+                    tracing::debug!(
+                        client = %self.peer_ip,
+                        upstream = %upstream.name,
+                        backend = %upstream.backends[conn.backend].address,
+                        "client closed the connection before the response (499)"
+                    );
+                    return Next::Close;
+                }
+            };
+            if status >= 500 {
+                self.state
+                    .failures
+                    .upstream(status, detail, upstream, conn.backend);
             }
+            return self.reject(status, detail).await;
         }
+    }
+
+    /// Ends the planned head for `backend`: a request without Host (HTTP/1.0) gets the
+    /// backend's address as written in the config.
+    fn end_head(&mut self, info: &ReqInfo, upstream: &Upstream, backend: usize) {
+        let plan = &mut self.plan;
+        plan.truncate(info.head_mark);
+        if info.needs_host {
+            plan.header(b"Host", upstream.backends[backend].address.as_bytes());
+        }
+        plan.end();
     }
 
     /// Writes the planned head and the body bytes that came with it, in one vectored write.

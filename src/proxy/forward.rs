@@ -6,9 +6,10 @@ use super::client::{ClientConn, Next, ReqInfo};
 use super::io::write_all;
 use crate::config::Snapshot;
 use crate::http1::{
-    self, connection_has, ConnectionOptions, Framing, Header, HeaderKind, Method, Request, Span,
-    Version,
+    self, connection_has, ConnectionOptions, Framing, Header, HeaderKind, Method, NewTarget,
+    Request, Span, Version,
 };
+use crate::route::{self, Normalized};
 
 impl<'a> ClientConn<'a> {
     pub(super) async fn forward(&mut self, req: Request) -> Next {
@@ -41,9 +42,25 @@ impl<'a> ClientConn<'a> {
         };
         let target_bytes = target.of(buf);
         let path_end = memchr::memchr(b'?', target_bytes).unwrap_or(target_bytes.len());
+        let raw_path = &target_bytes[..path_end];
         let conn = ConnectionOptions::parse(hs, buf);
-        let table = &snap.listeners[self.listener].routes;
-        let Some(route) = table.find(host.of(buf), &target_bytes[..path_end]) else {
+        let listener = &snap.listeners[self.listener];
+        // Route on the normalised path (`crate::route::normalize`); the asterisk form ("*") and
+        // the empty path of `http://host` are left as they are.
+        let (decision, forward) = (&mut self.scratch.decision, &mut self.scratch.forward);
+        let normalized = if raw_path.first() == Some(&b'/') {
+            match route::normalize(raw_path, listener.path, decision, forward) {
+                Ok(n) => n,
+                Err(e) => return self.reject(400, e.as_str()).await,
+            }
+        } else {
+            Normalized::Unchanged
+        };
+        let decision: &[u8] = match normalized {
+            Normalized::Unchanged => raw_path,
+            _ => decision,
+        };
+        let Some(route) = listener.routes.find(host.of(buf), decision) else {
             let wants_close = match req.version {
                 Version::Http11 => conn.close,
                 Version::Http10 => !conn.keep_alive,
@@ -71,17 +88,34 @@ impl<'a> ClientConn<'a> {
         }
 
         // The head to send: rewritten target, hop-by-hop fields out, X-Forwarded-* in.
-        let rewritten = route.rewrite(target_bytes);
-        let new_target = if absolute.is_some() || rewritten.rest.len() != target_bytes.len() {
-            let start = rewritten.rest.as_ptr() as usize - buf.as_ptr() as usize;
-            let prefix = if rewritten.prefix.is_empty() && rewritten.rest.first() != Some(&b'/') {
-                &b"/"[..]
-            } else {
-                rewritten.prefix
-            };
-            Some((prefix, Span::new(start, start + rewritten.rest.len())))
+        let new_target = if normalized == Normalized::Rewritten {
+            // The normalised path with the query as received, rewritten by the route.
+            let owned = &mut self.scratch.forward;
+            owned.extend_from_slice(&target_bytes[path_end..]);
+            let rewritten = route.rewrite(owned);
+            Some(NewTarget {
+                prefix: rewritten.prefix,
+                owned: rewritten.rest,
+                input: Span::default(),
+            })
         } else {
-            None
+            let rewritten = route.rewrite(target_bytes);
+            if absolute.is_some() || rewritten.rest.len() != target_bytes.len() {
+                let start = rewritten.rest.as_ptr() as usize - buf.as_ptr() as usize;
+                let prefix = if rewritten.prefix.is_empty() && rewritten.rest.first() != Some(&b'/')
+                {
+                    &b"/"[..]
+                } else {
+                    rewritten.prefix
+                };
+                Some(NewTarget {
+                    prefix,
+                    owned: b"",
+                    input: Span::new(start, start + rewritten.rest.len()),
+                })
+            } else {
+                None
+            }
         };
         // Several identical Content-Length values (repeated fields or a list) were accepted:
         // send one plain field instead (RFC 9110 §8.6), never the duplicates.
@@ -110,12 +144,11 @@ impl<'a> ClientConn<'a> {
         }
         if absolute.is_some() {
             plan.header(b"Host", host.of(buf));
-        } else if req.host.is_none() {
-            // An HTTP/1.0 request without Host goes out as HTTP/1.1, which requires the field:
-            // empty when there is no authority (RFC 9112 §3.2).
-            plan.static_bytes(b"Host: \r\n");
         }
-        plan.end();
+        // An HTTP/1.0 request without Host goes out as HTTP/1.1, which requires the field: the
+        // exchange adds the backend's address once it has picked one, then ends the head.
+        let needs_host = absolute.is_none() && req.host.is_none();
+        let head_mark = plan.mark();
 
         let available = buf.len() - req.head_len;
         let body_in_buf = match framing {
@@ -129,6 +162,8 @@ impl<'a> ClientConn<'a> {
             framing,
             head_len: req.head_len,
             body_in_buf,
+            needs_host,
+            head_mark,
         };
         let needs_continue = expect_continue
             && req.version == Version::Http11

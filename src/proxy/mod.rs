@@ -25,7 +25,7 @@ mod io;
 mod response;
 pub(crate) mod sys;
 
-pub use error::{error_response, reason, Stats};
+pub use error::{error_response, reason, FailureLog, Stats};
 
 use crate::runtime::WorkerCtx;
 use crate::upstream::Upstreams;
@@ -38,6 +38,8 @@ use std::rc::Rc;
 pub struct WorkerState {
     pub upstreams: Upstreams,
     pub stats: Stats,
+    /// Rate-limited warnings about upstream failures.
+    pub failures: FailureLog,
     /// Spare response buffers (leased per request, returned after).
     spare: RefCell<Vec<Vec<u8>>>,
 }
@@ -47,6 +49,7 @@ impl WorkerState {
         WorkerState {
             upstreams: Upstreams::new(snapshot),
             stats: Stats::default(),
+            failures: FailureLog::default(),
             spare: RefCell::new(Vec::new()),
         }
     }
@@ -66,6 +69,16 @@ impl WorkerState {
         }
     }
 
+    /// The worker's housekeeping, on its own timer (never on a request): closes expired and
+    /// backend-closed pooled connections and logs counted failures.
+    pub fn housekeeping(&self, now: std::time::Instant, snapshot: &crate::config::Snapshot) {
+        let closed = self.upstreams.reap(now);
+        if closed > 0 {
+            tracing::trace!("closed {closed} idle upstream connection(s)");
+        }
+        self.failures.flush(now, &snapshot.upstreams);
+    }
+
     /// One line for the shutdown log.
     pub fn summary(&self) -> String {
         let s = &self.stats;
@@ -76,7 +89,7 @@ impl WorkerState {
             .map(|(i, c)| format!("{}xx={}", i + 1, c.get()))
             .collect();
         format!(
-            "requests={} relayed[{}] errors[{}] upstream connects={} reuses={} retries={} client_timeouts={}",
+            "requests={} relayed[{}] errors[{}] upstream connects={} reuses={} retries={} client_timeouts={} client_aborts={}",
             s.requests.get(),
             classes.join(" "),
             s.errors.summary(),
@@ -84,6 +97,7 @@ impl WorkerState {
             s.upstream_reuses.get(),
             s.upstream_retries.get(),
             s.client_timeouts.get(),
+            s.client_aborts.get(),
         )
     }
 }

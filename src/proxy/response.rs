@@ -3,9 +3,10 @@
 //! the body.
 
 use super::body;
-use super::client::{ClientConn, Next, ReqInfo, UpFail, MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS};
+use super::client::{ClientConn, Next, ReqInfo, UpFail};
 use super::forward::single_length_field;
 use super::io::{write_head, IoFail, RecvBuf};
+use super::sys::{peek, Peek};
 use crate::config::Upstream;
 use crate::http1::{
     self, connection_has, ConnectionOptions, Framing, HeadReader, Header, HeaderKind, Status,
@@ -13,6 +14,11 @@ use crate::http1::{
 };
 use crate::upstream::Conn;
 use monoio::io::AsyncWriteRent;
+use monoio::net::TcpStream;
+use std::future::Future;
+use std::os::fd::AsRawFd;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Instant;
 
 impl<'a> ClientConn<'a> {
@@ -38,11 +44,24 @@ impl<'a> ClientConn<'a> {
         info: &ReqInfo,
     ) -> Result<(Next, bool), UpFail> {
         let deadline = Instant::now() + upstream.timeouts.response_head;
-        let mut reader = HeadReader::new(MAX_RESPONSE_HEAD);
+        let max_head = upstream.max_response_head;
+        let mut reader = HeadReader::new(max_head);
         let idle = upstream.timeouts.idle;
+        // Watch the client while the head is awaited: one that closes its side aborts the
+        // exchange (nginx's 499), unless it pipelines requests (then a half-close after the
+        // last one is how it says it is done sending, and it wants every answer) or the config
+        // says to ignore client aborts.
+        let request_bytes = if info.framing == Framing::None {
+            info.head_len
+        } else {
+            0
+        };
+        self.pipelining |= self.buf.data().len() > request_bytes;
+        let mut watch = ClientWatch::new(!self.pipelining && !self.snap.limits.ignore_client_abort);
         let resp = loop {
             if !rbuf.is_empty() {
-                match reader.response(rbuf.data(), &mut self.headers[..MAX_RESPONSE_HEADERS]) {
+                let fields = &mut self.headers[..upstream.max_response_headers];
+                match reader.response(rbuf.data(), fields) {
                     Ok(Status::Complete(r)) if (100..200).contains(&r.code) && r.code != 101 => {
                         // Interim response: pass it on (100 Continue was answered by us).
                         if r.code != 100 && info.version == Version::Http11 {
@@ -57,14 +76,15 @@ impl<'a> ClientConn<'a> {
                     }
                     Ok(Status::Complete(r)) => break r,
                     Ok(Status::Partial) => {}
-                    Err(_) => return Err(UpFail::Status(502, "invalid response from upstream")),
+                    Err(e) => {
+                        tracing::debug!(error = e.as_str(), "invalid response head from upstream");
+                        return Err(UpFail::Status(502, response_error(e)));
+                    }
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            match rbuf
-                .read_from(&mut conn.stream, left, MAX_RESPONSE_HEAD)
-                .await
-            {
+            let read = rbuf.read_from(&mut conn.stream, left, max_head);
+            match watch.run(read, &self.stream).await? {
                 Ok(_) => {}
                 Err(IoFail::TimedOut) => {
                     return Err(UpFail::Status(504, "upstream response timed out"))
@@ -89,8 +109,14 @@ impl<'a> ClientConn<'a> {
         };
         let rconn = ConnectionOptions::parse(rh, data);
         let dechunk = info.version == Version::Http10 && framing == Framing::Chunked;
+        // A close-delimited body goes to an HTTP/1.1 client chunked, so that its connection
+        // (and the requests it pipelined) survive. A response with a transfer coding other
+        // than chunked keeps the close (its Transfer-Encoding would need rewriting).
+        let rechunk = info.version == Version::Http11
+            && framing == Framing::UntilClose
+            && !rh.iter().any(|h| h.kind == HeaderKind::TransferEncoding);
         let keep_client = !self.ctx.shutting_down()
-            && framing != Framing::UntilClose
+            && (framing != Framing::UntilClose || rechunk)
             && !dechunk
             && match info.version {
                 Version::Http11 => !info.conn.close,
@@ -112,6 +138,9 @@ impl<'a> ClientConn<'a> {
         if let Some(n) = length {
             plan.header(b"Content-Length", n.to_string().as_bytes());
         }
+        if rechunk {
+            plan.static_bytes(b"Transfer-Encoding: chunked\r\n");
+        }
         if !keep_client {
             plan.static_bytes(b"Connection: close\r\n");
         } else if info.version == Version::Http10 {
@@ -121,6 +150,7 @@ impl<'a> ClientConn<'a> {
         let available = data.len() - resp.head_len;
         let tail = match framing {
             Framing::Length(n) => n.min(available as u64) as usize,
+            Framing::UntilClose if rechunk => 0,
             Framing::UntilClose => available,
             Framing::None | Framing::Chunked => 0,
         };
@@ -160,6 +190,10 @@ impl<'a> ClientConn<'a> {
                 )
                 .await
             }
+            Framing::UntilClose if rechunk => {
+                let (plan, iovecs) = (&mut self.plan, &mut self.iovecs);
+                body::rechunk(&mut conn.stream, rbuf, &mut self.stream, plan, iovecs, idle).await
+            }
             Framing::UntilClose => {
                 body::until_close(&mut conn.stream, rbuf, &mut self.stream, idle).await
             }
@@ -181,8 +215,64 @@ impl<'a> ClientConn<'a> {
     }
 }
 
-/// Response fields forwarded untouched: not hop-by-hop, and no `Transfer-Encoding` when the
-/// body is de-chunked for an HTTP/1.0 client.
+/// The cause named for a response head coregate cannot relay.
+fn response_error(e: http1::Error) -> &'static str {
+    match e {
+        http1::Error::TooManyHeaders => {
+            "upstream response has more header fields than max_response_headers"
+        }
+        http1::Error::HeadTooLarge => "upstream response head larger than max_response_head_bytes",
+        _ => "invalid response from upstream",
+    }
+}
+
+/// Watches the client connection while a response head is awaited. Its read half is idle
+/// then; a poll for readability completes when it closes (or sends pipelined bytes), and a
+/// non-blocking peek tells which. The upstream read is never dropped to look: the two are
+/// polled side by side.
+struct ClientWatch {
+    /// Still watching: stops once the client has sent more bytes (they are the next request's;
+    /// a close behind them cannot be seen without reading them).
+    on: bool,
+    /// Readiness reports with nothing behind them (the epoll driver may give a stale one).
+    spurious: u8,
+}
+
+impl ClientWatch {
+    fn new(on: bool) -> Self {
+        ClientWatch { on, spurious: 0 }
+    }
+
+    /// Awaits `read`; `Err(ClientAborted)` if the client closes first.
+    async fn run<F: Future>(&mut self, read: F, client: &TcpStream) -> Result<F::Output, UpFail> {
+        let mut read = pin!(read);
+        while self.on {
+            let mut ready = pin!(client.readable(false));
+            let client_ready = std::future::poll_fn(|cx| {
+                if let Poll::Ready(v) = read.as_mut().poll(cx) {
+                    return Poll::Ready(Err(v));
+                }
+                ready.as_mut().poll(cx).map(Ok)
+            })
+            .await;
+            match client_ready {
+                Err(v) => return Ok(v),
+                Ok(_) => match peek(client.as_raw_fd()) {
+                    Peek::Closed => return Err(UpFail::ClientAborted),
+                    Peek::Data => self.on = false,
+                    Peek::Empty => {
+                        self.spurious += 1;
+                        self.on = self.spurious < 3;
+                    }
+                },
+            }
+        }
+        Ok(read.await)
+    }
+}
+
+/// Response fields forwarded untouched: not hop-by-hop, and no `Transfer-Encoding` or
+/// `Trailer` when the body is de-chunked for an HTTP/1.0 client (its trailers are dropped).
 fn keep_response_field(
     h: &Header,
     buf: &[u8],
@@ -191,7 +281,7 @@ fn keep_response_field(
     dechunk: bool,
 ) -> bool {
     match h.kind {
-        HeaderKind::TransferEncoding => !dechunk,
+        HeaderKind::TransferEncoding | HeaderKind::Trailer => !dechunk,
         k if k.is_hop_by_hop() => false,
         _ => !(conn.nominates_others && connection_has(hs, buf, h.name.of(buf))),
     }

@@ -1,13 +1,11 @@
 //! The proxy's only `unsafe`: an owned buffer set that io_uring/epoll can write with one
 //! vectored write (a head made of slices of the received buffer, the head plan's small extra
 //! buffer, static strings, and body bytes that arrived with the head), and a non-blocking peek
-//! that tells whether a pooled upstream connection was closed by the backend.
+//! that tells whether the client has closed its side.
 
 use crate::http1::HeadPlan;
 use monoio::buf::IoVecBuf;
-use monoio::net::TcpStream;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
 
 /// A head plus optional body bytes, owning every buffer its iovecs point into.
 pub struct Vectored {
@@ -62,19 +60,36 @@ unsafe impl IoVecBuf for Vectored {
     }
 }
 
-/// False when the peer has closed (or reset) the connection or sent unexpected bytes: an idle
-/// upstream connection must have nothing to read. One non-blocking `recv(MSG_PEEK)`.
-pub fn peer_still_open(stream: &TcpStream) -> bool {
+/// What a non-blocking one-byte `recv(MSG_PEEK)` saw on a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peek {
+    /// Bytes are waiting.
+    Data,
+    /// Nothing to read yet.
+    Empty,
+    /// The peer closed its sending side (FIN) or the connection failed (reset).
+    Closed,
+}
+
+/// Looks at `fd` without reading from it.
+pub fn peek(fd: std::os::fd::RawFd) -> Peek {
     let mut byte = 0u8;
-    // SAFETY: `recv` writes at most 1 byte into `byte`, which lives for the whole call; the fd
-    // is owned by `stream`, which is borrowed for the call.
+    // SAFETY: `recv` writes at most 1 byte into `byte`, which lives for the whole call; `fd` is
+    // an open socket borrowed by the caller for the call.
     let n = unsafe {
         libc::recv(
-            stream.as_raw_fd(),
+            fd,
             (&mut byte as *mut u8).cast(),
             1,
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+    match n {
+        1.. => Peek::Data,
+        0 => Peek::Closed,
+        _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock => {
+            Peek::Empty
+        }
+        _ => Peek::Closed,
+    }
 }

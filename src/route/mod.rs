@@ -9,9 +9,16 @@
 //! `*.suffix` wildcards (longest suffix first), then routes without `hosts` — and the first group
 //! with a matching path wins. Inside a group an exact path beats every prefix, and among
 //! prefixes the longest wins. Hosts compare case-insensitively, without the port and a trailing
-//! dot. Paths compare byte for byte (no percent-decoding or dot-segment removal).
+//! dot. Paths compare byte for byte against the request's normalised path ([`normalize`]:
+//! decoded, dot segments resolved, slashes merged), never against the bytes as received.
 
 #![forbid(unsafe_code)]
+
+mod path;
+
+pub use path::{
+    config_path, encoded_len, is_path_char, normalize, Normalized, PathError, PathOptions,
+};
 
 use ahash::AHashMap;
 
@@ -96,21 +103,19 @@ impl RewrittenTarget<'_> {
 }
 
 impl Route {
-    /// Rewrites an origin-form request target (`/path?query`) that this route matched (its path
-    /// part is what was given to [`RouteTable::find`]). A target that does not start with the
-    /// matched path is returned unchanged.
+    /// Rewrites an origin-form request target (`/path?query`) whose path this route matched:
+    /// the path is the one received or the normalised one, and its decoded form (what was given
+    /// to [`RouteTable::find`]) starts with the route's path. Escapes in the matched part count
+    /// as the one byte they stand for.
     pub fn rewrite<'a>(&'a self, target: &'a [u8]) -> RewrittenTarget<'a> {
         let unchanged = RewrittenTarget {
             prefix: b"",
             rest: target,
         };
-        let matched = match &self.path {
-            PathMatch::Prefix(p) | PathMatch::Exact(p) => p,
-        };
-        if !target.starts_with(matched) {
+        if self.rewrite == Rewrite::None {
             return unchanged;
         }
-        let rest = &target[self.path.len()..];
+        let rest = &target[encoded_len(target, self.path.len())..];
         match &self.rewrite {
             Rewrite::None => unchanged,
             Rewrite::Strip if rest.first() == Some(&b'/') => RewrittenTarget { prefix: b"", rest },

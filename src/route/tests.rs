@@ -257,8 +257,11 @@ fn rewrite_exact_path_replaces_whole_path() {
 }
 
 #[test]
-fn rewrite_of_a_target_that_did_not_match_is_unchanged() {
+fn rewrite_counts_escapes_in_the_matched_part_as_one_byte() {
+    // The decision path `/api/users` matched `/api/`; the target as received spells the
+    // separator `%2F`.
     let r = route("a", &[], "/api/", Rewrite::Strip);
-    assert_eq!(rewritten(&r, "/other"), "/other");
-    assert_eq!(r.rewrite(b"/other").len(), 6);
+    assert_eq!(rewritten(&r, "/api%2Fusers?x"), "/users?x");
+    let r = route("a", &[], "/caf\u{e9}/", Rewrite::Replace((*b"/c/").into()));
+    assert_eq!(rewritten(&r, "/caf%C3%A9/menu"), "/c/menu");
 }

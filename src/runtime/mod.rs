@@ -3,7 +3,7 @@
 //! address, then starts one OS thread per worker (`coregate-w{i}`, pinned to core `i` when
 //! `pin = true`). Each worker builds its own monoio runtime (io_uring or epoll), binds its own
 //! SO_REUSEPORT socket per listener and hands every accepted connection to
-//! [`crate::proxy::serve_connection`] with an `Rc<WorkerCtx>`. SIGTERM/SIGINT start a graceful
+//! [`crate::proxy::serve_connection`] with an `Rc<WorkerCtx>`. SIGTERM/SIGINT/SIGQUIT start a graceful
 //! shutdown: workers stop accepting, in-flight connections get up to `drain_timeout` to finish,
 //! then `run` returns. No state is shared between workers apart from the read-only snapshot.
 
@@ -35,7 +35,7 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
 }
 
-/// Runs the proxy until a graceful shutdown completes: after SIGTERM/SIGINT, or by itself after
+/// Runs the proxy until a graceful shutdown completes: after SIGTERM/SIGINT/SIGQUIT, or by itself after
 /// `exit_after` when given.
 pub fn run(snapshot: Snapshot, exit_after: Option<Duration>) -> Result<(), RuntimeError> {
     match listen::raise_nofile_limit() {

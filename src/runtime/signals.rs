@@ -1,10 +1,12 @@
-//! SIGTERM/SIGINT handling on a plain std thread: the first signal broadcasts the graceful
-//! shutdown to every worker; a second one ends the process at once (exit status 1).
+//! Signal handling on a plain std thread. SIGTERM, SIGINT and SIGQUIT: the first one broadcasts
+//! the graceful shutdown to every worker; a second one ends the process at once (exit status
+//! 1). SIGHUP, SIGUSR1 and SIGUSR2 are caught (their default action would kill the process),
+//! logged and otherwise ignored until reload and log reopening exist.
 
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::{Handle, Signals};
 use tokio::sync::watch;
 
@@ -15,14 +17,25 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn start(stop: watch::Sender<bool>, drain: Duration) -> std::io::Result<Self> {
-        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])?;
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
             .name("coregate-signals".into())
             .spawn(move || {
                 let mut seen = false;
                 for sig in signals.forever() {
-                    let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                    let name = match sig {
+                        SIGTERM => "SIGTERM",
+                        SIGINT => "SIGINT",
+                        SIGQUIT => "SIGQUIT",
+                        SIGHUP => "SIGHUP",
+                        SIGUSR1 => "SIGUSR1",
+                        _ => "SIGUSR2",
+                    };
+                    if matches!(sig, SIGHUP | SIGUSR1 | SIGUSR2) {
+                        tracing::info!("{name} received: ignored (no action is bound to it yet)");
+                        continue;
+                    }
                     if seen {
                         tracing::warn!("{name} again: exiting without waiting for connections");
                         std::process::exit(1);

@@ -198,6 +198,18 @@ async fn serve(
     for (i, sock) in listeners.into_iter().enumerate() {
         monoio::spawn(listen::accept_loop(sock, i, ctx.clone()));
     }
+    // Housekeeping: pooled connections that expired or that their backend closed, counted
+    // failures to log. Off the request path, on this worker's own timer.
+    let hk_ctx = ctx.clone();
+    let period = housekeeping_period(&hk_ctx.snapshot);
+    monoio::spawn(async move {
+        let mut tick = monoio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            hk_ctx.proxy.housekeeping(Instant::now(), &hk_ctx.snapshot);
+        }
+    });
     if ready
         .send(Ok(Started {
             index,
@@ -223,3 +235,13 @@ async fn serve(
     }
     tracing::info!("worker {index}: {}", ctx.proxy.summary());
 }
+
+/// How often a worker does its housekeeping: half the shortest pool `idle_timeout` (so an idle
+/// connection is closed at most half its timeout late), between 50 ms and 1 s.
+fn housekeeping_period(snapshot: &Snapshot) -> Duration {
+    crate::upstream::Upstreams::shortest_idle_timeout(snapshot)
+        .map_or(MAX_HOUSEKEEPING, |t| t / 2)
+        .clamp(Duration::from_millis(50), MAX_HOUSEKEEPING)
+}
+
+const MAX_HOUSEKEEPING: Duration = Duration::from_secs(1);

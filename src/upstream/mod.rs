@@ -9,6 +9,7 @@
 
 mod balancer;
 mod pool;
+mod sys;
 
 pub use balancer::{Balancer, RoundRobin};
 use pool::Pool;
@@ -31,6 +32,13 @@ struct UpstreamState {
 /// The per-worker upstream state for every upstream of a snapshot.
 pub struct Upstreams {
     states: Vec<UpstreamState>,
+}
+
+/// A failed connect, and to which backend.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub backend: usize,
+    pub error: io::Error,
 }
 
 /// A connection to a backend, checked out for one request.
@@ -61,7 +69,7 @@ impl Upstreams {
 
     /// Picks a backend of `upstream` (`u` is its config) and returns a connection to it: a
     /// pooled one that is still open, else a new one within the connect timeout.
-    pub async fn acquire(&self, u: &Upstream) -> io::Result<Conn> {
+    pub async fn acquire(&self, u: &Upstream) -> Result<Conn, ConnectError> {
         let state = &self.states[u.index];
         let backend = state.balancer.pick(&u.backends);
         let pooled = state.pools[backend].borrow_mut().take(Instant::now());
@@ -77,14 +85,31 @@ impl Upstreams {
     }
 
     /// A fresh connection to `backend` (also after a reused one turned out closed).
-    pub async fn reconnect(&self, u: &Upstream, backend: usize) -> io::Result<Conn> {
-        let stream = connect(u.backends[backend].addr, u).await?;
+    pub async fn reconnect(&self, u: &Upstream, backend: usize) -> Result<Conn, ConnectError> {
+        let stream = connect(u.backends[backend].addr, u)
+            .await
+            .map_err(|error| ConnectError { backend, error })?;
         Ok(Conn {
             stream,
             upstream: u.index,
             backend,
             reused: false,
         })
+    }
+
+    /// Closes idle connections that expired or that their backend closed (housekeeping, off
+    /// the request path: one non-blocking peek per idle connection).
+    pub fn reap(&self, now: Instant) -> usize {
+        self.states
+            .iter()
+            .flat_map(|s| &s.pools)
+            .map(|p| p.borrow_mut().reap(now))
+            .sum()
+    }
+
+    /// The shortest pool `idle_timeout` of any upstream (what the housekeeping tick follows).
+    pub fn shortest_idle_timeout(snapshot: &Snapshot) -> Option<std::time::Duration> {
+        snapshot.upstreams.iter().map(|u| u.pool.idle_timeout).min()
     }
 
     /// Returns a connection that finished a request cleanly and may carry another.

@@ -1,7 +1,8 @@
 //! Idle upstream connections of one backend on one worker: a LIFO stack (the most recently
 //! used connection is the warmest), bounded by `max_idle`, entries older than `idle_timeout`
-//! dropped on the way in and out. A connection the backend closed while idle is detected with a
-//! non-blocking peek before reuse.
+//! dropped on the way in and out and by the worker's housekeeping tick ([`Pool::reap`]), which
+//! also closes connections the backend has closed. A connection the backend closed while idle
+//! is detected with a non-blocking peek before reuse.
 
 use crate::config::PoolSettings;
 use std::collections::VecDeque;
@@ -32,12 +33,23 @@ impl Pool {
     pub fn take(&mut self, now: Instant) -> Option<TcpStream> {
         while let Some(p) = self.idle.pop_back() {
             if now.duration_since(p.since) < self.settings.idle_timeout
-                && crate::proxy::sys::peer_still_open(&p.stream)
+                && super::sys::peer_still_open(&p.stream)
             {
                 return Some(p.stream);
             }
         }
         None
+    }
+
+    /// Closes expired connections and those the backend closed (or sent bytes on: an idle
+    /// connection must have nothing to read). Returns how many were closed.
+    pub fn reap(&mut self, now: Instant) -> usize {
+        let before = self.idle.len();
+        let timeout = self.settings.idle_timeout;
+        self.idle.retain(|p| {
+            now.duration_since(p.since) < timeout && super::sys::peer_still_open(&p.stream)
+        });
+        before - self.idle.len()
     }
 
     /// Keeps `stream` for reuse, dropping expired entries and the oldest beyond `max_idle`.
