@@ -1,12 +1,14 @@
 //! Bodies through the proxy, under both drivers: multi-megabyte request and response bodies in
 //! Content-Length and chunked framing (odd chunk sizes, a chunked request written in small
-//! pieces) arriving byte-identical, a close-delimited response, an HTTP/1.0 client getting a
-//! chunked upstream response de-chunked, chunk extensions and trailers, heads and chunks that
-//! arrive a byte at a time.
+//! pieces) arriving byte-identical, a close-delimited response (re-chunked for HTTP/1.1
+//! clients), an HTTP/1.0 client getting a chunked upstream response de-chunked, chunk
+//! extensions and trailers (with their `Trailer` announcement), heads and chunks that arrive a
+//! byte at a time.
 
 mod common;
 
 use common::*;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 const BIG: usize = 5 * 1024 * 1024 + 17;
@@ -20,6 +22,7 @@ both_drivers!(
     close_delimited_response_is_relayed_to_the_end,
     http10_client_gets_a_chunked_response_dechunked,
     chunk_extensions_and_trailers_pass_through,
+    trailer_fields_and_their_announcement_reach_the_client,
     heads_and_chunks_arriving_byte_by_byte,
 );
 
@@ -234,6 +237,42 @@ fn chunk_extensions_and_trailers_pass_through(driver: &str) {
     let reqs = backend.requests();
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[1].body, b"abcde");
+}
+
+/// `Trailer` announces the trailer fields of a chunked body; both travel end to end (RFC 9110
+/// §6.6.2). An HTTP/1.0 client gets the body de-chunked, without the trailers or their
+/// announcement.
+fn trailer_fields_and_their_announcement_reach_the_client(driver: &str) {
+    let backend = TestBackend::start(|_| {
+        Reply::new(
+            0,
+            Body::Raw(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n\
+                  5\r\nhello\r\n0\r\nX-Sum: 42\r\n\r\n"
+                    .to_vec(),
+            ),
+        )
+    });
+    let proxy = proxy_to(driver, backend.port, "", "");
+    let raw = |request: &str| {
+        let mut s = connect(proxy.addr);
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let got = raw("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let (head, body) = got.split_once("\r\n\r\n").expect(&got);
+    assert!(head.contains("\r\nTrailer: X-Sum"), "{got:?}");
+    assert_eq!(body, "5\r\nhello\r\n0\r\nX-Sum: 42\r\n\r\n", "{got:?}");
+    let got = raw("GET / HTTP/1.0\r\n\r\n");
+    let (head, body) = got.split_once("\r\n\r\n").expect(&got);
+    assert!(!head.to_ascii_lowercase().contains("trailer"), "{got:?}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{got:?}"
+    );
+    assert_eq!(body, "hello", "{got:?}");
 }
 
 fn heads_and_chunks_arriving_byte_by_byte(driver: &str) {

@@ -3,7 +3,9 @@
 //! response → 502, a pooled connection closed by the backend while idle (liveness check) or on
 //! arrival (retry on a new one), slowloris → closed, idle keep-alive → closed, stalled bodies →
 //! idle timeout, oversized head → 431, oversized body → 413 with nothing forwarded, no route →
-//! 404, a client leaving or resetting mid-exchange.
+//! 404, a client leaving or resetting mid-exchange, a client closing while the response is
+//! awaited (the exchange is aborted), upstream failures in the log (rate-limited), response head
+//! limits per upstream.
 
 mod common;
 
@@ -29,6 +31,9 @@ both_drivers!(
     stalled_bodies_hit_the_idle_timeout,
     client_leaving_inside_a_body_does_not_poison_the_pool,
     client_reset_during_a_large_response_leaves_the_proxy_running,
+    client_closing_while_the_response_is_awaited_aborts_the_exchange,
+    upstream_failures_are_logged_with_the_backend_once_per_burst,
+    response_limits_are_per_upstream,
 );
 
 /// The answer coregate generated for a failure: `status`, `Connection: close`, then EOF.
@@ -515,5 +520,171 @@ fn client_reset_during_a_large_response_leaves_the_proxy_running(driver: &str) {
             proxy.log_text()
         );
         assert_eq!(get(proxy.addr, "a", "/small").body, b"alive");
+    }
+}
+
+/// A backend that accepts one connection, reads a request head and then waits, answering
+/// nothing: returns how long after the head arrived it saw the proxy close the connection
+/// (None: still open after `limit`).
+fn silent_backend(limit: Duration) -> (u16, std::thread::JoinHandle<Option<Duration>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            assert!(Instant::now() < deadline, "no request head");
+            if let Ok(n) = s.read(&mut chunk) {
+                assert!(n > 0, "closed before the head");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        let since = Instant::now();
+        while since.elapsed() < limit {
+            match s.read(&mut chunk) {
+                Ok(0) => return Some(since.elapsed()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Some(since.elapsed())
+                }
+                Err(_) => {}
+            }
+        }
+        None
+    });
+    (port, t)
+}
+
+/// A client that sends a GET and closes after 0.5 s while the backend is still thinking: the
+/// upstream connection is closed at once (nginx: 499), not when `response_head` (20 s) expires.
+/// With `ignore_client_abort = true` the exchange goes on (HAProxy's default).
+fn client_closing_while_the_response_is_awaited_aborts_the_exchange(driver: &str) {
+    for ignore in [false, true] {
+        let (port, backend) = silent_backend(Duration::from_secs(3));
+        let limits = format!("ignore_client_abort = {ignore}");
+        let mut proxy = proxy_to(driver, port, &limits, "response_head = \"20s\"");
+        let mut client = Client::connect(proxy.addr);
+        client.send(get_req("a", "/slow", ""));
+        std::thread::sleep(Duration::from_millis(500));
+        drop(client);
+        let seen = backend.join().unwrap();
+        if ignore {
+            assert_eq!(seen, None, "aborted although ignore_client_abort = true");
+            continue;
+        }
+        let seen = seen.expect("upstream connection still open 3 s after the client left");
+        assert!(
+            seen < Duration::from_millis(1500),
+            "closed {seen:?} after the request"
+        );
+        proxy.signal(libc::SIGTERM);
+        proxy.wait_exit(Duration::from_secs(5)).expect("exit");
+        let log = proxy.log_text();
+        assert!(log.contains("client_aborts=1"), "{log}");
+    }
+}
+
+/// 5xx causes are logged at warn with the backend's address, one line per burst (the repeats
+/// are counted and summed up when the window ends); 4xx answers only at debug level.
+fn upstream_failures_are_logged_with_the_backend_once_per_burst(driver: &str) {
+    let dead = free_port();
+    let slow = TestBackend::start(|_| Reply::ok("late").delay(Duration::from_millis(800)));
+    let rest = upstream_toml("dead", &[dead], "")
+        + &upstream_toml("slow", &[slow.port], "response_head = \"200ms\"")
+        + "[[routes]]\nname = \"slow\"\npath_prefix = \"/slow\"\nupstream = \"slow\"\n\n\
+           [[routes]]\nname = \"dead\"\nupstream = \"dead\"\n";
+    let port = free_port();
+    let text = format!(
+        "[runtime]\nworkers = 1\npin = false\ndriver = \"{driver}\"\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n{rest}"
+    );
+    let proxy = Proxy::start(&text, port, "debug");
+    for _ in 0..30 {
+        assert_eq!(get(proxy.addr, "a", "/x").status, 502);
+    }
+    assert_eq!(get(proxy.addr, "a", "/slow").status, 504);
+    let mut bad = Client::connect(proxy.addr);
+    bad.send("GET /x HTTP/1.1\r\n\r\n");
+    assert_eq!(bad.response().status, 400);
+    let refused =
+        format!("upstream dead backend 127.0.0.1:{dead}: upstream refused the connection (502)");
+    let lines = |log: &str, what: &str| log.lines().filter(|l| l.contains(what)).count();
+    let log = proxy.log_text();
+    assert_eq!(lines(&log, &refused), 1, "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains(&refused)),
+        "{log}"
+    );
+    let timed_out = format!(
+        "upstream slow backend 127.0.0.1:{}: upstream response timed out (504)",
+        slow.port
+    );
+    assert_eq!(lines(&log, &timed_out), 1, "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("answered 400: missing Host header")),
+        "{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.contains("WARN") && l.contains("400")),
+        "{log}"
+    );
+    // When the window ends, the 29 repeats become one more line.
+    let deadline = Instant::now() + Duration::from_secs(9);
+    let summary = format!("{refused}, 29 more time(s) in the last");
+    while !proxy.log_text().contains(&summary) {
+        assert!(
+            Instant::now() < deadline,
+            "no summary line:\n{}",
+            proxy.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(lines(&proxy.log_text(), &refused), 2);
+}
+
+/// 150 response fields pass by default (nginx accepts as many); an upstream can lower the field
+/// count and the head size it accepts, and a response past them is a 502 naming the limit.
+fn response_limits_are_per_upstream(driver: &str) {
+    let fields: String = (0..150).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+    let raw = format!("HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\nok").into_bytes();
+    let backend = TestBackend::start(move |_| Reply::new(0, Body::Raw(raw.clone())));
+    let b = backend.port;
+    let rest = upstream_toml("roomy", &[b], "")
+        + &format!(
+            "[[upstreams]]\nname = \"few\"\nbackends = [{{ address = \"127.0.0.1:{b}\" }}]\n\
+             max_response_headers = 10\n\n\
+             [[upstreams]]\nname = \"small\"\nbackends = [{{ address = \"127.0.0.1:{b}\" }}]\n\
+             max_response_head_bytes = \"1KiB\"\n\n"
+        )
+        + "[[routes]]\nname = \"few\"\npath_prefix = \"/few\"\nupstream = \"few\"\n\n\
+           [[routes]]\nname = \"small\"\npath_prefix = \"/small\"\nupstream = \"small\"\n\n\
+           [[routes]]\nname = \"roomy\"\nupstream = \"roomy\"\n";
+    let proxy = start_proxy(driver, "", &rest);
+    let mut client = Client::connect(proxy.addr);
+    client.send(get_req("a", "/roomy", ""));
+    let r = client.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert_eq!(r.header("x-field-149"), Some("149"));
+    assert_eq!(
+        r.headers
+            .iter()
+            .filter(|(n, _)| n.starts_with("X-Field-"))
+            .count(),
+        150
+    );
+    for (path, cause) in [
+        ("/few", "more header fields than max_response_headers"),
+        ("/small", "larger than max_response_head_bytes"),
+    ] {
+        let mut client = Client::connect(proxy.addr);
+        client.send(get_req("a", path, ""));
+        let r = client.response();
+        assert_eq!(r.status, 502, "{path}");
+        assert!(r.text().contains(cause), "{path}: {}", r.text());
     }
 }

@@ -503,9 +503,14 @@ fn unusual_but_valid_requests_are_forwarded(driver: &str) {
     // backends that reject or misread duplicates must not see them.
     assert_eq!(reqs[1].all("content-length"), ["5"]);
     assert_eq!(reqs[2].all("content-length"), ["5"]);
-    // The HTTP/1.0 request without Host went upstream as HTTP/1.1, which needs one.
+    // The HTTP/1.0 request without Host went upstream as HTTP/1.1, which needs one: the
+    // backend's address, never an empty value (backends reject that).
     assert_eq!(reqs[7].version, 1);
-    assert_eq!(reqs[7].all("host").len(), 1);
+    assert_eq!(reqs[7].all("host"), [format!("127.0.0.1:{}", backend.port)]);
+    // One with a Host keeps it.
+    client.send("GET /i HTTP/1.0\r\nHost: given.test\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(client.response().status, 200);
+    assert_eq!(backend.requests()[8].all("host"), ["given.test"]);
 }
 
 fn identical_lengths_in_a_response_are_sent_once(driver: &str) {

@@ -1,6 +1,7 @@
 //! The runtime end to end with the real binary on loopback: worker threads pinned to distinct
 //! cores with connections spread over both, drivers (epoll, io_uring with flags), detection of a
-//! foreign listener, graceful shutdown on SIGTERM and SIGINT.
+//! foreign listener, graceful shutdown on SIGTERM, SIGINT and SIGQUIT, SIGHUP/SIGUSR1/SIGUSR2
+//! survived.
 
 mod common;
 
@@ -546,4 +547,71 @@ fn a_second_signal_exits_at_once_with_status_1() {
         "{}",
         proxy.log_text()
     );
+}
+
+/// SIGHUP, SIGUSR1 and SIGUSR2 (reload and log-reopen signals operators send by habit) are
+/// logged and ignored: a download in progress completes intact and the process keeps serving.
+/// Their default action would kill the process.
+#[test]
+fn reload_and_log_signals_do_not_stop_a_download() {
+    const SIZE: usize = 24 * 1024 * 1024;
+    let backend = TestBackend::start(|_| Reply::ok(pattern(SIZE, 3)));
+    let proxy = proxy_to("io_uring", backend.port, "", "");
+    let mut client = connect(proxy.addr);
+    client
+        .write_all(get_req("a", "/big", "").as_bytes())
+        .unwrap();
+    let mut got = Vec::with_capacity(SIZE + 4096);
+    let mut chunk = vec![0u8; 256 * 1024];
+    let signals = [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGHUP];
+    let mut sent = 0;
+    let mut head_len = None;
+    while head_len.is_none_or(|h| got.len() < h + SIZE) {
+        let n = std::io::Read::read(&mut client, &mut chunk)
+            .unwrap_or_else(|e| panic!("{e} at {} bytes:\n{}", got.len(), proxy.log_text()));
+        assert!(n > 0, "download cut at {} bytes", got.len());
+        got.extend_from_slice(&chunk[..n]);
+        if head_len.is_none() {
+            head_len = got.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+        }
+        // Read slowly at first so the signals land mid-download.
+        if sent < signals.len() && got.len() > (sent + 1) * 1024 * 1024 {
+            proxy.signal(signals[sent]);
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let head_len = head_len.unwrap();
+    assert!(got.starts_with(b"HTTP/1.1 200 "));
+    let body = &got[head_len..];
+    assert_eq!(sent, signals.len());
+    assert!(body == pattern(SIZE, 3), "download corrupted");
+    assert!(proxy_alive(&proxy));
+    assert_eq!(get(proxy.addr, "a", "/after").status, 200);
+    let log = proxy.log_text();
+    for name in ["SIGHUP", "SIGUSR1", "SIGUSR2"] {
+        assert!(log.contains(&format!("{name} received: ignored")), "{log}");
+    }
+}
+
+fn proxy_alive(proxy: &Proxy) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks that our child exists.
+    unsafe { libc::kill(proxy.pid(), 0) == 0 }
+}
+
+/// SIGQUIT drains like SIGTERM: idle connections close, the process exits 0.
+#[test]
+fn sigquit_drains_like_sigterm() {
+    let backend = TestBackend::hello();
+    let mut proxy = proxy_to("epoll", backend.port, "", "");
+    let mut idle = Client::connect(proxy.addr);
+    idle.send(get_req("a", "/", ""));
+    assert_eq!(idle.response().status, 200);
+    proxy.signal(libc::SIGQUIT);
+    assert!(idle.closed(), "idle connection left open by SIGQUIT");
+    let status = proxy.wait_exit(Duration::from_secs(10)).expect("exit");
+    assert_eq!(status.code(), Some(0));
+    let log = proxy.log_text();
+    assert!(log.contains("SIGQUIT: stopped accepting"), "{log}");
+    assert!(log.contains("shutdown complete"), "{log}");
 }

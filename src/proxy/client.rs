@@ -179,9 +179,19 @@ impl<'a> ClientConn<'a> {
     }
 
     /// Steps 2–5 for one parsed request.
+    /// Counts an error answer. Those the client caused (4xx, and 501 for a method coregate does
+    /// not proxy) are logged at debug level; upstream failures were logged, rate-limited, by
+    /// the exchange.
+    fn count_error(&self, status: u16, detail: &str) {
+        self.state.stats.errors.count(status);
+        if status < 500 || status == 501 {
+            tracing::debug!(client = %self.peer_ip, "answered {status}: {detail}");
+        }
+    }
+
     /// Answers with an error and closes (after reading what the client still sends, briefly).
     pub(super) async fn reject(&mut self, status: u16, detail: &str) -> Next {
-        self.state.stats.errors.count(status);
+        self.count_error(status, detail);
         let idle = self.snap.limits.client_idle_timeout;
         if write_all(&mut self.stream, error_response(status, detail, true), idle)
             .await
@@ -218,7 +228,7 @@ impl<'a> ClientConn<'a> {
         if framing != Framing::None || self.ctx.shutting_down() {
             return self.reject(status, detail).await;
         }
-        self.state.stats.errors.count(status);
+        self.count_error(status, detail);
         let idle = self.snap.limits.client_idle_timeout;
         match write_all(
             &mut self.stream,

@@ -81,7 +81,7 @@ impl Client {
     /// first.
     pub fn try_head(&mut self) -> Option<Resp> {
         loop {
-            let mut fields = [httparse::EMPTY_HEADER; 128];
+            let mut fields = [httparse::EMPTY_HEADER; 512];
             let mut r = httparse::Response::new(&mut fields);
             match r.parse(&self.buf) {
                 Ok(httparse::Status::Complete(len)) => {
