@@ -300,3 +300,44 @@ fn numeric_ranges() {
     ));
     assert_eq!(msg, "routes is empty: omit it to serve every route");
 }
+
+#[test]
+fn path_and_response_limit_keys() {
+    let s = parse("t.toml", MINIMAL).unwrap();
+    assert_eq!(s.listeners[0].path, crate::route::PathOptions::default());
+    assert_eq!(s.upstreams[0].max_response_head, 64 * 1024);
+    assert_eq!(s.upstreams[0].max_response_headers, 256);
+    assert!(!s.limits.ignore_client_abort);
+    assert_eq!(s.header_slots, 256);
+    let src = MINIMAL
+        .replace(
+            "address = \"127.0.0.1:8080\"",
+            "address = \"127.0.0.1:8080\"\nmerge_slashes = false\nescaped_slashes = \"decode\"",
+        )
+        .replace(
+            "backends = [ { address = \"127.0.0.1:9000\" } ]",
+            "backends = [ { address = \"127.0.0.1:9000\" } ]\nmax_response_head_bytes = \"8KiB\"\nmax_response_headers = 500",
+        );
+    let src = format!("[limits]\nignore_client_abort = true\nmax_headers = 600\n{src}");
+    let s = parse("t.toml", &src).unwrap();
+    let p = s.listeners[0].path;
+    assert!(!p.merge_slashes);
+    assert_eq!(p.escaped_slashes, EscapedSlashes::Decode);
+    assert_eq!(s.upstreams[0].max_response_head, 8192);
+    assert_eq!(s.upstreams[0].max_response_headers, 500);
+    assert!(s.limits.ignore_client_abort);
+    assert_eq!(s.header_slots, 600);
+    let (_, _, msg) = error_of(&MINIMAL.replace(
+        "address = \"127.0.0.1:8080\"",
+        "address = \"127.0.0.1:8080\"\nescaped_slashes = \"drop\"",
+    ));
+    assert!(msg.contains("unknown variant `drop`"), "{msg}");
+    let (_, _, msg) = error_of(&MINIMAL.replace(
+        "backends = [ { address = \"127.0.0.1:9000\" } ]",
+        "backends = [ { address = \"127.0.0.1:9000\" } ]\nmax_response_head_bytes = 100",
+    ));
+    assert_eq!(
+        msg,
+        "invalid max_response_head_bytes 100: must be from 1024 to 1MiB"
+    );
+}
