@@ -16,6 +16,7 @@
 //! A pooled connection found closed before any of the request was sent, or one that closes
 //! before any response byte on a request without a body, is replaced by a new connection once.
 
+mod abort;
 mod body;
 mod client;
 mod error;
@@ -25,6 +26,7 @@ mod io;
 mod response;
 pub(crate) mod sys;
 
+pub use abort::ABORT_CHECK;
 pub use error::{error_response, reason, FailureLog, Stats};
 
 use crate::runtime::WorkerCtx;
@@ -40,6 +42,8 @@ pub struct WorkerState {
     pub stats: Stats,
     /// Rate-limited warnings about upstream failures.
     pub failures: FailureLog,
+    /// Exchanges awaiting a response head, watched for clients that leave.
+    pub aborts: abort::AbortWatch,
     /// Spare response buffers (leased per request, returned after).
     spare: RefCell<Vec<Vec<u8>>>,
 }
@@ -50,6 +54,7 @@ impl WorkerState {
             upstreams: Upstreams::new(snapshot),
             stats: Stats::default(),
             failures: FailureLog::default(),
+            aborts: abort::AbortWatch::default(),
             spare: RefCell::new(Vec::new()),
         }
     }
@@ -69,8 +74,14 @@ impl WorkerState {
         }
     }
 
-    /// The worker's housekeeping, on its own timer (never on a request): closes expired and
-    /// backend-closed pooled connections and logs counted failures.
+    /// Every [`ABORT_CHECK`]: wakes the exchanges whose client left while they waited for a
+    /// response head longer than that (on the worker's own timer, never on a request).
+    pub fn check_aborts(&self, now: std::time::Instant) {
+        self.aborts.check(now - ABORT_CHECK);
+    }
+
+    /// The worker's slower housekeeping: closes expired and backend-closed pooled connections
+    /// and logs counted failures.
     pub fn housekeeping(&self, now: std::time::Instant, snapshot: &crate::config::Snapshot) {
         let closed = self.upstreams.reap(now);
         if closed > 0 {

@@ -2,11 +2,11 @@
 //! whether either connection can carry another message, write the rewritten head and relay
 //! the body.
 
+use super::abort::Watched;
 use super::body;
 use super::client::{ClientConn, Next, ReqInfo, UpFail};
 use super::forward::single_length_field;
 use super::io::{write_head, IoFail, RecvBuf};
-use super::sys::{peek, Peek};
 use crate::config::Upstream;
 use crate::http1::{
     self, connection_has, ConnectionOptions, Framing, HeadReader, Header, HeaderKind, Status,
@@ -14,11 +14,8 @@ use crate::http1::{
 };
 use crate::upstream::Conn;
 use monoio::io::AsyncWriteRent;
-use monoio::net::TcpStream;
-use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::pin::pin;
-use std::task::Poll;
 use std::time::Instant;
 
 impl<'a> ClientConn<'a> {
@@ -43,7 +40,8 @@ impl<'a> ClientConn<'a> {
         upstream: &Upstream,
         info: &ReqInfo,
     ) -> Result<(Next, bool), UpFail> {
-        let deadline = Instant::now() + upstream.timeouts.response_head;
+        let started = Instant::now();
+        let deadline = started + upstream.timeouts.response_head;
         let max_head = upstream.max_response_head;
         let mut reader = HeadReader::new(max_head);
         let idle = upstream.timeouts.idle;
@@ -57,7 +55,7 @@ impl<'a> ClientConn<'a> {
             0
         };
         self.pipelining |= self.buf.data().len() > request_bytes;
-        let mut watch = ClientWatch::new(!self.pipelining && !self.snap.limits.ignore_client_abort);
+        let watch = !self.pipelining && !self.snap.limits.ignore_client_abort;
         let resp = loop {
             if !rbuf.is_empty() {
                 let fields = &mut self.headers[..upstream.max_response_headers];
@@ -83,8 +81,18 @@ impl<'a> ClientConn<'a> {
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let read = rbuf.read_from(&mut conn.stream, left, max_head);
-            match watch.run(read, &self.stream).await? {
+            let res = {
+                let mut read = pin!(rbuf.read_from(&mut conn.stream, left, max_head));
+                if watch {
+                    let (abort, fd) = (&self.state.aborts, self.stream.as_raw_fd());
+                    Watched::new(abort, fd, started, read.as_mut())
+                        .await
+                        .map_err(|_| UpFail::ClientAborted)?
+                } else {
+                    read.await
+                }
+            };
+            match res {
                 Ok(_) => {}
                 Err(IoFail::TimedOut) => {
                     return Err(UpFail::Status(504, "upstream response timed out"))
@@ -223,51 +231,6 @@ fn response_error(e: http1::Error) -> &'static str {
         }
         http1::Error::HeadTooLarge => "upstream response head larger than max_response_head_bytes",
         _ => "invalid response from upstream",
-    }
-}
-
-/// Watches the client connection while a response head is awaited. Its read half is idle
-/// then; a poll for readability completes when it closes (or sends pipelined bytes), and a
-/// non-blocking peek tells which. The upstream read is never dropped to look: the two are
-/// polled side by side.
-struct ClientWatch {
-    /// Still watching: stops once the client has sent more bytes (they are the next request's;
-    /// a close behind them cannot be seen without reading them).
-    on: bool,
-    /// Readiness reports with nothing behind them (the epoll driver may give a stale one).
-    spurious: u8,
-}
-
-impl ClientWatch {
-    fn new(on: bool) -> Self {
-        ClientWatch { on, spurious: 0 }
-    }
-
-    /// Awaits `read`; `Err(ClientAborted)` if the client closes first.
-    async fn run<F: Future>(&mut self, read: F, client: &TcpStream) -> Result<F::Output, UpFail> {
-        let mut read = pin!(read);
-        while self.on {
-            let mut ready = pin!(client.readable(false));
-            let client_ready = std::future::poll_fn(|cx| {
-                if let Poll::Ready(v) = read.as_mut().poll(cx) {
-                    return Poll::Ready(Err(v));
-                }
-                ready.as_mut().poll(cx).map(Ok)
-            })
-            .await;
-            match client_ready {
-                Err(v) => return Ok(v),
-                Ok(_) => match peek(client.as_raw_fd()) {
-                    Peek::Closed => return Err(UpFail::ClientAborted),
-                    Peek::Data => self.on = false,
-                    Peek::Empty => {
-                        self.spurious += 1;
-                        self.on = self.spurious < 3;
-                    }
-                },
-            }
-        }
-        Ok(read.await)
     }
 }
 

@@ -198,16 +198,24 @@ async fn serve(
     for (i, sock) in listeners.into_iter().enumerate() {
         monoio::spawn(listen::accept_loop(sock, i, ctx.clone()));
     }
-    // Housekeeping: pooled connections that expired or that their backend closed, counted
-    // failures to log. Off the request path, on this worker's own timer.
+    // Housekeeping on this worker's own timer, off the request path: every ABORT_CHECK the
+    // clients of exchanges that wait for a response head are looked at; every `period`,
+    // pooled connections that expired or that their backend closed are closed and counted
+    // failures are logged.
     let hk_ctx = ctx.clone();
     let period = housekeeping_period(&hk_ctx.snapshot);
     monoio::spawn(async move {
-        let mut tick = monoio::time::interval(period);
+        let mut tick = monoio::time::interval(crate::proxy::ABORT_CHECK);
         tick.tick().await;
+        let mut next = Instant::now() + period;
         loop {
             tick.tick().await;
-            hk_ctx.proxy.housekeeping(Instant::now(), &hk_ctx.snapshot);
+            let now = Instant::now();
+            hk_ctx.proxy.check_aborts(now);
+            if now >= next {
+                hk_ctx.proxy.housekeeping(now, &hk_ctx.snapshot);
+                next = now + period;
+            }
         }
     });
     if ready
