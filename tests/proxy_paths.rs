@@ -47,13 +47,29 @@ fn dot_segments_cannot_leave_a_prefix_route(driver: &str) {
     assert_eq!(seen, ["/sub/a.bin"]);
 }
 
+/// Sends each `(path, _)` of `cases` on one connection through a proxy with `routes` in front
+/// of one backend (upstream `app`), and checks that the backend received each `(_, path)`.
+fn assert_forwarded(routes: &str, cases: &[(&str, &str)]) {
+    let backend = TestBackend::hello();
+    let rest = upstream_toml("app", &[backend.port], "") + routes;
+    let proxy = start_proxy("io_uring", "", &rest);
+    let mut c = Client::connect(proxy.addr);
+    for (sent, _) in cases {
+        c.send(get_req("a.test", sent, ""));
+        assert_eq!(c.response().status, 200, "{sent}");
+    }
+    let got: Vec<String> = backend
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    let want: Vec<&str> = cases.iter().map(|(_, w)| *w).collect();
+    assert_eq!(got, want);
+}
+
 /// Exact bytes on the backend side for each rule, on a catch-all route.
 #[test]
 fn the_backend_sees_the_path_as_sent_or_normalised() {
-    let backend = TestBackend::hello();
-    let rest = upstream_toml("app", &[backend.port], "")
-        + "[[routes]]\nname = \"all\"\nupstream = \"app\"\n";
-    let proxy = start_proxy("io_uring", "", &rest);
     // (sent, received by the backend)
     let cases = [
         ("/plain/path?q=1", "/plain/path?q=1"),
@@ -72,18 +88,7 @@ fn the_backend_sees_the_path_as_sent_or_normalised() {
         ("/a/../b?x=/../y&z=%zz", "/b?x=/../y&z=%zz"),
         ("/.well-known/x", "/.well-known/x"),
     ];
-    let mut c = Client::connect(proxy.addr);
-    for (sent, _) in cases {
-        c.send(get_req("a.test", sent, ""));
-        assert_eq!(c.response().status, 200, "{sent}");
-    }
-    let got: Vec<String> = backend
-        .requests()
-        .iter()
-        .map(|r| r.target.clone())
-        .collect();
-    let want: Vec<&str> = cases.iter().map(|(_, w)| *w).collect();
-    assert_eq!(got, want);
+    assert_forwarded("[[routes]]\nname = \"all\"\nupstream = \"app\"\n", &cases);
 }
 
 #[test]
@@ -116,10 +121,6 @@ fn broken_and_climbing_paths_are_400_and_reach_nothing() {
 
 #[test]
 fn strip_prefix_applies_to_the_normalised_path() {
-    let backend = TestBackend::hello();
-    let rest = upstream_toml("api", &[backend.port], "")
-        + "[[routes]]\nname = \"api\"\npath_prefix = \"/api/\"\nstrip_prefix = true\nupstream = \"api\"\n";
-    let proxy = start_proxy("io_uring", "", &rest);
     let cases = [
         ("/api/users?q=1", "/users?q=1"),
         ("/api/./v1/%2e%2e/users?q", "/users?q"),
@@ -127,21 +128,20 @@ fn strip_prefix_applies_to_the_normalised_path() {
         ("/api%2Fusers", "/users"),
         ("/x/../api/users", "/users"),
     ];
-    let mut c = Client::connect(proxy.addr);
-    for (sent, _) in cases {
-        c.send(get_req("a.test", sent, ""));
-        assert_eq!(c.response().status, 200, "{sent}");
-    }
-    // Not under /api/ once normalised.
-    c.send(get_req("a.test", "/api/../users", ""));
-    assert_eq!(c.response().status, 404);
-    let got: Vec<String> = backend
-        .requests()
-        .iter()
-        .map(|r| r.target.clone())
-        .collect();
-    let want: Vec<&str> = cases.iter().map(|(_, w)| *w).collect();
-    assert_eq!(got, want);
+    assert_forwarded(
+        "[[routes]]\nname = \"api\"\npath_prefix = \"/api/\"\nstrip_prefix = true\nupstream = \"app\"\n",
+        &cases,
+    );
+}
+
+#[test]
+fn a_path_normalised_out_of_a_prefix_route_is_404() {
+    let backend = TestBackend::hello();
+    let rest = upstream_toml("app", &[backend.port], "")
+        + "[[routes]]\nname = \"api\"\npath_prefix = \"/api/\"\nupstream = \"app\"\n";
+    let proxy = start_proxy("io_uring", "", &rest);
+    assert_eq!(get(proxy.addr, "a", "/api/../users").status, 404);
+    assert_eq!(backend.requests().len(), 0);
 }
 
 #[test]

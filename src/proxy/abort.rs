@@ -164,17 +164,8 @@ impl<F> Drop for Watched<'_, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::counting_waker;
     use std::os::fd::AsRawFd;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::task::Wake;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn a_closed_client_wakes_and_aborts_the_wait_and_slots_are_reused() {
@@ -182,8 +173,7 @@ mod tests {
         let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, _) = l.accept().unwrap();
         let watch = AbortWatch::default();
-        let counter = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (waker, counter) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut never = std::future::pending::<()>();
         let t0 = Instant::now();
@@ -197,7 +187,7 @@ mod tests {
             drop(client);
             std::thread::sleep(Duration::from_millis(20));
             assert_eq!(watch.check(Instant::now()), 1);
-            assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+            assert_eq!(counter.wakes(), 1);
             assert!(matches!(
                 Pin::new(&mut w).poll(&mut cx),
                 Poll::Ready(Err(ClientLeft))

@@ -151,15 +151,7 @@ impl Drop for ShutdownSignal<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::testing::counting_waker;
 
     fn snapshot() -> Arc<Snapshot> {
         let src = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[upstreams]]\nname = \"u\"\nbackends = [{ address = \"127.0.0.1:2\" }]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n";
@@ -169,8 +161,7 @@ mod tests {
     #[test]
     fn shutdown_wakes_pending_signals_and_reuses_slots() {
         let ctx = WorkerCtx::new(0, snapshot());
-        let counter = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (waker, counter) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         for _ in 0..100 {
             let mut s = Box::pin(ctx.shutdown_signal());
@@ -188,7 +179,7 @@ mod tests {
         assert!(!ctx.shutting_down());
         ctx.begin_shutdown();
         assert!(ctx.shutting_down());
-        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+        assert_eq!(counter.wakes(), 2);
         assert!(a.as_mut().poll(&mut cx).is_ready());
         assert!(b.as_mut().poll(&mut cx).is_ready());
         assert!(Box::pin(ctx.shutdown_signal())
@@ -196,7 +187,7 @@ mod tests {
             .poll(&mut cx)
             .is_ready());
         ctx.begin_shutdown(); // idempotent
-        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+        assert_eq!(counter.wakes(), 2);
     }
 
     #[test]
