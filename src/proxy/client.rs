@@ -4,13 +4,13 @@
 
 use super::error::{error_response, error_response_with};
 use super::io::{write_all, IoFail, RecvBuf};
+use super::WorkerCtx;
 use super::WorkerState;
 use crate::config::Snapshot;
 use crate::http1::{
     ConnectionOptions, Framing, HeadPlan, HeadReader, Header, Method, PlanMark, Request, Status,
     Version,
 };
-use crate::runtime::WorkerCtx;
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;

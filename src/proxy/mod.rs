@@ -19,6 +19,7 @@
 mod abort;
 mod body;
 mod client;
+mod ctx;
 mod error;
 mod exchange;
 mod forward;
@@ -27,9 +28,9 @@ mod response;
 pub(crate) mod sys;
 
 pub use abort::ABORT_CHECK;
+pub use ctx::{LiveGuard, ShutdownSignal, WorkerCtx};
 pub use error::{error_response, reason, FailureLog, Stats};
 
-use crate::runtime::WorkerCtx;
 use crate::upstream::Upstreams;
 use monoio::net::TcpStream;
 use std::cell::RefCell;

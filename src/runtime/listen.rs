@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::{ListenerOpts, TcpListener};
 
-use super::WorkerCtx;
+use crate::proxy::WorkerCtx;
 
 /// Listen backlog of each worker's socket.
 const BACKLOG: i32 = 4096;

@@ -7,7 +7,6 @@
 //! shutdown: workers stop accepting, in-flight connections get up to `drain_timeout` to finish,
 //! then `run` returns. No state is shared between workers apart from the read-only snapshot.
 
-mod ctx;
 mod listen;
 mod signals;
 mod worker;
@@ -18,8 +17,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Snapshot;
-
-pub use ctx::{LiveGuard, ShutdownSignal, WorkerCtx};
 
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,9 @@ use monoio::time::TimeDriver;
 use monoio::{IoUringDriver, LegacyDriver, Runtime, RuntimeBuilder};
 use tokio::sync::watch;
 
-use super::{listen, WorkerCtx};
+use super::listen;
 use crate::config::{DriverKind, RingFlags, RuntimeSettings, Snapshot};
+use crate::proxy::WorkerCtx;
 
 /// Idle time of the kernel's submission-queue polling thread when `sqpoll` is on.
 const SQPOLL_IDLE_MS: u32 = 2000;

@@ -1,6 +1,8 @@
 //! The per-worker context every connection task holds (`Rc<WorkerCtx>`): which worker this is,
 //! the config snapshot, the live-connection count and the worker-local shutdown signal. All of it
-//! is thread-local state (`Cell`/`RefCell`): reading it costs no atomic.
+//! is thread-local state (`Cell`/`RefCell`): reading it costs no atomic. `crate::runtime` builds
+//! one per worker and hands it to [`super::serve_connection`]; it is defined here, with the
+//! path that receives it, so that `proxy` never imports `runtime`.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -18,7 +20,7 @@ pub struct WorkerCtx {
     /// The config snapshot: cloned once per worker, never per request.
     pub snapshot: Arc<Snapshot>,
     /// The forwarding path's per-worker state: upstream pools, balancers, counters.
-    pub proxy: crate::proxy::WorkerState,
+    pub proxy: super::WorkerState,
     live: Cell<usize>,
     shutting_down: Cell<bool>,
     waiters: RefCell<Waiters>,
@@ -34,7 +36,7 @@ impl WorkerCtx {
     pub fn new(index: usize, snapshot: Arc<Snapshot>) -> Rc<Self> {
         Rc::new(WorkerCtx {
             index,
-            proxy: crate::proxy::WorkerState::new(&snapshot),
+            proxy: super::WorkerState::new(&snapshot),
             snapshot,
             live: Cell::new(0),
             shutting_down: Cell::new(false),
