@@ -83,7 +83,7 @@ fn invalid_cases() -> Vec<(&'static str, String, usize, usize, String)> {
             r("workers = 2", "workers = 2\nthreads = 4"),
             3,
             1,
-            "unknown field `threads`, expected one of `workers`, `pin`, `driver`, `ring_entries`, `ring_flags`, `drain_timeout`".into(),
+            "unknown field `threads`, expected one of `workers`, `pin`, `driver`, `ring_entries`, `ring_flags`, `drain_timeout`, `sync_interval`".into(),
         ),
         (
             "unknown table",

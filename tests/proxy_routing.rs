@@ -119,8 +119,8 @@ fn round_robin_spreads_requests_over_backends(driver: &str) {
         TestBackend::hello(),
     ];
     let ports: Vec<u16> = backends.iter().map(|b| b.port).collect();
-    let rest =
-        upstream_toml("app", &ports, "") + "[[routes]]\nname = \"all\"\nupstream = \"app\"\n";
+    let rest = upstream_with("app", &ports, "balancer = \"round_robin\"")
+        + "[[routes]]\nname = \"all\"\nupstream = \"app\"\n";
     let proxy = start_proxy(driver, "", &rest);
     let mut client = Client::connect(proxy.addr);
     for i in 0..30 {

@@ -7,6 +7,7 @@
 
 mod schema;
 mod snapshot;
+mod upstreams;
 mod validate;
 pub mod values;
 
@@ -16,8 +17,9 @@ use std::path::Path;
 
 pub use schema::{BalancerKind, DriverKind, EscapedSlashes, RingFlag};
 pub use snapshot::{
-    Backend, Limits, Listener, PoolSettings, RingFlags, RuntimeSettings, Snapshot, Upstream,
-    UpstreamTimeouts, DEFAULT_MAX_RESPONSE_HEAD, DEFAULT_MAX_RESPONSE_HEADERS,
+    Backend, HashOn, HealthCheck, Limits, Listener, Outlier, PoolSettings, RetryPolicy, RingFlags,
+    RuntimeSettings, Snapshot, Upstream, UpstreamTimeouts, DEFAULT_MAX_RESPONSE_HEAD,
+    DEFAULT_MAX_RESPONSE_HEADERS,
 };
 
 /// A config error with its position (1-based line and column, in characters; line 0: the file

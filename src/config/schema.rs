@@ -66,6 +66,7 @@ pub struct RawRuntime {
     pub ring_flags: Option<Spanned<Vec<Spanned<RingFlag>>>>,
     #[serde(default = "default_drain")]
     pub drain_timeout: Dur<true>,
+    pub sync_interval: Option<Spanned<Dur<false>>>,
 }
 
 impl Default for RawRuntime {
@@ -77,6 +78,7 @@ impl Default for RawRuntime {
             ring_entries: None,
             ring_flags: None,
             drain_timeout: default_drain(),
+            sync_interval: None,
         }
     }
 }
@@ -147,14 +149,23 @@ impl EscapedSlashes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BalancerKind {
-    #[default]
     RoundRobin,
+    LeastConn,
+    /// Power of two random choices over in-flight requests: the default.
+    #[default]
+    P2c,
+    Random,
+    ConsistentHash,
 }
 
 impl BalancerKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BalancerKind::RoundRobin => "round_robin",
+            BalancerKind::LeastConn => "least_conn",
+            BalancerKind::P2c => "p2c",
+            BalancerKind::Random => "random",
+            BalancerKind::ConsistentHash => "consistent_hash",
         }
     }
 }
@@ -165,6 +176,8 @@ pub struct RawUpstream {
     pub name: Spanned<String>,
     #[serde(default)]
     pub balancer: BalancerKind,
+    pub hash_on: Option<Spanned<String>>,
+    pub table_size: Option<Spanned<u64>>,
     pub backends: Spanned<Vec<Spanned<RawBackend>>>,
     #[serde(default)]
     pub pool: RawPool,
@@ -172,6 +185,16 @@ pub struct RawUpstream {
     pub timeouts: RawTimeouts,
     pub max_response_head_bytes: Option<Spanned<Size>>,
     pub max_response_headers: Option<Spanned<u32>>,
+    pub health: Option<Spanned<RawHealth>>,
+    #[serde(default)]
+    pub outlier: RawOutlier,
+    #[serde(default)]
+    pub retry: RawRetry,
+    pub panic_threshold: Option<Spanned<u32>>,
+    pub slow_start: Option<Dur<true>>,
+    pub max_connections: Option<Spanned<u32>>,
+    pub max_pending: Option<Spanned<u32>>,
+    pub resolve_interval: Option<Dur<false>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +242,55 @@ impl Default for RawTimeouts {
     }
 }
 
+/// `[upstreams.health]`: active checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tcp: bool,
+    #[serde(default = "secs::<2>")]
+    pub interval: Dur<false>,
+    #[serde(default = "secs::<1>")]
+    pub timeout: Dur<false>,
+    pub rise: Option<Spanned<u32>>,
+    pub fall: Option<Spanned<u32>>,
+    pub expect_status: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    #[serde(default)]
+    pub start_down: bool,
+}
+
+/// `[upstreams.outlier]`: passive ejection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<Spanned<u32>>,
+    #[serde(default = "secs_z::<30>")]
+    pub base_ejection: Dur<true>,
+    pub max_ejected_percent: Option<Spanned<u32>>,
+}
+
+impl Default for RawOutlier {
+    fn default() -> Self {
+        RawOutlier {
+            consecutive_failures: None,
+            base_ejection: secs_z::<30>(),
+            max_ejected_percent: None,
+        }
+    }
+}
+
+/// `[upstreams.retry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<Spanned<u32>>,
+    pub budget_percent: Option<Spanned<u32>>,
+    pub min_concurrent: Option<Spanned<u32>>,
+    pub on: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
@@ -240,5 +312,9 @@ fn default_drain() -> Dur<true> {
 }
 
 fn secs<const N: u64>() -> Dur<false> {
+    Dur(std::time::Duration::from_secs(N))
+}
+
+fn secs_z<const N: u64>() -> Dur<true> {
     Dur(std::time::Duration::from_secs(N))
 }

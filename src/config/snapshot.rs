@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::values::fmt_duration;
 use super::{BalancerKind, DriverKind};
 use crate::route::{HostPattern, PathMatch, PathOptions, Rewrite, Route, RouteTable};
+use crate::upstream::Maglev;
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -33,6 +34,8 @@ pub struct RuntimeSettings {
     pub ring_entries: u32,
     pub ring_flags: RingFlags,
     pub drain_timeout: Duration,
+    /// How often workers exchange what crosses cores (health, ejections).
+    pub sync_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,6 +91,10 @@ pub struct Upstream {
     pub index: usize,
     pub name: String,
     pub balancer: BalancerKind,
+    /// What `consistent_hash` hashes (set exactly when it is the balancer).
+    pub hash_on: Option<HashOn>,
+    /// The Maglev table of `consistent_hash`, built once here and read by every worker.
+    pub maglev: Option<Maglev>,
     /// Never empty.
     pub backends: Vec<Backend>,
     pub pool: PoolSettings,
@@ -96,12 +103,163 @@ pub struct Upstream {
     pub max_response_head: usize,
     /// Most header fields accepted in a response head.
     pub max_response_headers: usize,
+    pub health: Option<HealthCheck>,
+    pub outlier: Outlier,
+    pub retry: RetryPolicy,
+    /// Percent of backends that must be available; below it, balance over all of them
+    /// (0: never; answer 503 when none is available).
+    pub panic_threshold: u32,
+    /// A backend that comes back ramps its weight up over this long (zero: at once).
+    pub slow_start: Duration,
+    /// Connections per backend per worker (in use and idle); `u32::MAX`: no limit.
+    pub max_connections: u32,
+    /// Requests per backend per worker waiting for a connection under `max_connections`.
+    pub max_pending: u32,
+    /// How often backends given by host name are resolved again.
+    pub resolve_interval: Duration,
+}
+
+impl Upstream {
+    /// `p2c`, `consistent_hash on header:x-user`, ...
+    pub fn describe_balancer(&self) -> String {
+        match &self.hash_on {
+            None => self.balancer.as_str().to_string(),
+            Some(on) => {
+                let on = match on {
+                    HashOn::ClientIp => "client_ip".to_string(),
+                    HashOn::Path => "path".to_string(),
+                    HashOn::Header(n) => format!("header:{n}"),
+                    HashOn::Cookie(n) => format!("cookie:{n}"),
+                };
+                let size = self.maglev.as_ref().map_or(0, |m| m.len());
+                format!("{} on {on}, table {size}", self.balancer.as_str())
+            }
+        }
+    }
+
+    /// Health checks, ejection, retries, circuit breaking and slow start in one line.
+    pub fn describe_resilience(&self) -> String {
+        let health = match &self.health {
+            None => "no health checks".to_string(),
+            Some(h) => format!(
+                "health {} every {} (timeout {}, rise {}, fall {}{})",
+                h.path.as_deref().unwrap_or("tcp"),
+                fmt_duration(h.interval),
+                fmt_duration(h.timeout),
+                h.rise,
+                h.fall,
+                if h.start_down { ", start down" } else { "" }
+            ),
+        };
+        let o = &self.outlier;
+        let outlier = if o.consecutive_failures == 0 {
+            "no ejection".to_string()
+        } else {
+            format!(
+                "eject after {} failures for {} (max {}%)",
+                o.consecutive_failures,
+                fmt_duration(o.base_ejection),
+                o.max_ejected_percent
+            )
+        };
+        let r = &self.retry;
+        let mut on = Vec::new();
+        for (yes, what) in [
+            (r.on_connect, "connect".to_string()),
+            (r.on_reset, "reset".to_string()),
+            (r.on_timeout, "timeout".to_string()),
+        ] {
+            if yes {
+                on.push(what);
+            }
+        }
+        on.extend(
+            (500..600)
+                .filter(|&c| r.on_status(c))
+                .map(|c| c.to_string()),
+        );
+        let limit = |n: u32| {
+            if n == u32::MAX {
+                "none".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        format!(
+            "{health}; {outlier}; {} attempt(s) on [{}] within {}% (min {}); panic_threshold {}%; max_connections {}, max_pending {}; slow_start {}",
+            r.attempts,
+            on.join(", "),
+            r.budget_percent,
+            r.min_concurrent,
+            self.panic_threshold,
+            limit(self.max_connections),
+            self.max_pending,
+            fmt_duration(self.slow_start)
+        )
+    }
 }
 
 /// Default `max_response_head_bytes`: 64 KiB (nginx fails at its 4 or 8 KiB buffer).
 pub const DEFAULT_MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Default `max_response_headers` (nginx accepts about 150 fields; we take more).
 pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 256;
+
+/// The key of `consistent_hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    ClientIp,
+    /// A request header's first value (name stored lowercase).
+    Header(Box<str>),
+    /// A cookie's value.
+    Cookie(Box<str>),
+    /// The normalised path (without the query).
+    Path,
+}
+
+/// `[upstreams.health]`.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// `GET` this path; `None`: a connect-only (TCP) check.
+    pub path: Option<String>,
+    /// `Host` of the check request (default: the backend's address as written).
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Status ranges that pass, inclusive.
+    pub expect: Vec<(u16, u16)>,
+    pub start_down: bool,
+}
+
+/// `[upstreams.outlier]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Outlier {
+    /// Failures in a row that eject a backend (0: never).
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejected_percent: u32,
+}
+
+/// `[upstreams.retry]`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Tries per request, the first included.
+    pub attempts: u32,
+    pub budget_percent: u32,
+    pub min_concurrent: u32,
+    pub on_connect: bool,
+    pub on_reset: bool,
+    pub on_timeout: bool,
+    /// Bit `code - 500` for each 5xx status that is retried.
+    pub on_status: u128,
+}
+
+impl RetryPolicy {
+    pub fn on_status(&self, code: u16) -> bool {
+        (500..600).contains(&code) && self.on_status >> (code - 500) & 1 == 1
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Backend {
@@ -136,7 +294,7 @@ impl Snapshot {
         let rt = &self.runtime;
         let _ = writeln!(
             s,
-            "runtime: workers = {}{}, pin = {}, driver = {}, ring_entries = {}, ring_flags = [{}], drain_timeout = {}",
+            "runtime: workers = {}{}, pin = {}, driver = {}, ring_entries = {}, ring_flags = [{}], drain_timeout = {}, sync_interval = {}",
             rt.workers,
             if rt.workers_auto { " (auto)" } else { "" },
             rt.pin,
@@ -144,6 +302,7 @@ impl Snapshot {
             rt.ring_entries,
             rt.ring_flags.names().join(", "),
             fmt_duration(rt.drain_timeout),
+            fmt_duration(rt.sync_interval),
         );
         let l = &self.limits;
         let _ = writeln!(
@@ -175,7 +334,7 @@ impl Snapshot {
                 s,
                 "  {} ({}, pool max_idle = {}, idle_timeout = {}; timeouts connect = {}, response_head = {}, idle = {}; max_response_head_bytes = {}, max_response_headers = {})",
                 u.name,
-                u.balancer.as_str(),
+                u.describe_balancer(),
                 u.pool.max_idle,
                 fmt_duration(u.pool.idle_timeout),
                 fmt_duration(u.timeouts.connect),
@@ -184,6 +343,7 @@ impl Snapshot {
                 u.max_response_head,
                 u.max_response_headers,
             );
+            let _ = writeln!(s, "    {}", u.describe_resilience());
             for b in &u.backends {
                 let _ = writeln!(s, "    {} = {} weight {}", b.address, b.addr, b.weight);
             }

@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
+use std::time::Duration;
 
 use toml::Spanned;
 
-use super::schema::{RawConfig, RawListener, RawRoute, RawRuntime, RawUpstream, RingFlag};
+use super::schema::{RawConfig, RawListener, RawRoute, RawRuntime, RingFlag};
 use super::snapshot::*;
 use super::values::Workers;
 use crate::route::{HostPattern, PathMatch, PathOptions, Rewrite, Route, RouteTable};
@@ -19,9 +20,9 @@ pub struct Invalid {
     pub message: String,
 }
 
-type Result<T> = std::result::Result<T, Invalid>;
+pub(super) type Result<T> = std::result::Result<T, Invalid>;
 
-fn err<T, S>(at: &Spanned<S>, message: impl Into<String>) -> Result<T> {
+pub(super) fn err<T, S>(at: &Spanned<S>, message: impl Into<String>) -> Result<T> {
     Err(Invalid {
         span: Some(at.span()),
         message: message.into(),
@@ -30,11 +31,11 @@ fn err<T, S>(at: &Spanned<S>, message: impl Into<String>) -> Result<T> {
 
 /// The errors found so far.
 #[derive(Default)]
-struct Errors(Vec<Invalid>);
+pub(super) struct Errors(pub(super) Vec<Invalid>);
 
 impl Errors {
     /// The value, or `None` with its error recorded.
-    fn take<T>(&mut self, r: Result<T>) -> Option<T> {
+    pub(super) fn take<T>(&mut self, r: Result<T>) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(e) => {
@@ -44,7 +45,7 @@ impl Errors {
         }
     }
 
-    fn at<S>(&mut self, at: &Spanned<S>, message: impl Into<String>) {
+    pub(super) fn at<S>(&mut self, at: &Spanned<S>, message: impl Into<String>) {
         self.0.push(Invalid {
             span: Some(at.span()),
             message: message.into(),
@@ -90,7 +91,11 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
         } else {
             upstream_index.insert(name, upstreams.len());
         }
-        upstreams.push(upstream(upstreams.len(), u.get_ref(), &mut errs));
+        upstreams.push(super::upstreams::upstream(
+            upstreams.len(),
+            u.get_ref(),
+            &mut errs,
+        ));
     }
 
     // Routes by name; `None` for a route that was itself invalid (listeners naming it say
@@ -204,6 +209,15 @@ fn runtime(r: &RawRuntime) -> Result<RuntimeSettings> {
         },
         Some(list) => ring_flags(list)?,
     };
+    let sync_interval = match &r.sync_interval {
+        None => Duration::from_millis(50),
+        Some(d)
+            if (Duration::from_millis(5)..=Duration::from_secs(10)).contains(&d.get_ref().0) =>
+        {
+            d.get_ref().0
+        }
+        Some(d) => return err(d, "invalid sync_interval: must be from 5ms to 10s"),
+    };
     Ok(RuntimeSettings {
         workers,
         workers_auto,
@@ -212,6 +226,7 @@ fn runtime(r: &RawRuntime) -> Result<RuntimeSettings> {
         ring_entries,
         ring_flags,
         drain_timeout: r.drain_timeout.0,
+        sync_interval,
     })
 }
 
@@ -246,7 +261,7 @@ fn ring_flags(list: &Spanned<Vec<Spanned<RingFlag>>>) -> Result<RingFlags> {
 
 /// `value` when it lies in `range`, else an error naming `what` and the range (`shown` as the
 /// user would write its ends).
-fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
+pub(super) fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
     value: &Spanned<T>,
     range: std::ops::RangeInclusive<T>,
     what: &str,
@@ -310,7 +325,7 @@ fn check_name(name: &Spanned<String>, what: &str) -> Result<()> {
 }
 
 /// Resolves `host:port` once, at load. Port 0 is refused: every worker must bind the same port.
-fn resolve(addr: &Spanned<String>, what: &str) -> Result<SocketAddr> {
+pub(super) fn resolve(addr: &Spanned<String>, what: &str) -> Result<SocketAddr> {
     let s = addr.get_ref();
     if let Ok(a) = s.parse::<SocketAddr>() {
         if a.port() == 0 {
@@ -349,81 +364,6 @@ fn resolve(addr: &Spanned<String>, what: &str) -> Result<SocketAddr> {
         },
         Err(e) => err(addr, format!("cannot resolve {what} address {s:?}: {e}")),
     }
-}
-
-fn backend(index: usize, b: &super::schema::RawBackend, errs: &mut Errors) -> Option<Backend> {
-    let addr = errs.take(resolve(&b.address, "backend"));
-    let weight = match &b.weight {
-        None => Some(1),
-        Some(w) => errs.take(in_range(w, 1..=65535, "weight", "1 to 65535").map(|w| w as u32)),
-    };
-    Some(Backend {
-        index,
-        addr: addr?,
-        address: b.address.get_ref().clone(),
-        weight: weight?,
-    })
-}
-
-fn upstream(index: usize, u: &RawUpstream, errs: &mut Errors) -> Option<Upstream> {
-    if u.backends.get_ref().is_empty() {
-        errs.at(
-            &u.backends,
-            format!("upstream {:?} has no backends", u.name.get_ref()),
-        );
-    }
-    let backends: Vec<Option<Backend>> = u
-        .backends
-        .get_ref()
-        .iter()
-        .enumerate()
-        .map(|(i, b)| backend(i, b.get_ref(), errs))
-        .collect();
-    let max_idle = match &u.pool.max_idle {
-        None => Some(64),
-        Some(n) => {
-            errs.take(in_range(n, 0..=100_000, "max_idle", "0 to 100000").map(|n| n as usize))
-        }
-    };
-    let max_response_head = match &u.max_response_head_bytes {
-        None => Some(DEFAULT_MAX_RESPONSE_HEAD),
-        Some(s) if (1024..=(1 << 20)).contains(&s.get_ref().0) => Some(s.get_ref().0 as usize),
-        Some(s) => {
-            errs.at(
-                s,
-                format!(
-                    "invalid max_response_head_bytes {}: must be from 1024 to 1MiB",
-                    s.get_ref().0
-                ),
-            );
-            None
-        }
-    };
-    let max_response_headers = match &u.max_response_headers {
-        None => Some(DEFAULT_MAX_RESPONSE_HEADERS),
-        Some(n) => errs
-            .take(in_range(n, 1..=1024, "max_response_headers", "1 to 1024").map(|n| n as usize)),
-    };
-    if backends.iter().any(Option::is_none) || u.backends.get_ref().is_empty() {
-        return None;
-    }
-    Some(Upstream {
-        index,
-        name: u.name.get_ref().clone(),
-        balancer: u.balancer,
-        backends: backends.into_iter().flatten().collect(),
-        pool: PoolSettings {
-            max_idle: max_idle?,
-            idle_timeout: u.pool.idle_timeout.0,
-        },
-        timeouts: UpstreamTimeouts {
-            connect: u.timeouts.connect.0,
-            response_head: u.timeouts.response_head.0,
-            idle: u.timeouts.idle.0,
-        },
-        max_response_head: max_response_head?,
-        max_response_headers: max_response_headers?,
-    })
 }
 
 /// A path from the config, compared against normalised request paths: percent-escapes are

@@ -2,7 +2,7 @@
 //! parsing the head; steps 2–5 in `forward.rs`, `exchange.rs` and `response.rs`), and the error
 //! answers every step can end with.
 
-use super::error::{error_response, error_response_with};
+use super::error::error_response_with;
 use super::io::{write_all, IoFail, RecvBuf};
 use super::WorkerCtx;
 use super::WorkerState;
@@ -42,6 +42,8 @@ pub(super) enum UpFail {
     /// The client closed its side while the response head was awaited (nginx's 499): close
     /// both connections.
     ClientAborted,
+    /// The backend answered with this 5xx, which the retry policy lists; nothing was relayed.
+    RetryStatus(u16),
 }
 
 pub struct ClientConn<'a> {
@@ -76,6 +78,13 @@ pub(super) struct ReqInfo {
     pub(super) needs_host: bool,
     /// Where the planned head stops before the exchange ends it for the chosen backend.
     pub(super) head_mark: PlanMark,
+    /// Safe to send again: an idempotent method, or `Idempotency-Key`.
+    pub(super) idempotent: bool,
+    /// The whole body (if any) is still in the client buffer: it went out with the head and
+    /// can go out again.
+    pub(super) body_kept: bool,
+    /// The request's hash for consistent hashing (0 otherwise).
+    pub(super) key: u64,
 }
 
 /// Per-connection scratch space for path normalisation (empty until a path needs it).
@@ -191,12 +200,15 @@ impl<'a> ClientConn<'a> {
 
     /// Answers with an error and closes (after reading what the client still sends, briefly).
     pub(super) async fn reject(&mut self, status: u16, detail: &str) -> Next {
+        self.reject_with(status, detail, "").await
+    }
+
+    /// [`Self::reject`] with the complete field lines `extra` in the answer.
+    pub(super) async fn reject_with(&mut self, status: u16, detail: &str, extra: &str) -> Next {
         self.count_error(status, detail);
         let idle = self.snap.limits.client_idle_timeout;
-        if write_all(&mut self.stream, error_response(status, detail, true), idle)
-            .await
-            .is_ok()
-        {
+        let answer = error_response_with(status, detail, Some("close"), extra);
+        if write_all(&mut self.stream, answer, idle).await.is_ok() {
             let _ = self.stream.shutdown().await;
             let mut drained = 0;
             let deadline = Instant::now() + LINGER;
@@ -224,9 +236,10 @@ impl<'a> ClientConn<'a> {
         framing: Framing,
         head_len: usize,
         version: Version,
+        extra: &str,
     ) -> Next {
         if framing != Framing::None || self.ctx.shutting_down() {
-            return self.reject(status, detail).await;
+            return self.reject_with(status, detail, extra).await;
         }
         self.count_error(status, detail);
         let idle = self.snap.limits.client_idle_timeout;
@@ -236,6 +249,7 @@ impl<'a> ClientConn<'a> {
                 status,
                 detail,
                 (version == Version::Http10).then_some("keep-alive"),
+                extra,
             ),
             idle,
         )
@@ -247,6 +261,29 @@ impl<'a> ClientConn<'a> {
             }
             Err(_) => Next::Close,
         }
+    }
+}
+
+impl ClientConn<'_> {
+    /// 503 with `Retry-After` when no backend can take the request; the connection stays
+    /// open when the request had no body and the client did not ask to close.
+    pub(super) async fn reject_unavailable(
+        &mut self,
+        detail: &str,
+        retry_after: u64,
+        info: &ReqInfo,
+    ) -> Next {
+        let extra = format!("Retry-After: {retry_after}\r\n");
+        let wants_close = match info.version {
+            Version::Http11 => info.conn.close,
+            Version::Http10 => !info.conn.keep_alive,
+        };
+        if wants_close {
+            return self.reject_with(503, detail, &extra).await;
+        }
+        let (framing, head_len, version) = (info.framing, info.head_len, info.version);
+        self.reject_keep(503, detail, framing, head_len, version, &extra)
+            .await
     }
 }
 

@@ -33,10 +33,14 @@ struct Waiters {
 }
 
 impl WorkerCtx {
-    pub fn new(index: usize, snapshot: Arc<Snapshot>) -> Rc<Self> {
+    pub fn new(
+        index: usize,
+        snapshot: Arc<Snapshot>,
+        shared: Arc<crate::upstream::Shared>,
+    ) -> Rc<Self> {
         Rc::new(WorkerCtx {
             index,
-            proxy: super::WorkerState::new(&snapshot),
+            proxy: super::WorkerState::new(&snapshot, index, shared),
             snapshot,
             live: Cell::new(0),
             shutting_down: Cell::new(false),
@@ -162,7 +166,8 @@ mod tests {
 
     #[test]
     fn shutdown_wakes_pending_signals_and_reuses_slots() {
-        let ctx = WorkerCtx::new(0, snapshot());
+        let s = snapshot();
+        let ctx = WorkerCtx::new(0, s.clone(), Arc::new(crate::upstream::Shared::new(&s)));
         let (waker, counter) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         for _ in 0..100 {
@@ -194,7 +199,8 @@ mod tests {
 
     #[test]
     fn live_guard_counts() {
-        let ctx = WorkerCtx::new(1, snapshot());
+        let s = snapshot();
+        let ctx = WorkerCtx::new(1, s.clone(), Arc::new(crate::upstream::Shared::new(&s)));
         let a = ctx.track_connection();
         let b = ctx.track_connection();
         assert_eq!(ctx.live_connections(), 2);

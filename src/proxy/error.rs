@@ -29,12 +29,17 @@ pub fn reason(status: u16) -> &'static str {
 
 /// A complete error response: status line, a short text body naming the problem.
 pub fn error_response(status: u16, detail: &str, close: bool) -> Vec<u8> {
-    error_response_with(status, detail, close.then_some("close"))
+    error_response_with(status, detail, close.then_some("close"), "")
 }
 
 /// Like [`error_response`], with `Connection: {connection}` when given (`keep-alive` for an
-/// HTTP/1.0 client whose connection stays open).
-pub fn error_response_with(status: u16, detail: &str, connection: Option<&str>) -> Vec<u8> {
+/// HTTP/1.0 client whose connection stays open) and the complete field lines `extra`.
+pub fn error_response_with(
+    status: u16,
+    detail: &str,
+    connection: Option<&str>,
+    extra: &str,
+) -> Vec<u8> {
     let body = format!("{status} {}: {detail}\n", reason(status));
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
@@ -46,6 +51,7 @@ pub fn error_response_with(status: u16, detail: &str, connection: Option<&str>) 
         out.push_str(c);
         out.push_str("\r\n");
     }
+    out.push_str(extra);
     out.push_str("\r\n");
     out.push_str(&body);
     out.into_bytes()

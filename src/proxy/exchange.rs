@@ -1,108 +1,197 @@
-//! Step 3: take an upstream connection, send the request head and body, hand over to the
-//! response relay; a reused connection the backend had closed is replaced once.
+//! Step 3: choose a backend, take a connection to it, send the request head and body, hand
+//! over to the response relay. A failure before any response byte reached the client may be
+//! retried on another backend, within the upstream's retry policy and budget:
+//!
+//! - a connect failure (nothing was sent): any method;
+//! - a reset or close before any response byte, a response timeout, or a 5xx status the policy
+//!   lists: only for an idempotent request (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or one
+//!   carrying `Idempotency-Key`) whose body is still held (none, or all of it came with the
+//!   head) — never once the body was streamed.
+//!
+//! Connect failures, resets and 5xx answers count towards the backend's ejection; a stale
+//! pooled connection closed by the backend does not.
 
 use super::body::{self, RelayFail};
 use super::client::{count, ClientConn, Next, ReqInfo, UpFail};
 use super::io::{write_head, IoFail};
 use crate::config::Upstream;
 use crate::http1::Framing;
-use crate::upstream::Conn;
+use crate::upstream::{CheckoutError, Conn, Tried};
 use std::time::Duration;
+
+/// What became of a relayed response.
+pub(super) struct Relayed {
+    pub(super) next: Next,
+    /// The upstream connection can carry another request.
+    pub(super) reusable: bool,
+    pub(super) status: u16,
+}
 
 impl<'a> ClientConn<'a> {
     /// Steps 3–5: send the request upstream and relay the response.
     pub(super) async fn exchange(&mut self, upstream: &'a Upstream, info: ReqInfo) -> Next {
         let stats = &self.state.stats;
         let ups = &self.state.upstreams;
-        // A connect that fails sent nothing: the next backend may take the request (DESIGN.md
-        // §6), once per backend at most.
-        let attempts = upstream.backends.len().max(1);
-        let mut attempt = 1;
-        let mut conn = loop {
-            match ups.acquire(upstream).await {
-                Ok(c) => break c,
-                Err(e) => {
-                    let (status, detail) = connect_status(&e.error);
-                    self.state
-                        .failures
-                        .upstream(status, detail, upstream, e.backend);
-                    if attempt < attempts {
-                        attempt += 1;
-                        count(&stats.upstream_retries);
-                        continue;
-                    }
+        let policy = &upstream.retry;
+        let replayable = info.idempotent && info.body_kept;
+        let mut active = ups.begin(upstream);
+        let mut tried = Tried::default();
+        let mut attempt = 0;
+        // The answer if nothing better comes: the last failure.
+        let mut last: Option<(u16, &'static str)> = None;
+        let mut same_again = false;
+        loop {
+            attempt += 1;
+            let more = attempt < policy.attempts;
+            // Another backend than those tried; the same one again only after a stale pooled
+            // connection (the backend itself did not fail).
+            let mut picked = ups.pick(upstream, info.key, &tried);
+            if picked.is_none() && same_again {
+                picked = ups.pick(upstream, info.key, &Tried::default());
+            }
+            same_again = false;
+            let Some(backend) = picked else {
+                if let Some((status, detail)) = last {
                     return self.reject(status, detail).await;
                 }
+                let retry_after = ups.retry_after(upstream);
+                tracing::debug!(upstream = %upstream.name, "no backend available (503)");
+                return self
+                    .reject_unavailable(
+                        "no backend of the upstream is available",
+                        retry_after,
+                        &info,
+                    )
+                    .await;
+            };
+            tried.add(backend);
+            if attempt > 1 {
+                count(&stats.upstream_retries);
             }
-        };
-        let mut retried = false;
-        loop {
+            let mut conn = match ups.checkout(upstream, backend).await {
+                Ok(c) => c,
+                Err(CheckoutError::Connect(e)) => {
+                    let failure = connect_status(&e);
+                    self.upstream_failed(upstream, backend, failure);
+                    last = Some(failure);
+                    if policy.on_connect && more && ups.take_retry(upstream, &mut active) {
+                        continue;
+                    }
+                    return self.reject(failure.0, failure.1).await;
+                }
+                Err(CheckoutError::Full) => {
+                    let failure = (503, "backend at max_connections with max_pending waiting");
+                    self.state
+                        .failures
+                        .upstream(failure.0, failure.1, upstream, backend);
+                    last = Some(failure);
+                    if more && ups.take_retry(upstream, &mut active) {
+                        continue;
+                    }
+                    return self.reject(failure.0, failure.1).await;
+                }
+            };
             count(if conn.reused {
                 &stats.upstream_reuses
             } else {
                 &stats.upstream_connects
             });
-            self.end_head(&info, upstream, conn.backend);
-            let sent = self
-                .send_head(&mut conn, &info, upstream.timeouts.idle)
+            self.end_head(&info, upstream, backend);
+            // A 5xx the policy lists is not relayed when another try may follow.
+            let retry_status =
+                replayable && more && policy.on_status != 0 && ups.retry_possible(upstream);
+            let result = self
+                .send_and_relay(&mut conn, upstream, &info, retry_status)
                 .await;
-            let result = match sent {
-                Ok(()) if info.framing == Framing::None => {
-                    self.relay_response(&mut conn, upstream, &info).await
-                }
-                Ok(()) => match self.send_body(&mut conn, upstream, &info).await {
-                    Ok(()) => self.relay_response(&mut conn, upstream, &info).await,
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            };
-            let (status, detail) = match result {
-                Ok((next, reusable)) => {
-                    if reusable {
-                        ups.release(conn);
+            let (failure, retry): ((u16, &'static str), bool) = match result {
+                Ok(r) => {
+                    if r.status >= 500 {
+                        ups.failure(upstream, backend);
+                    } else {
+                        ups.success(upstream, backend);
                     }
-                    return next;
+                    if r.reusable {
+                        ups.release(upstream, conn);
+                    }
+                    return r.next;
                 }
-                // A reused connection the backend had closed: once more on a new one, if no
-                // request body was consumed from the client.
-                Err(UpFail::ClosedEarly)
-                    if conn.reused && !retried && info.framing == Framing::None =>
-                {
-                    retried = true;
-                    count(&stats.upstream_retries);
-                    conn = match ups.reconnect(upstream, conn.backend).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let (status, detail) = connect_status(&e.error);
-                            self.state
-                                .failures
-                                .upstream(status, detail, upstream, e.backend);
-                            return self.reject(status, detail).await;
-                        }
-                    };
-                    continue;
-                }
-                Err(UpFail::ClosedEarly) => (502, "upstream closed the connection"),
-                Err(UpFail::Status(s, d)) => (s, d),
                 Err(UpFail::ClientGone) => return Next::Close,
                 Err(UpFail::ClientAborted) => {
                     count(&stats.client_aborts);
                     tracing::debug!(
                         client = %self.peer_ip,
                         upstream = %upstream.name,
-                        backend = %upstream.backends[conn.backend].address,
+                        backend = %upstream.backends[backend].address,
                         "client closed the connection before the response (499)"
                     );
                     return Next::Close;
                 }
+                Err(UpFail::ClosedEarly) => {
+                    // A pooled connection may simply have been closed by the backend while
+                    // idle: not the backend's failure. A fresh one was reset.
+                    if conn.reused {
+                        same_again = true;
+                    } else {
+                        ups.failure(upstream, backend);
+                    }
+                    let f = (502, "upstream closed the connection before responding");
+                    (f, replayable && (conn.reused || policy.on_reset))
+                }
+                Err(UpFail::RetryStatus(code)) => {
+                    ups.failure(upstream, backend);
+                    (
+                        (
+                            code,
+                            "upstream answered with a status the retry policy lists",
+                        ),
+                        true,
+                    )
+                }
+                Err(UpFail::Status(504, d)) if d == RESPONSE_TIMEOUT => {
+                    ups.failure(upstream, backend);
+                    ((504, d), replayable && policy.on_timeout)
+                }
+                Err(UpFail::Status(status, detail)) => {
+                    if status >= 500 {
+                        ups.failure(upstream, backend);
+                    }
+                    ((status, detail), false)
+                }
             };
-            if status >= 500 {
+            drop(conn);
+            if failure.0 >= 500 {
                 self.state
                     .failures
-                    .upstream(status, detail, upstream, conn.backend);
+                    .upstream(failure.0, failure.1, upstream, backend);
             }
-            return self.reject(status, detail).await;
+            last = Some(failure);
+            if retry && more && ups.take_retry(upstream, &mut active) {
+                continue;
+            }
+            return self.reject(failure.0, failure.1).await;
         }
+    }
+
+    /// Sends the head (and body) on `conn` and relays the response.
+    async fn send_and_relay(
+        &mut self,
+        conn: &mut Conn<'_>,
+        upstream: &Upstream,
+        info: &ReqInfo,
+        retry_status: bool,
+    ) -> Result<Relayed, UpFail> {
+        self.send_head(conn, info, upstream.timeouts.idle).await?;
+        if !info.body_kept {
+            self.send_body(conn, upstream, info).await?;
+        }
+        self.relay_response(conn, upstream, info, retry_status)
+            .await
+    }
+
+    /// Logs a failed connect and counts it towards the backend's ejection.
+    fn upstream_failed(&self, upstream: &Upstream, backend: usize, f: (u16, &'static str)) {
+        self.state.failures.upstream(f.0, f.1, upstream, backend);
+        self.state.upstreams.failure(upstream, backend);
     }
 
     /// Ends the planned head for `backend`: a request without Host (HTTP/1.0) gets the
@@ -120,7 +209,7 @@ impl<'a> ClientConn<'a> {
     /// The client buffer is not consumed (a retry needs it).
     async fn send_head(
         &mut self,
-        conn: &mut Conn,
+        conn: &mut Conn<'_>,
         info: &ReqInfo,
         timeout: Duration,
     ) -> Result<(), UpFail> {
@@ -139,7 +228,7 @@ impl<'a> ClientConn<'a> {
     /// Streams the rest of the request body (the part after what went with the head).
     async fn send_body(
         &mut self,
-        conn: &mut Conn,
+        conn: &mut Conn<'_>,
         upstream: &Upstream,
         info: &ReqInfo,
     ) -> Result<(), UpFail> {
@@ -180,6 +269,9 @@ impl<'a> ClientConn<'a> {
         })
     }
 }
+
+/// The detail of a response-head timeout (a retry condition of its own).
+pub(super) const RESPONSE_TIMEOUT: &str = "upstream response timed out";
 
 fn connect_status(e: &std::io::Error) -> (u16, &'static str) {
     if e.kind() == std::io::ErrorKind::TimedOut {

@@ -4,12 +4,14 @@
 
 use super::client::{ClientConn, Next, ReqInfo};
 use super::io::write_all;
+use crate::config::HashOn;
 use crate::config::Snapshot;
 use crate::http1::{
     self, connection_has, ConnectionOptions, Framing, Header, HeaderKind, Method, NewTarget,
     Request, Span, Version,
 };
 use crate::route::{self, Normalized};
+use crate::upstream::maglev;
 
 impl<'a> ClientConn<'a> {
     pub(super) async fn forward(&mut self, req: Request) -> Next {
@@ -75,10 +77,16 @@ impl<'a> ClientConn<'a> {
                     framing,
                     req.head_len,
                     req.version,
+                    "",
                 )
                 .await;
         };
         let upstream = &snap.upstreams[route.upstream];
+        let key = match &upstream.hash_on {
+            None => 0,
+            Some(on) => hash_key(on, hs, buf, decision, &self.peer_ip)
+                .unwrap_or_else(|| self.state.upstreams.random()),
+        };
         if let Framing::Length(n) = framing {
             if n > snap.limits.max_body_bytes {
                 return self
@@ -155,6 +163,17 @@ impl<'a> ClientConn<'a> {
             Framing::Length(n) => (n.min(available as u64)) as usize,
             _ => 0,
         };
+        let idempotent = matches!(
+            req.method,
+            Method::Get
+                | Method::Head
+                | Method::Options
+                | Method::Trace
+                | Method::Put
+                | Method::Delete
+        ) || hs
+            .iter()
+            .any(|h| h.name.of(buf).eq_ignore_ascii_case(b"idempotency-key"));
         let info = ReqInfo {
             method: req.method,
             version: req.version,
@@ -164,6 +183,13 @@ impl<'a> ClientConn<'a> {
             body_in_buf,
             needs_host,
             head_mark,
+            idempotent,
+            body_kept: match framing {
+                Framing::None => true,
+                Framing::Length(n) => n == body_in_buf as u64,
+                _ => false,
+            },
+            key,
         };
         let needs_continue = expect_continue
             && req.version == Version::Http11
@@ -203,6 +229,30 @@ fn keep_request_field(
         k if k.is_hop_by_hop() => false,
         _ => !(conn.nominates_others && connection_has(hs, buf, h.name.of(buf))),
     }
+}
+
+/// The consistent-hashing key of a request, hashed; `None` when the request has none (no such
+/// header or cookie).
+fn hash_key(on: &HashOn, hs: &[Header], buf: &[u8], path: &[u8], client_ip: &str) -> Option<u64> {
+    let value: &[u8] = match on {
+        HashOn::ClientIp => client_ip.as_bytes(),
+        HashOn::Path => path,
+        HashOn::Header(name) => hs
+            .iter()
+            .find(|h| h.name.of(buf).eq_ignore_ascii_case(name.as_bytes()))?
+            .value
+            .of(buf),
+        HashOn::Cookie(name) => hs
+            .iter()
+            .filter(|h| h.name.of(buf).eq_ignore_ascii_case(b"cookie"))
+            .flat_map(|h| h.value.of(buf).split(|&b| b == b';'))
+            .find_map(|pair| {
+                let pair = pair.trim_ascii();
+                let (n, v) = pair.split_at(memchr::memchr(b'=', pair)?);
+                (n == name.as_bytes()).then(|| &v[1..])
+            })?,
+    };
+    Some(maglev::hash_key(value))
 }
 
 /// True when the message has at most one `Content-Length` field and it holds no list.

@@ -50,9 +50,13 @@ pub struct WorkerState {
 }
 
 impl WorkerState {
-    pub fn new(snapshot: &crate::config::Snapshot) -> WorkerState {
+    pub fn new(
+        snapshot: &crate::config::Snapshot,
+        worker: usize,
+        shared: std::sync::Arc<crate::upstream::Shared>,
+    ) -> WorkerState {
         WorkerState {
-            upstreams: Upstreams::new(snapshot),
+            upstreams: Upstreams::new(snapshot, worker, shared),
             stats: Stats::default(),
             failures: FailureLog::default(),
             aborts: abort::AbortWatch::default(),

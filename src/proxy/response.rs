@@ -5,6 +5,7 @@
 use super::abort::Watched;
 use super::body;
 use super::client::{ClientConn, Next, ReqInfo, UpFail};
+use super::exchange::{Relayed, RESPONSE_TIMEOUT};
 use super::forward::single_length_field;
 use super::io::{write_head, IoFail, RecvBuf};
 use crate::config::Upstream;
@@ -21,14 +22,19 @@ use std::time::Instant;
 impl<'a> ClientConn<'a> {
     /// Steps 4 and 5: read the response head, write it and the body to the client. Also says
     /// whether the upstream connection can carry another request.
+    /// With `retry_status`, a 5xx the retry policy lists is not relayed but returned as
+    /// [`UpFail::RetryStatus`].
     pub(super) async fn relay_response(
         &mut self,
-        conn: &mut Conn,
+        conn: &mut Conn<'_>,
         upstream: &Upstream,
         info: &ReqInfo,
-    ) -> Result<(Next, bool), UpFail> {
+        retry_status: bool,
+    ) -> Result<Relayed, UpFail> {
         let mut rbuf = RecvBuf::from_vec(self.state.lease());
-        let result = self.relay_with(&mut rbuf, conn, upstream, info).await;
+        let result = self
+            .relay_with(&mut rbuf, conn, upstream, info, retry_status)
+            .await;
         self.state.give_back(rbuf.into_vec());
         result
     }
@@ -36,10 +42,11 @@ impl<'a> ClientConn<'a> {
     async fn relay_with(
         &mut self,
         rbuf: &mut RecvBuf,
-        conn: &mut Conn,
+        conn: &mut Conn<'_>,
         upstream: &Upstream,
         info: &ReqInfo,
-    ) -> Result<(Next, bool), UpFail> {
+        retry_status: bool,
+    ) -> Result<Relayed, UpFail> {
         let started = Instant::now();
         let deadline = started + upstream.timeouts.response_head;
         let max_head = upstream.max_response_head;
@@ -94,9 +101,7 @@ impl<'a> ClientConn<'a> {
             };
             match res {
                 Ok(_) => {}
-                Err(IoFail::TimedOut) => {
-                    return Err(UpFail::Status(504, "upstream response timed out"))
-                }
+                Err(IoFail::TimedOut) => return Err(UpFail::Status(504, RESPONSE_TIMEOUT)),
                 Err(_) if rbuf.is_empty() => return Err(UpFail::ClosedEarly),
                 Err(_) => return Err(UpFail::Status(502, "upstream closed mid-response")),
             }
@@ -104,6 +109,10 @@ impl<'a> ClientConn<'a> {
         if resp.code == 101 {
             return Err(UpFail::Status(502, "upstream switched protocols unasked"));
         }
+        if retry_status && upstream.retry.on_status(resp.code) {
+            return Err(UpFail::RetryStatus(resp.code));
+        }
+        let status = resp.code;
         let data = rbuf.data();
         let rh = &self.headers[..resp.header_count];
         let framing = match http1::response_framing(&resp, rh, data, info.method) {
@@ -172,7 +181,11 @@ impl<'a> ClientConn<'a> {
             .await
             .is_err()
         {
-            return Ok((Next::Close, false));
+            return Ok(Relayed {
+                next: Next::Close,
+                reusable: false,
+                status,
+            });
         }
         rbuf.consume(resp.head_len + tail);
 
@@ -209,17 +222,27 @@ impl<'a> ClientConn<'a> {
         };
         if relayed.is_err() {
             // Part of the response is out: the only honest signal left is closing.
-            return Ok((Next::Close, false));
+            return Ok(Relayed {
+                next: Next::Close,
+                reusable: false,
+                status,
+            });
         }
-        if info.framing == Framing::None {
-            self.buf.consume(info.head_len);
+        if info.body_kept {
+            self.buf.consume(info.head_len + info.body_in_buf);
         }
         let reusable = reusable && rbuf.is_empty();
-        if !keep_client {
+        let next = if keep_client {
+            Next::KeepAlive
+        } else {
             let _ = self.stream.shutdown().await;
-            return Ok((Next::Close, reusable));
-        }
-        Ok((Next::KeepAlive, reusable))
+            Next::Close
+        };
+        Ok(Relayed {
+            next,
+            reusable,
+            status,
+        })
     }
 }
 

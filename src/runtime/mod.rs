@@ -9,6 +9,7 @@
 
 mod listen;
 mod signals;
+mod sync;
 mod worker;
 
 use std::sync::{mpsc, Arc};
@@ -47,6 +48,9 @@ pub fn run(snapshot: Snapshot, exit_after: Option<Duration>) -> Result<(), Runti
     }
 
     let snapshot = Arc::new(snapshot);
+    let shared = Arc::new(crate::upstream::Shared::new(&snapshot));
+    // One health checker per process; stopped when `run` returns.
+    let _checker = crate::upstream::Checker::start(snapshot.clone(), shared.clone())?;
     let rt = &snapshot.runtime;
     let cores = if rt.pin {
         let ids = core_affinity::get_core_ids().unwrap_or_default();
@@ -86,6 +90,7 @@ pub fn run(snapshot: Snapshot, exit_after: Option<Duration>) -> Result<(), Runti
         let spec = worker::WorkerSpec {
             index,
             snapshot: snapshot.clone(),
+            shared: shared.clone(),
             core: (!cores.is_empty()).then(|| cores[index % cores.len()]),
             shutdown: stop_rx.clone(),
             ready: ready_tx.clone(),
@@ -178,7 +183,7 @@ fn log_summary(s: &Snapshot, started: &mut [worker::Started]) {
         tracing::info!(
             "upstream {} ({}): {}",
             u.name,
-            u.balancer.as_str(),
+            u.describe_balancer(),
             b.join(", ")
         );
     }

@@ -28,6 +28,8 @@ pub struct Started {
 pub struct WorkerSpec {
     pub index: usize,
     pub snapshot: Arc<Snapshot>,
+    /// What crosses cores about backends (health, ejections).
+    pub shared: Arc<crate::upstream::Shared>,
     pub core: Option<core_affinity::CoreId>,
     pub shutdown: watch::Receiver<bool>,
     pub ready: mpsc::Sender<Result<Started, String>>,
@@ -121,52 +123,41 @@ fn build_runtime(index: usize, rt: &RuntimeSettings) -> Result<Rt, String> {
 
 /// The body of a worker thread.
 pub fn run(spec: WorkerSpec) {
-    let WorkerSpec {
-        index,
-        snapshot,
-        core,
-        shutdown,
-        ready,
-        exit_after,
-    } = spec;
     let mut pinned = None;
-    if let Some(core) = core {
+    if let Some(core) = spec.core {
         if core_affinity::set_for_current(core) {
             pinned = Some(core.id);
         } else {
             tracing::warn!(
-                worker = index,
+                worker = spec.index,
                 core = core.id,
                 "could not pin the worker to its core"
             );
         }
     }
-    let rt = match build_runtime(index, &snapshot.runtime) {
+    let rt = match build_runtime(spec.index, &spec.snapshot.runtime) {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = ready.send(Err(e));
+            let _ = spec.ready.send(Err(e));
             return;
         }
     };
     match rt {
-        Rt::Uring(mut rt) => rt.block_on(serve(
-            index, snapshot, shutdown, ready, "io_uring", pinned, exit_after,
-        )),
-        Rt::Legacy(mut rt) => rt.block_on(serve(
-            index, snapshot, shutdown, ready, "epoll", pinned, exit_after,
-        )),
+        Rt::Uring(mut rt) => rt.block_on(serve(spec, "io_uring", pinned)),
+        Rt::Legacy(mut rt) => rt.block_on(serve(spec, "epoll", pinned)),
     }
 }
 
-async fn serve(
-    index: usize,
-    snapshot: Arc<Snapshot>,
-    mut shutdown: watch::Receiver<bool>,
-    ready: mpsc::Sender<Result<Started, String>>,
-    driver: &'static str,
-    core: Option<usize>,
-    exit_after: Option<Duration>,
-) {
+async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
+    let WorkerSpec {
+        index,
+        snapshot,
+        shared,
+        core: _,
+        mut shutdown,
+        ready,
+        exit_after,
+    } = spec;
     let drain_timeout = snapshot.runtime.drain_timeout;
     let mut listeners = Vec::with_capacity(snapshot.listeners.len());
     for l in &snapshot.listeners {
@@ -178,7 +169,8 @@ async fn serve(
             }
         }
     }
-    let ctx = WorkerCtx::new(index, snapshot);
+    let ctx = WorkerCtx::new(index, snapshot, shared);
+    super::sync::spawn(ctx.clone());
 
     // Relay the process-wide shutdown broadcast into this worker's local signal.
     let relay_ctx = ctx.clone();

@@ -1,125 +1,515 @@
-//! Upstreams on one worker: the balancer state and the idle-connection pools the forwarding
-//! path (`crate::proxy`) uses between routing and writing the request. Everything here is
-//! per worker (`Cell`/`RefCell`, no locks, no atomics): built once when the worker starts from
-//! the config snapshot, never shared with another core.
+//! Upstreams on one worker: balancing, connection pools, circuit breaking, passive outlier
+//! ejection and the retry budget, between routing and writing the request (`crate::proxy`).
+//! Everything the request path touches is per worker (`Cell`/`RefCell`, no locks, no atomics).
+//! What crosses cores — active health verdicts and ejections — sits in a process-wide table
+//! ([`Shared`]) that this worker reads on its sync tick ([`Upstreams::sync`]) and writes only
+//! when it ejects a backend.
 //!
-//! In: an upstream index from the matched route. Out: a backend (by index) and a connected
-//! stream to it, pooled or fresh; after the response, the stream comes back with
-//! [`Upstreams::release`] when it can carry another request.
+//! In: an upstream from the matched route. [`Upstreams::pick`] chooses a backend among those
+//! available and not yet tried by the request; [`Upstreams::checkout`] gives a connection to it
+//! (pooled, or new within the connect timeout and `max_connections`); after the exchange the
+//! connection goes back with [`Upstreams::release`] or is dropped, and the outcome feeds
+//! outlier ejection ([`Upstreams::success`], [`Upstreams::failure`]).
 
-mod balancer;
+pub mod balancer;
+mod health;
+mod live;
 mod pool;
+mod shared;
 mod sys;
 
-pub use balancer::{Balancer, RoundRobin};
+pub use balancer::{maglev, Balancer, Maglev, Pick, View};
+pub use health::Checker;
+pub use live::{BackendLive, Rng};
 use pool::Pool;
+pub use shared::Shared;
 
 use crate::config::{Snapshot, Upstream};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
 /// One upstream's per-worker state.
 struct UpstreamState {
-    balancer: RoundRobin,
+    balancer: Balancer,
+    live: Vec<BackendLive>,
     /// One pool per backend, by backend index.
     pools: Vec<RefCell<Pool>>,
+    /// Running sums of the current weights (weighted random draws), refreshed on the tick.
+    cumulative: RefCell<Vec<u64>>,
+    uniform: Cell<bool>,
+    /// Backends available at the last tick.
+    available: Cell<usize>,
+    /// Requests of this upstream in progress on this worker, and how many of them are retries.
+    active: Cell<u32>,
+    retrying: Cell<u32>,
 }
 
 /// The per-worker upstream state for every upstream of a snapshot.
 pub struct Upstreams {
     states: Vec<UpstreamState>,
+    shared: Arc<Shared>,
+    worker: usize,
+    rng: Rng,
 }
 
-/// A failed connect, and to which backend.
+/// Why no connection could be had.
 #[derive(Debug)]
-pub struct ConnectError {
-    pub backend: usize,
-    pub error: io::Error,
+pub enum CheckoutError {
+    /// The connect failed or timed out.
+    Connect(io::Error),
+    /// `max_connections` reached and `max_pending` requests already waiting (or the wait ran
+    /// past the connect timeout).
+    Full,
 }
 
-/// A connection to a backend, checked out for one request.
-pub struct Conn {
+/// The backends a request has tried (at most [`Tried::MAX`] are remembered).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tried {
+    n: usize,
+    items: [u32; Tried::MAX],
+}
+
+impl Tried {
+    pub const MAX: usize = 10;
+
+    pub fn add(&mut self, backend: usize) {
+        if self.n < Self::MAX {
+            self.items[self.n] = backend as u32;
+            self.n += 1;
+        }
+    }
+
+    #[inline]
+    pub fn has(&self, backend: usize) -> bool {
+        self.items[..self.n].contains(&(backend as u32))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// A connection to a backend, checked out for one request. Dropping it closes the connection
+/// and ends the request's count on the backend; [`Upstreams::release`] pools it instead.
+pub struct Conn<'a> {
     pub stream: TcpStream,
-    pub upstream: usize,
     pub backend: usize,
-    /// Came from the pool (the backend may have closed it meanwhile: retry on a fresh one).
+    /// Came from the pool (the backend may have closed it meanwhile).
     pub reused: bool,
+    slot: Slot<'a>,
+}
+
+/// A request's place on a backend: in flight until dropped, and one open connection unless
+/// the connection went to the pool.
+struct Slot<'a> {
+    live: &'a BackendLive,
+    counts_open: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let l = self.live;
+        l.in_flight.set(l.in_flight.get().saturating_sub(1));
+        if self.counts_open {
+            l.open.set(l.open.get().saturating_sub(1));
+        }
+    }
+}
+
+/// A request in progress on an upstream (for the retry budget); ends when dropped.
+pub struct Active<'a> {
+    state: &'a UpstreamState,
+    retries: u32,
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        let s = self.state;
+        s.active.set(s.active.get().saturating_sub(1));
+        s.retrying
+            .set(s.retrying.get().saturating_sub(self.retries));
+    }
 }
 
 impl Upstreams {
-    pub fn new(snapshot: &Snapshot) -> Upstreams {
+    pub fn new(snapshot: &Snapshot, worker: usize, shared: Arc<Shared>) -> Upstreams {
         let states = snapshot
             .upstreams
             .iter()
-            .map(|u| UpstreamState {
-                balancer: RoundRobin::new(&u.backends),
-                pools: u
+            .map(|u| {
+                let live: Vec<BackendLive> = u
                     .backends
                     .iter()
-                    .map(|_| RefCell::new(Pool::new(u.pool)))
-                    .collect(),
+                    .map(|b| {
+                        let up = shared.backend(u.index, b.index).up.load(Relaxed);
+                        BackendLive::new(b.weight, b.addr, up)
+                    })
+                    .collect();
+                let state = UpstreamState {
+                    balancer: Balancer::new(u, worker),
+                    pools: u
+                        .backends
+                        .iter()
+                        .map(|_| RefCell::new(Pool::new(u.pool)))
+                        .collect(),
+                    cumulative: RefCell::new(Vec::new()),
+                    uniform: Cell::new(true),
+                    available: Cell::new(live.iter().filter(|l| l.available.get()).count()),
+                    active: Cell::new(0),
+                    retrying: Cell::new(0),
+                    live,
+                };
+                refresh_weights(&state);
+                state
             })
             .collect();
-        Upstreams { states }
+        Upstreams {
+            states,
+            shared,
+            worker,
+            rng: Rng::new(worker as u64 ^ seed()),
+        }
     }
 
-    /// Picks a backend of `upstream` (`u` is its config) and returns a connection to it: a
-    /// pooled one that is still open, else a new one within the connect timeout.
-    pub async fn acquire(&self, u: &Upstream) -> Result<Conn, ConnectError> {
-        let state = &self.states[u.index];
-        let backend = state.balancer.pick(&u.backends);
-        let pooled = state.pools[backend].borrow_mut().take(Instant::now());
+    /// This worker's view of a backend.
+    pub fn live(&self, upstream: usize, backend: usize) -> &BackendLive {
+        &self.states[upstream].live[backend]
+    }
+
+    /// A random number from this worker's generator (a hash key when the request has none).
+    pub fn random(&self) -> u64 {
+        self.rng.next()
+    }
+
+    /// Chooses a backend of `u` for a request that already tried `tried`: one that is
+    /// available (healthy, not ejected), or any when fewer than `panic_threshold` percent are.
+    /// `None`: no backend can take it. `key` is the request's hash (consistent hashing).
+    #[inline]
+    pub fn pick(&self, u: &Upstream, key: u64, tried: &Tried) -> Option<usize> {
+        let st = &self.states[u.index];
+        let cumulative = st.cumulative.borrow();
+        let view = View {
+            live: &st.live,
+            rng: &self.rng,
+            cumulative: &cumulative,
+            uniform: st.uniform.get(),
+            key,
+        };
+        let n = st.live.len();
+        let panic =
+            u.panic_threshold > 0 && st.available.get() * 100 < u.panic_threshold as usize * n;
+        let table = u.maglev.as_ref();
+        if panic {
+            st.balancer.pick(&view, table, |i| !tried.has(i))
+        } else {
+            st.balancer.pick(&view, table, |i| {
+                st.live[i].available.get() && !tried.has(i)
+            })
+        }
+    }
+
+    /// Seconds a client should wait before trying again when no backend of `u` is available:
+    /// until the first ejection ends or the next health check, at least 1.
+    pub fn retry_after(&self, u: &Upstream) -> u64 {
+        let now = Instant::now();
+        let st = &self.states[u.index];
+        let ejection = st
+            .live
+            .iter()
+            .filter_map(|l| l.ejected_until.get())
+            .filter(|&t| t > now)
+            .min()
+            .map(|t| t - now);
+        let check = u.health.as_ref().map(|h| h.interval * h.rise);
+        let wait = match (ejection, check) {
+            (Some(e), Some(c)) => e.min(c),
+            (Some(e), None) => e,
+            (None, Some(c)) => c,
+            (None, None) => Duration::from_secs(1),
+        };
+        wait.as_secs_f64().ceil().max(1.0) as u64
+    }
+
+    /// Counts a request in progress on `u` (for the retry budget) until the guard drops.
+    pub fn begin(&self, u: &Upstream) -> Active<'_> {
+        let st = &self.states[u.index];
+        st.active.set(st.active.get() + 1);
+        Active {
+            state: st,
+            retries: 0,
+        }
+    }
+
+    /// Takes a retry from the budget of `u`: retries in progress stay under
+    /// `max(min_concurrent, budget_percent of the requests in progress)`.
+    pub fn take_retry(&self, u: &Upstream, active: &mut Active<'_>) -> bool {
+        if !self.retry_possible(u) {
+            return false;
+        }
+        let st = &self.states[u.index];
+        st.retrying.set(st.retrying.get() + 1);
+        active.retries += 1;
+        true
+    }
+
+    /// Whether the budget of `u` has room for a retry now (without taking it).
+    pub fn retry_possible(&self, u: &Upstream) -> bool {
+        let st = &self.states[u.index];
+        let r = &u.retry;
+        let budget =
+            (st.active.get() as u64 * r.budget_percent as u64 / 100).max(r.min_concurrent as u64);
+        (st.retrying.get() as u64) < budget
+    }
+
+    /// A connection to `backend` of `u`: a pooled one that is still open, else a new one
+    /// within the connect timeout, unless `max_connections` stands in the way.
+    pub async fn checkout(&self, u: &Upstream, backend: usize) -> Result<Conn<'_>, CheckoutError> {
+        let st = &self.states[u.index];
+        let live = &st.live[backend];
+        let mut closed = 0;
+        let pooled = st.pools[backend]
+            .borrow_mut()
+            .take(Instant::now(), &mut closed);
+        live.open.set(live.open.get().saturating_sub(closed));
+        live.in_flight.set(live.in_flight.get() + 1);
+        let mut slot = Slot {
+            live,
+            counts_open: false,
+        };
         if let Some(stream) = pooled {
+            slot.counts_open = true;
             return Ok(Conn {
                 stream,
-                upstream: u.index,
                 backend,
                 reused: true,
+                slot,
             });
         }
-        self.reconnect(u, backend).await
-    }
-
-    /// A fresh connection to `backend` (also after a reused one turned out closed).
-    pub async fn reconnect(&self, u: &Upstream, backend: usize) -> Result<Conn, ConnectError> {
-        let stream = connect(u.backends[backend].addr, u)
+        if live.open.get() >= u.max_connections {
+            self.wait_for_room(u, backend).await?;
+            // A connection may have come back to the pool meanwhile.
+            let pooled = st.pools[backend]
+                .borrow_mut()
+                .take(Instant::now(), &mut closed);
+            live.open.set(live.open.get().saturating_sub(closed));
+            if let Some(stream) = pooled {
+                slot.counts_open = true;
+                return Ok(Conn {
+                    stream,
+                    backend,
+                    reused: true,
+                    slot,
+                });
+            }
+        }
+        live.open.set(live.open.get() + 1);
+        slot.counts_open = true;
+        let stream = connect(live.addr.get(), u)
             .await
-            .map_err(|error| ConnectError { backend, error })?;
+            .map_err(CheckoutError::Connect)?;
         Ok(Conn {
             stream,
-            upstream: u.index,
             backend,
             reused: false,
+            slot,
         })
+    }
+
+    /// Waits (polling, bounded by the connect timeout) until `backend` has room under
+    /// `max_connections`; `Full` when too many wait already or the time runs out. Only an
+    /// overloaded backend gets here.
+    async fn wait_for_room(&self, u: &Upstream, backend: usize) -> Result<(), CheckoutError> {
+        let live = &self.states[u.index].live[backend];
+        if live.pending.get() >= u.max_pending {
+            return Err(CheckoutError::Full);
+        }
+        live.pending.set(live.pending.get() + 1);
+        let deadline = Instant::now() + u.timeouts.connect;
+        let result = loop {
+            if live.open.get() < u.max_connections
+                || !self.states[u.index].pools[backend].borrow().is_empty()
+            {
+                break Ok(());
+            }
+            if Instant::now() >= deadline {
+                break Err(CheckoutError::Full);
+            }
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        };
+        live.pending.set(live.pending.get() - 1);
+        result
+    }
+
+    /// Returns a connection that finished a request cleanly and may carry another.
+    pub fn release(&self, u: &Upstream, conn: Conn<'_>) {
+        let Conn {
+            stream,
+            backend,
+            mut slot,
+            ..
+        } = conn;
+        let closed = self.states[u.index].pools[backend]
+            .borrow_mut()
+            .put(stream, Instant::now());
+        // The slot no longer counts the connection: the pool does, minus what it closed.
+        slot.counts_open = false;
+        let live = slot.live;
+        live.open.set(live.open.get().saturating_sub(closed));
+    }
+
+    /// The backend answered: its run of failures ends.
+    #[inline]
+    pub fn success(&self, u: &Upstream, backend: usize) {
+        let l = &self.states[u.index].live[backend];
+        if l.failures.get() != 0 {
+            l.failures.set(0);
+        }
+    }
+
+    /// The backend failed (connect failure, reset, 5xx). After `consecutive_failures` in a row
+    /// it is ejected for `base_ejection` times the number of its recent ejections, unless
+    /// `max_ejected_percent` of the upstream is ejected already. Returns true when this
+    /// failure ejected it.
+    pub fn failure(&self, u: &Upstream, backend: usize) -> bool {
+        let st = &self.states[u.index];
+        let l = &st.live[backend];
+        let f = l.failures.get() + 1;
+        l.failures.set(f);
+        let o = &u.outlier;
+        if o.consecutive_failures == 0 || f < o.consecutive_failures || !l.available.get() {
+            return false;
+        }
+        let now = Instant::now();
+        let n = st.live.len();
+        let ejected = self.shared.ejected_count(u.index, now);
+        if (ejected + 1) * 100 > o.max_ejected_percent as usize * n {
+            return false;
+        }
+        let sb = self.shared.backend(u.index, backend);
+        let times = sb.ejections.fetch_add(1, Relaxed) + 1;
+        let until = now + o.base_ejection * times;
+        sb.eject(self.shared.ms(until));
+        l.failures.set(0);
+        l.ejected_until.set(Some(until));
+        self.set_available(st, backend, false, now);
+        tracing::warn!(
+            "upstream {} backend {} ejected for {:?} after {f} consecutive failures",
+            u.name,
+            u.backends[backend].address,
+            o.base_ejection * times
+        );
+        true
+    }
+
+    fn set_available(&self, st: &UpstreamState, backend: usize, on: bool, now: Instant) {
+        let l = &st.live[backend];
+        if l.available.get() == on {
+            return;
+        }
+        l.available.set(on);
+        st.available
+            .set(st.available.get() + on as usize - (!on) as usize);
+        if on {
+            l.back_since.set(Some(now));
+        }
+    }
+
+    /// The sync tick: takes in what other cores and the health checker decided (health,
+    /// ejections), ends ejections that are over, ramps slow-start weights, and (worker 0)
+    /// lets the ejection multiplier of backends that stayed in decay.
+    pub fn sync(&self, snapshot: &Snapshot, now: Instant) {
+        let now_ms = self.shared.ms(now);
+        for (u, st) in snapshot.upstreams.iter().zip(&self.states) {
+            let mut weights_changed = false;
+            for (i, l) in st.live.iter().enumerate() {
+                let sb = self.shared.backend(u.index, i);
+                let up = sb.up.load(Relaxed);
+                l.up.set(up);
+                let until_ms = sb.ejected_until_ms.load(Relaxed);
+                let ejected = until_ms > now_ms;
+                l.ejected_until
+                    .set(ejected.then(|| self.shared.at(until_ms)));
+                self.set_available(st, i, up && !ejected, now);
+                if self.worker == 0 && !ejected && until_ms > 0 {
+                    // One step of decay per base_ejection spent back in.
+                    let base = u.outlier.base_ejection.as_millis() as u64;
+                    if now_ms >= until_ms + base.max(1) && sb.ejections.load(Relaxed) > 0 {
+                        sb.ejections.fetch_sub(1, Relaxed);
+                        sb.ejected_until_ms.store(now_ms, Relaxed);
+                    }
+                }
+                let w = u.backends[i].weight;
+                let target = match l.back_since.get() {
+                    Some(since) if !u.slow_start.is_zero() => {
+                        let elapsed = now.saturating_duration_since(since);
+                        if elapsed >= u.slow_start {
+                            l.back_since.set(None);
+                            w
+                        } else {
+                            // Linear from 10% of the weight to all of it.
+                            let f = 0.1 + 0.9 * elapsed.as_secs_f64() / u.slow_start.as_secs_f64();
+                            ((w as f64 * f).round() as u32).max(1)
+                        }
+                    }
+                    _ => w,
+                };
+                if l.weight.get() != target {
+                    l.weight.set(target);
+                    weights_changed = true;
+                }
+            }
+            if weights_changed {
+                refresh_weights(st);
+            }
+        }
     }
 
     /// Closes idle connections that expired or that their backend closed (housekeeping, off
     /// the request path: one non-blocking peek per idle connection).
     pub fn reap(&self, now: Instant) -> usize {
-        self.states
-            .iter()
-            .flat_map(|s| &s.pools)
-            .map(|p| p.borrow_mut().reap(now))
-            .sum()
+        let mut total = 0;
+        for st in &self.states {
+            for (pool, live) in st.pools.iter().zip(&st.live) {
+                let closed = pool.borrow_mut().reap(now);
+                live.open.set(live.open.get().saturating_sub(closed as u32));
+                total += closed;
+            }
+        }
+        total
     }
 
     /// The shortest pool `idle_timeout` of any upstream (what the housekeeping tick follows).
-    pub fn shortest_idle_timeout(snapshot: &Snapshot) -> Option<std::time::Duration> {
+    pub fn shortest_idle_timeout(snapshot: &Snapshot) -> Option<Duration> {
         snapshot.upstreams.iter().map(|u| u.pool.idle_timeout).min()
     }
+}
 
-    /// Returns a connection that finished a request cleanly and may carry another.
-    pub fn release(&self, conn: Conn) {
-        if let Some(state) = self.states.get(conn.upstream) {
-            state.pools[conn.backend]
-                .borrow_mut()
-                .put(conn.stream, Instant::now());
-        }
+/// Recomputes the running weight sums and the equal-weights flag of an upstream.
+fn refresh_weights(st: &UpstreamState) {
+    let mut sum = 0u64;
+    let mut cumulative = st.cumulative.borrow_mut();
+    cumulative.clear();
+    let first = st.live.first().map(|l| l.weight.get());
+    let mut uniform = true;
+    for l in &st.live {
+        let w = l.weight.get();
+        uniform &= Some(w) == first;
+        sum += w as u64;
+        cumulative.push(sum);
     }
+    st.uniform.set(uniform);
+}
+
+fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 async fn connect(addr: SocketAddr, u: &Upstream) -> io::Result<TcpStream> {

@@ -29,14 +29,16 @@ impl Pool {
         }
     }
 
-    /// The most recent idle connection that is still open and not expired.
-    pub fn take(&mut self, now: Instant) -> Option<TcpStream> {
+    /// The most recent idle connection that is still open and not expired; `closed` counts
+    /// the ones dropped on the way.
+    pub fn take(&mut self, now: Instant, closed: &mut u32) -> Option<TcpStream> {
         while let Some(p) = self.idle.pop_back() {
             if now.duration_since(p.since) < self.settings.idle_timeout
                 && super::sys::peer_still_open(&p.stream)
             {
                 return Some(p.stream);
             }
+            *closed += 1;
         }
         None
     }
@@ -53,20 +55,29 @@ impl Pool {
     }
 
     /// Keeps `stream` for reuse, dropping expired entries and the oldest beyond `max_idle`.
-    pub fn put(&mut self, stream: TcpStream, now: Instant) {
+    /// Returns how many connections were closed (`stream` itself when nothing is kept).
+    pub fn put(&mut self, stream: TcpStream, now: Instant) -> u32 {
+        let mut closed = 0;
         while self
             .idle
             .front()
             .is_some_and(|p| now.duration_since(p.since) >= self.settings.idle_timeout)
         {
             self.idle.pop_front();
+            closed += 1;
         }
         if self.settings.max_idle == 0 {
-            return;
+            return closed + 1;
         }
         if self.idle.len() >= self.settings.max_idle {
             self.idle.pop_front();
+            closed += 1;
         }
         self.idle.push_back(Pooled { stream, since: now });
+        closed
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.idle.is_empty()
     }
 }

@@ -365,6 +365,19 @@ pub fn check(path: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// One upstream `name` over the loopback backends `ports` with the upstream-level lines
+/// `lines` (`balancer = ...`, ...); subtables (`[upstreams.health]`, ...) may follow it.
+pub fn upstream_with(name: &str, ports: &[u16], lines: &str) -> String {
+    let backends: Vec<String> = ports
+        .iter()
+        .map(|p| format!("{{ address = \"127.0.0.1:{p}\" }}"))
+        .collect();
+    format!(
+        "[[upstreams]]\nname = \"{name}\"\nbackends = [ {} ]\n{lines}\n\n",
+        backends.join(", ")
+    )
+}
+
 /// One upstream `name` over the loopback backends `ports`, with extra `[upstreams.timeouts]`
 /// lines `timeouts` (empty for the defaults).
 pub fn upstream_toml(name: &str, ports: &[u16], timeouts: &str) -> String {

@@ -1,0 +1,23 @@
+//! The sync tick (DESIGN.md §3): every `sync_interval` (default 50 ms) each worker takes in what
+//! crosses cores — the health checker's verdicts and the ejections other workers decided,
+//! published in `crate::upstream::Shared` — and folds it into its own per-core view, where the
+//! request path reads it without touching an atomic. A worker's own ejections are published the
+//! moment it decides them, so every core knows within one tick. Rate-limit synchronisation joins
+//! this tick when it lands.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::proxy::WorkerCtx;
+
+/// Starts `ctx`'s sync tick on its worker's event loop (it runs until the worker ends).
+pub fn spawn(ctx: Rc<WorkerCtx>) {
+    let every = ctx.snapshot.runtime.sync_interval;
+    monoio::spawn(async move {
+        let mut tick = monoio::time::interval(every);
+        loop {
+            tick.tick().await;
+            ctx.proxy.upstreams.sync(&ctx.snapshot, Instant::now());
+        }
+    });
+}

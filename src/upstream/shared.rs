@@ -1,0 +1,90 @@
+//! What crosses cores about backends (DESIGN.md §3), in one process-wide table of atomics: the
+//! health checker writes a backend's verdict, a worker that ejects a backend writes until when.
+//! Workers read the table on their sync tick only, never per request; writers are rare (a
+//! status change, an ejection), so a relaxed store or an occasional read-modify-write on a
+//! failure is all it costs.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crate::config::Snapshot;
+
+/// The table for every upstream of a snapshot.
+#[derive(Debug)]
+pub struct Shared {
+    /// Time zero of the `*_ms` fields.
+    epoch: Instant,
+    pub upstreams: Vec<SharedUpstream>,
+}
+
+#[derive(Debug)]
+pub struct SharedUpstream {
+    pub backends: Vec<SharedBackend>,
+}
+
+#[derive(Debug)]
+pub struct SharedBackend {
+    /// The active health check's verdict (true when there is no check).
+    pub up: AtomicBool,
+    /// Ejected until this many ms after `epoch` (0: never ejected).
+    pub ejected_until_ms: AtomicU64,
+    /// Times ejected recently: the next ejection lasts `base_ejection` times one more.
+    pub ejections: AtomicU32,
+}
+
+impl Shared {
+    pub fn new(snapshot: &Snapshot) -> Shared {
+        Shared {
+            epoch: Instant::now(),
+            upstreams: snapshot
+                .upstreams
+                .iter()
+                .map(|u| {
+                    let up = !u.health.as_ref().is_some_and(|h| h.start_down);
+                    SharedUpstream {
+                        backends: u
+                            .backends
+                            .iter()
+                            .map(|_| SharedBackend {
+                                up: AtomicBool::new(up),
+                                ejected_until_ms: AtomicU64::new(0),
+                                ejections: AtomicU32::new(0),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    pub fn backend(&self, upstream: usize, backend: usize) -> &SharedBackend {
+        &self.upstreams[upstream].backends[backend]
+    }
+
+    /// `t` as ms since the epoch.
+    pub fn ms(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// The instant `ms` after the epoch.
+    pub fn at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    /// Backends of `upstream` ejected at `now`.
+    pub fn ejected_count(&self, upstream: usize, now: Instant) -> usize {
+        let now = self.ms(now);
+        self.upstreams[upstream]
+            .backends
+            .iter()
+            .filter(|b| b.ejected_until_ms.load(Relaxed) > now)
+            .count()
+    }
+}
+
+impl SharedBackend {
+    /// Records an ejection ending at `until_ms` (never shortens one already longer).
+    pub fn eject(&self, until_ms: u64) {
+        self.ejected_until_ms.fetch_max(until_ms, Relaxed);
+    }
+}
