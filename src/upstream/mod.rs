@@ -522,3 +522,152 @@ async fn connect(addr: SocketAddr, u: &Upstream) -> io::Result<TcpStream> {
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(upstream_lines: &str, backends: usize) -> Snapshot {
+        let list: Vec<String> = (0..backends)
+            .map(|i| format!("{{ address = \"127.0.0.1:{}\" }}", 9000 + i))
+            .collect();
+        let src = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[[upstreams]]\nname = \"u\"\nbackends = [{}]\n{upstream_lines}\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+            list.join(", ")
+        );
+        crate::config::parse("t", &src).unwrap()
+    }
+
+    fn upstreams(s: &Snapshot, worker: usize) -> (Upstreams, Arc<Shared>) {
+        let shared = Arc::new(Shared::new(s));
+        (Upstreams::new(s, worker, shared.clone()), shared)
+    }
+
+    #[test]
+    fn consecutive_failures_eject_for_every_worker_within_a_tick() {
+        let s = snapshot(
+            "[upstreams.outlier]\nconsecutive_failures = 3\nbase_ejection = \"10s\"",
+            4,
+        );
+        let u = &s.upstreams[0];
+        let (w0, shared) = upstreams(&s, 0);
+        let w1 = Upstreams::new(&s, 1, shared.clone());
+        assert!(!w0.failure(u, 2) && !w0.failure(u, 2));
+        w0.success(u, 2);
+        assert!(!w0.failure(u, 2) && !w0.failure(u, 2));
+        assert!(w0.failure(u, 2), "third failure in a row ejects");
+        assert!(!w0.live(0, 2).available.get());
+        // Worker 1 learns it on its tick, and never picks it.
+        assert!(w1.live(0, 2).available.get());
+        w1.sync(&s, Instant::now());
+        assert!(!w1.live(0, 2).available.get());
+        for _ in 0..100 {
+            assert_ne!(w1.pick(u, 0, &Tried::default()), Some(2));
+        }
+        // The ejection ends by itself.
+        w1.sync(&s, Instant::now() + Duration::from_secs(11));
+        assert!(w1.live(0, 2).available.get());
+        assert_eq!(shared.backend(0, 2).ejections.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn at_most_max_ejected_percent_are_ejected() {
+        let s = snapshot(
+            "[upstreams.outlier]\nconsecutive_failures = 1\nmax_ejected_percent = 50",
+            4,
+        );
+        let u = &s.upstreams[0];
+        let (w, _) = upstreams(&s, 0);
+        assert!(w.failure(u, 0));
+        assert!(w.failure(u, 1));
+        assert!(!w.failure(u, 2), "a third of four would be 75%");
+        assert_eq!(w.states[0].available.get(), 2);
+    }
+
+    #[test]
+    fn nothing_available_gives_none_unless_in_panic() {
+        let s = snapshot("[upstreams.health]\ntcp = true\nstart_down = true", 3);
+        let u = &s.upstreams[0];
+        let (w, shared) = upstreams(&s, 0);
+        assert_eq!(w.pick(u, 0, &Tried::default()), None);
+        assert!(w.retry_after(u) >= 1);
+        shared.backend(0, 1).up.store(true, Relaxed);
+        w.sync(&s, Instant::now());
+        assert_eq!(w.pick(u, 0, &Tried::default()), Some(1));
+        let s = snapshot(
+            "panic_threshold = 50\n[upstreams.health]\ntcp = true\nstart_down = true",
+            3,
+        );
+        let (w, _) = upstreams(&s, 0);
+        assert!(w.pick(&s.upstreams[0], 0, &Tried::default()).is_some());
+    }
+
+    #[test]
+    fn retries_stay_within_the_budget() {
+        let s = snapshot(
+            "[upstreams.retry]\nbudget_percent = 20\nmin_concurrent = 2",
+            2,
+        );
+        let u = &s.upstreams[0];
+        let (w, _) = upstreams(&s, 0);
+        let mut reqs: Vec<Active<'_>> = (0..20).map(|_| w.begin(u)).collect();
+        // 20% of 20 in progress = 4 retries at once.
+        let mut granted = 0;
+        for a in reqs.iter_mut() {
+            granted += w.take_retry(u, a) as usize;
+        }
+        assert_eq!(granted, 4);
+        reqs.truncate(5);
+        // The retries of the dropped requests are over; 20% of 5 is 1, the minimum is 2.
+        let r = w.states[0].retrying.get();
+        assert!(r <= 4, "{r}");
+        drop(reqs);
+        assert_eq!(
+            (w.states[0].active.get(), w.states[0].retrying.get()),
+            (0, 0)
+        );
+        let mut one = w.begin(u);
+        assert!(w.take_retry(u, &mut one) && w.take_retry(u, &mut one));
+        assert!(!w.take_retry(u, &mut one), "min_concurrent = 2");
+    }
+
+    #[test]
+    fn slow_start_ramps_the_weight_of_a_backend_that_comes_back() {
+        let s = snapshot("slow_start = \"10s\"\n[upstreams.health]\ntcp = true", 2);
+        let (w, shared) = upstreams(&s, 0);
+        let t0 = Instant::now();
+        shared.backend(0, 1).up.store(false, Relaxed);
+        w.sync(&s, t0);
+        assert!(!w.live(0, 1).available.get());
+        shared.backend(0, 1).up.store(true, Relaxed);
+        w.sync(&s, t0);
+        assert_eq!(w.live(0, 1).weight.get(), 1, "10% of 1, at least 1");
+        let s = snapshot("slow_start = \"10s\"\n[upstreams.health]\ntcp = true", 2)
+            .with_weights(&[100, 100]);
+        let (w, shared) = upstreams(&s, 0);
+        shared.backend(0, 1).up.store(false, Relaxed);
+        w.sync(&s, t0);
+        shared.backend(0, 1).up.store(true, Relaxed);
+        w.sync(&s, t0);
+        assert_eq!(w.live(0, 1).weight.get(), 10);
+        w.sync(&s, t0 + Duration::from_secs(5));
+        assert_eq!(w.live(0, 1).weight.get(), 55);
+        assert!(!w.states[0].uniform.get());
+        w.sync(&s, t0 + Duration::from_secs(10));
+        assert_eq!(w.live(0, 1).weight.get(), 100);
+        assert!(w.states[0].uniform.get());
+    }
+
+    trait WithWeights {
+        fn with_weights(self, w: &[u32]) -> Self;
+    }
+
+    impl WithWeights for Snapshot {
+        fn with_weights(mut self, w: &[u32]) -> Self {
+            for (b, &w) in self.upstreams[0].backends.iter_mut().zip(w) {
+                b.weight = w;
+            }
+            self
+        }
+    }
+}

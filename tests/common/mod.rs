@@ -6,9 +6,11 @@
 
 pub mod backend;
 pub mod client;
+pub mod process;
 
 pub use backend::{pattern, Body, Ending, Recorded, Reply, TestBackend};
 pub use client::{chunk, get_req, Client, Resp};
+pub use process::BackendProcess;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
