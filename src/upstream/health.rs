@@ -7,6 +7,10 @@
 //!
 //! A check: connect within `timeout`; for HTTP checks, send `GET path` and read the status line
 //! within the same `timeout`, passing when the status is in `expect_status`.
+//!
+//! A backend the checks saw go down and come back up is also let out of a passive ejection
+//! (its failures were those of the outage). One ejected while its checks kept passing stays
+//! out for its ejection time.
 
 use std::io;
 use std::net::SocketAddr;
@@ -115,7 +119,8 @@ async fn check_loop(
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
 ) {
-    let state = &shared.backend(t.upstream, t.backend).up;
+    let backend = shared.backend(t.upstream, t.backend);
+    let state = &backend.up;
     let mut up = state.load(Relaxed);
     let (mut passed, mut failed) = (0u32, 0u32);
     if sleep_unless_stopped(first, &stop).await {
@@ -129,6 +134,9 @@ async fn check_loop(
                 if !up && passed >= cfg.rise {
                     up = true;
                     state.store(true, Relaxed);
+                    // Checks saw it down and back: an ejection from the failures of that
+                    // outage ends too.
+                    backend.ejected_until_ms.store(0, Relaxed);
                     tracing::info!("{} is up ({passed} check(s) passed)", t.name);
                 }
             }
