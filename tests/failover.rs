@@ -3,7 +3,8 @@
 //! is caught by the check's timeout; a backend killed with SIGKILL under load costs clients
 //! nothing and gets traffic again once restarted; a backend answering 503 is ejected; a POST
 //! whose body was sent is never replayed, while one that could not connect goes elsewhere;
-//! nothing available gives 503 with Retry-After; `max_connections` answers 503 at once.
+//! nothing available gives 503 with Retry-After; `max_connections` answers 503 at once; a
+//! backend given by host name follows its name.
 
 mod common;
 
@@ -340,4 +341,66 @@ fn max_connections_answers_503_at_once_instead_of_queueing() {
     );
     assert_eq!(first.join().unwrap(), 200);
     assert_eq!(slow.requests().len(), 1);
+}
+
+/// A backend given by host name follows its name: when the name resolves to another address
+/// (rewritten /etc/hosts in coregate's own mount namespace), traffic moves there within
+/// `resolve_interval` and a tick, and the idle connections to the old address are closed.
+#[test]
+fn a_backend_given_by_name_moves_when_its_name_resolves_elsewhere() {
+    let port = free_port();
+    let old = TestBackend::start_on(port, |_| Reply::ok("old"));
+    let new_listener =
+        std::net::TcpListener::bind(("127.0.0.2", port)).expect("127.0.0.2 is loopback on Linux");
+    drop(new_listener);
+    let dir = TempDir::new("hosts");
+    let hosts = dir.write("hosts", "127.0.0.1 localhost\n127.0.0.1 app.test\n");
+    let rest = format!(
+        "[[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"app.test:{port}\" }}]\n\
+         resolve_interval = \"200ms\"\n\n{}",
+        route_all()
+    );
+    let lport = free_port();
+    let text = format!(
+        "[runtime]\nworkers = 1\npin = false\n\n[[listeners]]\naddress = \"127.0.0.1:{lport}\"\n\n{rest}"
+    );
+    let proxy = Proxy::start_with_hosts(&text, lport, "info", &hosts);
+    let mut c = Client::connect(proxy.addr);
+    c.send(get_req("a", "/1", ""));
+    assert_eq!(c.response().text(), "old");
+    assert_eq!(old.conns(), 1);
+    // The name moves to 127.0.0.2, where another backend listens on the same port.
+    let moved = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let m2 = moved.clone();
+    let new = std::thread::spawn(move || {
+        let l = std::net::TcpListener::bind(("127.0.0.2", port)).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+        m2.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        std::io::Write::write_all(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nnew")
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.2 app.test\n").unwrap();
+    let t = Instant::now();
+    let mut answer = String::new();
+    while answer != "new" {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "still at the old address"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        c.send(get_req("a", "/2", ""));
+        answer = c.response().text();
+    }
+    new.join().unwrap();
+    assert!(moved.lock().unwrap()[0].starts_with("GET /2 HTTP/1.1\r\n"));
+    // The pooled connection to the old address was closed by coregate.
+    assert_eq!(old.wait_ended(1), 1);
+    assert!(proxy.log_text().contains(&format!(
+        "backend app.test:{port} moved from 127.0.0.1:{port} to 127.0.0.2:{port}"
+    )));
 }

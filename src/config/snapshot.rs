@@ -267,8 +267,11 @@ pub struct Backend {
     pub index: usize,
     /// Resolved once at load.
     pub addr: SocketAddr,
-    /// As written in the config (for logs).
+    /// As written in the config (for logs, the `Host` of HTTP/1.0 requests without one, and
+    /// consistent hashing).
     pub address: String,
+    /// Given by host name: resolved again every `resolve_interval`.
+    pub by_name: bool,
     /// >= 1.
     pub weight: u32,
 }

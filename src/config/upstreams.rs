@@ -22,6 +22,7 @@ fn backend(index: usize, b: &RawBackend, errs: &mut Errors) -> Option<Backend> {
         index,
         addr: addr?,
         address: b.address.get_ref().clone(),
+        by_name: b.address.get_ref().parse::<std::net::SocketAddr>().is_err(),
         weight: weight?,
     })
 }

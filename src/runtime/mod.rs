@@ -51,6 +51,8 @@ pub fn run(snapshot: Snapshot, exit_after: Option<Duration>) -> Result<(), Runti
     let shared = Arc::new(crate::upstream::Shared::new(&snapshot));
     // One health checker per process; stopped when `run` returns.
     let _checker = crate::upstream::Checker::start(snapshot.clone(), shared.clone())?;
+    // Backends given by host name are resolved again on a control thread.
+    let _resolver = crate::upstream::Resolver::start(&snapshot, shared.clone())?;
     let rt = &snapshot.runtime;
     let cores = if rt.pin {
         let ids = core_affinity::get_core_ids().unwrap_or_default();

@@ -75,7 +75,6 @@ async fn run(snapshot: Arc<Snapshot>, shared: Arc<Shared>, stop: Arc<AtomicBool>
             let target = Target {
                 upstream: u.index,
                 backend: b.index,
-                addr: b.addr,
                 name: format!("upstream {} backend {}", u.name, b.address),
                 request: check.path.as_ref().map(|path| {
                     let host = check.host.as_deref().unwrap_or(&b.address);
@@ -106,7 +105,6 @@ async fn run(snapshot: Arc<Snapshot>, shared: Arc<Shared>, stop: Arc<AtomicBool>
 struct Target {
     upstream: usize,
     backend: usize,
-    addr: SocketAddr,
     name: String,
     /// The HTTP request to send; `None` for a connect-only check.
     request: Option<Vec<u8>>,
@@ -127,7 +125,7 @@ async fn check_loop(
         return;
     }
     loop {
-        match check_once(&t, &cfg).await {
+        match check_once(&t, backend.addr(), &cfg).await {
             Ok(()) => {
                 passed += 1;
                 failed = 0;
@@ -173,15 +171,15 @@ async fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
     stop.load(Relaxed)
 }
 
-async fn check_once(t: &Target, cfg: &HealthCheck) -> Result<(), String> {
-    match monoio::time::timeout(cfg.timeout, probe(t, cfg)).await {
+async fn check_once(t: &Target, addr: SocketAddr, cfg: &HealthCheck) -> Result<(), String> {
+    match monoio::time::timeout(cfg.timeout, probe(t, addr, cfg)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {:?}", cfg.timeout)),
     }
 }
 
-async fn probe(t: &Target, cfg: &HealthCheck) -> Result<(), String> {
-    let mut s = TcpStream::connect_addr(t.addr)
+async fn probe(t: &Target, addr: SocketAddr, cfg: &HealthCheck) -> Result<(), String> {
+    let mut s = TcpStream::connect_addr(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let Some(request) = &t.request else {

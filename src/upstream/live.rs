@@ -13,6 +13,8 @@ use std::time::Instant;
 pub struct BackendLive {
     /// Where to connect (a backend given by host name may move).
     pub addr: Cell<SocketAddr>,
+    /// The shared address generation `addr` belongs to.
+    pub gen: Cell<u32>,
     /// Requests sent to it and not finished, on this worker.
     pub in_flight: Cell<u32>,
     /// Open connections to it on this worker (in use and pooled).
@@ -37,6 +39,7 @@ impl BackendLive {
     pub fn new(weight: u32, addr: SocketAddr, up: bool) -> BackendLive {
         BackendLive {
             addr: Cell::new(addr),
+            gen: Cell::new(0),
             in_flight: Cell::new(0),
             open: Cell::new(0),
             pending: Cell::new(0),

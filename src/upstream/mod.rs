@@ -15,6 +15,7 @@ pub mod balancer;
 mod health;
 mod live;
 mod pool;
+mod resolve;
 mod shared;
 mod sys;
 
@@ -22,6 +23,7 @@ pub use balancer::{maglev, Balancer, Maglev, Pick, View};
 pub use health::Checker;
 pub use live::{BackendLive, Rng};
 use pool::Pool;
+pub use resolve::Resolver;
 pub use shared::Shared;
 
 use crate::config::{Snapshot, Upstream};
@@ -102,6 +104,9 @@ pub struct Conn<'a> {
     pub backend: usize,
     /// Came from the pool (the backend may have closed it meanwhile).
     pub reused: bool,
+    /// The backend's address generation when connected (a moved backend's old connections
+    /// are not pooled again).
+    gen: u32,
     slot: Slot<'a>,
 }
 
@@ -282,12 +287,14 @@ impl Upstreams {
             live,
             counts_open: false,
         };
+        let gen = live.gen.get();
         if let Some(stream) = pooled {
             slot.counts_open = true;
             return Ok(Conn {
                 stream,
                 backend,
                 reused: true,
+                gen,
                 slot,
             });
         }
@@ -304,6 +311,7 @@ impl Upstreams {
                     stream,
                     backend,
                     reused: true,
+                    gen,
                     slot,
                 });
             }
@@ -317,6 +325,7 @@ impl Upstreams {
             stream,
             backend,
             reused: false,
+            gen,
             slot,
         })
     }
@@ -351,9 +360,13 @@ impl Upstreams {
         let Conn {
             stream,
             backend,
+            gen,
             mut slot,
             ..
         } = conn;
+        if gen != slot.live.gen.get() {
+            return; // the backend moved: dropped, not pooled
+        }
         let closed = self.states[u.index].pools[backend]
             .borrow_mut()
             .put(stream, Instant::now());
@@ -429,6 +442,14 @@ impl Upstreams {
             let mut weights_changed = false;
             for (i, l) in st.live.iter().enumerate() {
                 let sb = self.shared.backend(u.index, i);
+                let gen = sb.addr_gen.load(Relaxed);
+                if gen != l.gen.get() {
+                    // The backend moved: connect to its new address, drop idle connections.
+                    l.gen.set(gen);
+                    l.addr.set(sb.addr());
+                    let closed = st.pools[i].borrow_mut().clear();
+                    l.open.set(l.open.get().saturating_sub(closed));
+                }
                 let up = sb.up.load(Relaxed);
                 l.up.set(up);
                 let until_ms = sb.ejected_until_ms.load(Relaxed);

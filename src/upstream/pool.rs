@@ -80,4 +80,11 @@ impl Pool {
     pub fn is_empty(&self) -> bool {
         self.idle.is_empty()
     }
+
+    /// Closes every idle connection (their backend moved); returns how many.
+    pub fn clear(&mut self) -> u32 {
+        let n = self.idle.len() as u32;
+        self.idle.clear();
+        n
+    }
 }

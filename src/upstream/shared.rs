@@ -4,7 +4,9 @@
 //! status change, an ejection), so a relaxed store or an occasional read-modify-write on a
 //! failure is all it costs.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::Snapshot;
@@ -30,6 +32,10 @@ pub struct SharedBackend {
     pub ejected_until_ms: AtomicU64,
     /// Times ejected recently: the next ejection lasts `base_ejection` times one more.
     pub ejections: AtomicU32,
+    /// Where the backend is now (one given by host name may move; see `resolve.rs`).
+    addr: Mutex<SocketAddr>,
+    /// Bumped each time `addr` changes: workers compare it on their tick.
+    pub addr_gen: AtomicU32,
 }
 
 impl Shared {
@@ -45,10 +51,12 @@ impl Shared {
                         backends: u
                             .backends
                             .iter()
-                            .map(|_| SharedBackend {
+                            .map(|b| SharedBackend {
                                 up: AtomicBool::new(up),
                                 ejected_until_ms: AtomicU64::new(0),
                                 ejections: AtomicU32::new(0),
+                                addr: Mutex::new(b.addr),
+                                addr_gen: AtomicU32::new(0),
                             })
                             .collect(),
                     }
@@ -83,6 +91,18 @@ impl Shared {
 }
 
 impl SharedBackend {
+    /// The backend's current address (read on the tick after `addr_gen` moved, and by the
+    /// health checker: never on the request path).
+    pub fn addr(&self) -> SocketAddr {
+        *self.addr.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the backend (the resolver thread, when its name resolves elsewhere).
+    pub fn set_addr(&self, addr: SocketAddr) {
+        *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+        self.addr_gen.fetch_add(1, Relaxed);
+    }
+
     /// Records an ejection ending at `until_ms` (never shortens one already longer).
     pub fn eject(&self, until_ms: u64) {
         self.ejected_until_ms.fetch_max(until_ms, Relaxed);

@@ -212,12 +212,48 @@ impl Proxy {
         rust_log: &str,
         env: &[(&str, &str)],
     ) -> Proxy {
+        Self::launch(config_text, port, rust_log, env, None)
+    }
+
+    /// [`Proxy::start`] in a mount namespace of its own where `hosts` is `/etc/hosts` (to make
+    /// host names resolve where a test says; needs root and `unshare`). Rewriting `hosts` in
+    /// place changes what coregate resolves next.
+    pub fn start_with_hosts(config_text: &str, port: u16, rust_log: &str, hosts: &Path) -> Proxy {
+        Self::launch(config_text, port, rust_log, &[], Some(hosts))
+    }
+
+    fn launch(
+        config_text: &str,
+        port: u16,
+        rust_log: &str,
+        env: &[(&str, &str)],
+        hosts: Option<&Path>,
+    ) -> Proxy {
         let dir = TempDir::new("run");
         let cfg = dir.write("coregate.toml", config_text);
         let log = dir.0.join("coregate.log");
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&cfg)
+        let mut cmd = match hosts {
+            None => {
+                let mut c = Command::new(BIN);
+                c.args(["run", "--config"]).arg(&cfg);
+                c
+            }
+            Some(h) => {
+                let mut c = Command::new("unshare");
+                c.args([
+                    "--mount",
+                    "sh",
+                    "-c",
+                    "mount --bind \"$1\" /etc/hosts && exec \"$2\" run --config \"$3\"",
+                    "sh",
+                ])
+                .arg(h)
+                .arg(BIN)
+                .arg(&cfg);
+                c
+            }
+        };
+        let child = cmd
             .env("RUST_LOG", rust_log)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -93,6 +93,7 @@ mod tests {
                 index,
                 addr: ([127, 0, 0, 1], 1000 + index as u16).into(),
                 address: String::new(),
+                by_name: false,
                 weight,
             })
             .collect()
