@@ -2,7 +2,9 @@
 //! proxy (or straight from the generator), are parsed with httparse and answered from prebuilt
 //! buffers (fixed body, chunked body, or an echo of the raw request). One pinned monoio worker per
 //! `--workers`, each with its own SO_REUSEPORT listener. Counts connections and requests and
-//! serves them as JSON at the stats path; can stall every Nth request to test latency reporting.
+//! serves them as JSON at the stats path; answers a proxy's health checks at the health path
+//! (counted apart, so `requests` is what the proxy forwarded); can stall every Nth request to
+//! test latency reporting.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -46,9 +48,14 @@ pub struct BackendArgs {
     /// How long a stalled request waits.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub stall: Duration,
-    /// Path answering {"connections":N,"requests":M,"open":K} (not counted as a request).
+    /// Path answering {"connections":N,"requests":M,"open":K,"checks":H} (not counted as a
+    /// request).
     #[arg(long, default_value = "/__stats")]
     pub stats_path: String,
+    /// Path for a proxy's active health checks: answered 200 "ok" at once (no delay, no stall),
+    /// counted as `checks`, not as `requests`.
+    #[arg(long, default_value = "/__health")]
+    pub health_path: String,
     /// Do not pin worker threads.
     #[arg(long)]
     pub no_pin: bool,
@@ -61,6 +68,7 @@ struct Counters {
     connections: AtomicU64,
     requests: AtomicU64,
     open: AtomicU64,
+    checks: AtomicU64,
 }
 
 impl Counters {
@@ -186,6 +194,7 @@ async fn worker(
 struct Req {
     total: usize,
     stats: bool,
+    check: bool,
     head: bool,
     close: bool,
 }
@@ -196,7 +205,7 @@ enum Parsed {
     Bad(&'static str),
 }
 
-fn parse(data: &[u8], stats_path: &str) -> Parsed {
+fn parse(data: &[u8], stats_path: &str, health_path: &str) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(data) {
@@ -226,6 +235,7 @@ fn parse(data: &[u8], stats_path: &str) -> Parsed {
     let path = req.path.unwrap_or("");
     let path = path.split('?').next().unwrap_or(path);
     let stats = path == stats_path;
+    let check = path == health_path;
     let head = req.method == Some("HEAD");
     let mut used = 0;
     if !body.is_done() {
@@ -244,6 +254,7 @@ fn parse(data: &[u8], stats_path: &str) -> Parsed {
     Parsed::Done(Req {
         total: head_len + used,
         stats,
+        check,
         head,
         close,
     })
@@ -265,7 +276,7 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
     let mut rx = RxBuf::with_capacity(16384);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        let req = match parse(rx.data(), &ctx.args.stats_path) {
+        let req = match parse(rx.data(), &ctx.args.stats_path, &ctx.args.health_path) {
             Parsed::Done(r) => r,
             Parsed::Partial => {
                 if !write(&mut stream, &mut out).await {
@@ -285,21 +296,35 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
                 return;
             }
         };
-        if req.stats {
-            let (mut c, mut r, mut o) = (0, 0, 0);
-            for w in &ctx.all {
-                c += w.connections.load(Ordering::Relaxed);
-                r += w.requests.load(Ordering::Relaxed);
-                o += w.open.load(Ordering::Relaxed);
-            }
-            let body = format!("{{\"connections\":{c},\"requests\":{r},\"open\":{o}}}");
+        if req.stats || req.check {
+            let body = if req.stats {
+                let (mut c, mut r, mut o, mut h) = (0, 0, 0, 0);
+                for w in &ctx.all {
+                    c += w.connections.load(Ordering::Relaxed);
+                    r += w.requests.load(Ordering::Relaxed);
+                    o += w.open.load(Ordering::Relaxed);
+                    h += w.checks.load(Ordering::Relaxed);
+                }
+                format!("{{\"connections\":{c},\"requests\":{r},\"open\":{o},\"checks\":{h}}}")
+            } else {
+                Counters::bump(&ctx.mine.checks, 1);
+                "ok".to_string()
+            };
+            let ctype = if req.stats {
+                "application/json"
+            } else {
+                "text/plain"
+            };
             out.extend_from_slice(
                 format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
                     body.len()
                 )
                 .as_bytes(),
             );
+            if !req.head {
+                out.extend_from_slice(body.as_bytes());
+            }
             rx.consume(req.total);
             if req.close {
                 write(&mut stream, &mut out).await;
@@ -364,7 +389,7 @@ mod tests {
     use super::*;
 
     fn done(data: &[u8]) -> Req {
-        match parse(data, "/__stats") {
+        match parse(data, "/__stats", "/__health") {
             Parsed::Done(r) => r,
             Parsed::Partial => panic!("partial"),
             Parsed::Bad(s) => panic!("bad: {s}"),
@@ -380,7 +405,7 @@ mod tests {
         let second = done(&two[first.total..]);
         assert_eq!(second.total, 42);
         assert!(matches!(
-            parse(&two[first.total + second.total..], "/__stats"),
+            parse(&two[first.total + second.total..], "/__stats", "/__health"),
             Parsed::Partial
         ));
     }
@@ -389,7 +414,10 @@ mod tests {
     fn bodies_close_and_stats() {
         // A chunked body is complete only with its last chunk.
         let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
-        assert!(matches!(parse(chunked, "/__stats"), Parsed::Partial));
+        assert!(matches!(
+            parse(chunked, "/__stats", "/__health"),
+            Parsed::Partial
+        ));
         let mut whole = chunked.to_vec();
         whole.extend_from_slice(b"0\r\n\r\n");
         assert_eq!(done(&whole).total, whole.len());
@@ -397,13 +425,19 @@ mod tests {
         assert!(!done(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").close);
         assert!(done(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").close);
         assert!(done(b"GET /__stats?x=1 HTTP/1.1\r\n\r\n").stats);
+        assert!(done(b"GET /__health HTTP/1.1\r\n\r\n").check);
+        assert!(!done(b"GET /__health/x HTTP/1.1\r\n\r\n").check);
         assert!(done(b"HEAD / HTTP/1.1\r\n\r\n").head);
         assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", "/__stats"),
+            parse(
+                b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                "/__stats",
+                "/__health"
+            ),
             Parsed::Bad(_)
         ));
         assert!(matches!(
-            parse(b"\x01\x02 nonsense\r\n\r\n", "/"),
+            parse(b"\x01\x02 nonsense\r\n\r\n", "/", "/__health"),
             Parsed::Bad(_)
         ));
     }
@@ -420,6 +454,7 @@ mod tests {
             stall_every: 0,
             stall: Duration::ZERO,
             stats_path: "/__stats".into(),
+            health_path: "/__health".into(),
             no_pin: true,
         };
         let c = canned(&args, false);

@@ -16,12 +16,14 @@ struct Target {
     proc: Option<Running>,
 }
 
+/// Starts target `name` in front of `backends` (relay and direct use the first one only).
 fn start_target(
     name: &str,
-    backend: std::net::SocketAddr,
+    backends: &[std::net::SocketAddr],
     plan: &Plan,
     dir: &Path,
 ) -> Result<Target, String> {
+    let backend = *backends.first().ok_or("no backend")?;
     let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let port = || targets::free_port().map_err(|e| format!("free port: {e}"));
     let running = match name {
@@ -45,13 +47,14 @@ fn start_target(
             ],
             &plan.proxy,
         )?,
-        "coregate" => {
+        _ if targets::Variant::of_target(name).is_some() => {
+            let variant = targets::Variant::of_target(name).ok_or("variant")?;
             let listen = local(port()?);
-            let conf = dir.join("coregate.toml");
-            std::fs::write(&conf, targets::coregate_config(listen, backend))
+            let conf = dir.join(format!("{name}.toml"));
+            std::fs::write(&conf, targets::coregate_config(listen, backends, variant))
                 .map_err(|e| format!("{}: {e}", conf.display()))?;
             targets::spawn_external(
-                "coregate",
+                name,
                 &plan.coregate,
                 &["run".into(), "--config".into(), conf.display().to_string()],
                 listen,
@@ -65,7 +68,7 @@ fn start_target(
                 let _ = std::fs::create_dir_all(dir.join(d));
             }
             let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, targets::nginx_config(dir, listen, backend))
+            std::fs::write(&conf, targets::nginx_config(dir, listen, backends))
                 .map_err(|e| format!("{}: {e}", conf.display()))?;
             let prog = targets::which("nginx").ok_or("nginx not installed")?;
             targets::spawn_external(
@@ -85,7 +88,7 @@ fn start_target(
         "haproxy" => {
             let listen = local(port()?);
             let conf = dir.join("haproxy.cfg");
-            std::fs::write(&conf, targets::haproxy_config(listen, backend))
+            std::fs::write(&conf, targets::haproxy_config(listen, backends))
                 .map_err(|e| format!("{}: {e}", conf.display()))?;
             let prog = targets::which("haproxy").ok_or("haproxy not installed")?;
             targets::spawn_external(
@@ -153,20 +156,11 @@ pub(super) fn idle_memory(
     let hold = if args.quick { 1 } else { 4 };
     eprintln!("idle connections: {n} per proxy");
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let backend = targets::spawn_self(
-        "backend",
-        &[
-            "backend".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--workers".into(),
-            "1".into(),
-        ],
-        &plan.gen,
-    )?;
+    let backends = targets::spawn_backends(plan.backends, &[], &[], &plan.gen)?;
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     let mut rows = Vec::new();
     for name in plan.targets.iter().filter(|n| *n != "direct") {
-        let t = match start_target(name, backend.addr, plan, dir) {
+        let t = match start_target(name, &addrs, plan, dir) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("  {name} skipped: {e}");
@@ -201,10 +195,12 @@ pub(super) fn idle_memory(
     Ok(rows)
 }
 
-/// Fails when the backend or the target has died: its figures would be meaningless.
-fn alive(backend: &mut Running, t: &mut Target) -> Result<(), String> {
-    if let Some(st) = backend.exited() {
-        return Err(format!("the backend exited ({st})"));
+/// Fails when a backend or the target has died: its figures would be meaningless.
+fn alive(backends: &mut [Running], t: &mut Target) -> Result<(), String> {
+    for (i, b) in backends.iter_mut().enumerate() {
+        if let Some(st) = b.exited() {
+            return Err(format!("backend {} exited ({st})", i + 1));
+        }
     }
     if let Some(st) = t.proc.as_mut().and_then(Running::exited) {
         return Err(format!("{} exited ({st})", t.name));
@@ -251,23 +247,17 @@ pub(super) fn scenario(
     eprintln!("scenario {}: {}", s.name, s.description);
     let sdir = dir.join(s.name);
     std::fs::create_dir_all(&sdir).map_err(|e| format!("{}: {e}", sdir.display()))?;
-    let mut backend = targets::spawn_self(
-        "backend",
-        &[
-            "backend".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--workers".into(),
-            "1".into(),
-            "--body-size".into(),
-            s.body_size.to_string(),
-        ],
+    let mut backends = targets::spawn_backends(
+        plan.backends,
+        &[],
+        &["--body-size".into(), s.body_size.to_string()],
         &plan.gen,
     )?;
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     let mut notes = Vec::new();
     let mut tgts = Vec::new();
     for name in &plan.targets {
-        match start_target(name, backend.addr, plan, &sdir) {
+        match start_target(name, &addrs, plan, &sdir) {
             Ok(t) => tgts.push(t),
             Err(e) => {
                 eprintln!("  {name} skipped: {e}");
@@ -283,9 +273,9 @@ pub(super) fn scenario(
     for round in 0..plan.rounds {
         for k in 0..n {
             let i = (k + round) % n;
-            alive(&mut backend, &mut tgts[i])?;
+            alive(&mut backends, &mut tgts[i])?;
             let (_, st, secs) = load(&tgts[i], s, None, plan.duration, plan.warmup, threads)?;
-            alive(&mut backend, &mut tgts[i])?;
+            alive(&mut backends, &mut tgts[i])?;
             let rps = st.ok as f64 / secs;
             eprintln!(
                 "  round {}/{} {:<9} saturation {:>10.0} req/s  errors {}",
@@ -327,14 +317,23 @@ pub(super) fn scenario(
     let mut hist: Vec<Stats> = vec![Stats::default(); n];
     let mut achieved = vec![0f64; n];
     let mut gen_cpu = vec![0f64; n];
+    let mut per_backend = vec![vec![0u64; addrs.len()]; n];
+    // Requests each backend has received so far (None if one did not answer).
+    let counts = || -> Option<Vec<u64>> {
+        addrs
+            .iter()
+            .map(|&a| targets::backend_counts(a).map(|(r, _)| r))
+            .collect()
+    };
     for round in 0..plan.rounds {
         for k in 0..n {
             let i = (k + round) % n;
             let pid = tgts[i].proc.as_ref().and_then(Running::pid);
+            let served_before = counts();
             let before = pid.map(targets::cpu_tree);
             // The fixed-rate run has no warm-up: the proxy's CPU over the whole run is divided
             // by every valid response of that run.
-            alive(&mut backend, &mut tgts[i])?;
+            alive(&mut backends, &mut tgts[i])?;
             let (_, st, secs) = load(
                 &tgts[i],
                 s,
@@ -343,11 +342,16 @@ pub(super) fn scenario(
                 Duration::ZERO,
                 threads,
             )?;
-            alive(&mut backend, &mut tgts[i])?;
+            alive(&mut backends, &mut tgts[i])?;
             if let (Some(pid), Some(b)) = (pid, before) {
                 let used = targets::cpu_tree(pid) - b;
                 if st.ok > 0 {
                     cpu[i].push(used * 1e6 / st.ok as f64);
+                }
+            }
+            if let (Some(b), Some(a)) = (served_before, counts()) {
+                for (k, (b, a)) in b.iter().zip(&a).enumerate() {
+                    per_backend[i][k] += a.saturating_sub(*b);
                 }
             }
             eprintln!(
@@ -394,10 +398,11 @@ pub(super) fn scenario(
             error_kinds: errors[i].clone(),
             unsent: unsent[i],
             generator_cpu_us_per_req: gen_cpu[i],
+            backend_requests: per_backend[i].clone(),
         });
     }
     drop(tgts);
-    drop(backend);
+    drop(backends);
     Ok(ScenarioResult {
         name: s.name.into(),
         description: s.description.clone(),

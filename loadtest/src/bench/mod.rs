@@ -8,7 +8,7 @@
 
 mod measure;
 mod report;
-mod targets;
+pub(crate) mod targets;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,6 +30,17 @@ pub struct BenchArgs {
     /// Also compare with these (nginx, haproxy) when installed.
     #[arg(long, default_value = "")]
     pub compare: String,
+    /// Measure coregate in several upstream configurations side by side, in the same
+    /// alternating rounds, instead of one: any of rr (balancer = "round_robin", what `coregate`
+    /// alone measures), p2c (balancer = "p2c"), health (p2c and [upstreams.health] every 1s).
+    /// Targets are named coregate-rr, coregate-p2c, ...; ratios are against the first listed.
+    #[arg(long, default_value = "")]
+    pub coregate_variants: String,
+    /// Backend processes behind the proxies (one worker each, on the generator's CPUs); coregate,
+    /// nginx and HAProxy balance over all of them, relay and direct use the first. Default 1,
+    /// or 3 with --coregate-variants.
+    #[arg(long)]
+    pub backends: Option<usize>,
     /// CPU sets "GENERATOR/PROXY": generator and backend on the first, the proxy alone on the
     /// second (lists and ranges: "0/1", "0-1/2-3").
     #[arg(long, default_value = "0/1")]
@@ -155,6 +166,8 @@ pub struct TargetResult {
     pub generator_cpu_us_per_req: f64,
     /// The generator's own sending lateness at the fixed rate (included in `latency`).
     pub generator_lag: Latency,
+    /// Requests each backend received during this target's fixed-rate runs (all rounds).
+    pub backend_requests: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -191,6 +204,8 @@ pub struct BenchReport {
     pub kernel: String,
     pub rounds: usize,
     pub seconds_per_measurement: f64,
+    /// Backend processes behind the proxies.
+    pub backends: usize,
     pub quick: bool,
     pub scenarios: Vec<ScenarioResult>,
     /// Memory per idle keep-alive connection, per proxy.
@@ -227,6 +242,18 @@ pub fn parse_cpus(s: &str) -> Result<(Vec<usize>, Vec<usize>), String> {
     Ok((parse_cpu_list(g)?, parse_cpu_list(p)?))
 }
 
+/// `--coregate-variants`: "rr,p2c,health" (empty: none; no duplicates).
+fn parse_variants(s: &str) -> Result<Vec<targets::Variant>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let v = targets::Variant::parse(&part.to_ascii_lowercase())?;
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
 fn loadavg() -> String {
     let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
@@ -260,6 +287,7 @@ struct Plan {
     proxy: Vec<usize>,
     targets: Vec<String>,
     coregate: PathBuf,
+    backends: usize,
 }
 
 pub fn main(args: BenchArgs) -> i32 {
@@ -303,34 +331,30 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         }
         names.push(n);
     }
-    let coregate = args
+    let variants = parse_variants(&args.coregate_variants)?;
+    if !variants.is_empty() {
+        // The variants take coregate's place (or lead the list when coregate was not named).
+        let at = names.iter().position(|n| n == "coregate").unwrap_or(0);
+        names.retain(|n| n != "coregate");
+        for (k, v) in variants.iter().enumerate() {
+            names.insert(at + k, format!("coregate-{}", v.name()));
+        }
+    }
+    let is_coregate = |n: &String| targets::Variant::of_target(n).is_some();
+    let mut coregate = args
         .coregate
         .clone()
         .unwrap_or_else(|| root.join("target/release/coregate"));
-    if names.iter().any(|n| n == "coregate") && !coregate.is_file() {
-        if args.build {
-            eprintln!("building coregate (cargo build --release -p coregate) ...");
-            let ok = std::process::Command::new("cargo")
-                .args(["build", "--release", "-p", "coregate"])
-                .current_dir(&root)
-                .env("CARGO_TARGET_DIR", root.join("target"))
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                return Err("building coregate failed".into());
+    if names.iter().any(is_coregate) {
+        match targets::coregate_binary(args.coregate.as_deref(), args.build, &root) {
+            Ok(p) => coregate = p,
+            Err(e) if args.coregate.is_some() => return Err(e),
+            Err(e) => {
+                let n = format!("coregate skipped: {e}");
+                eprintln!("{n}");
+                notes.push(n);
+                names.retain(|n| !is_coregate(n));
             }
-        }
-        if !coregate.is_file() {
-            if args.coregate.is_some() {
-                return Err(format!("coregate binary {} not found", coregate.display()));
-            }
-            let n = format!(
-                "coregate skipped: no binary at {} (build it with `cargo build --release`, or pass --coregate PATH or --build)",
-                coregate.display()
-            );
-            eprintln!("{n}");
-            notes.push(n);
-            names.retain(|n| n != "coregate");
         }
     }
     for prog in ["nginx", "haproxy"] {
@@ -375,6 +399,10 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         proxy: proxy.clone(),
         targets: names,
         coregate,
+        backends: args
+            .backends
+            .unwrap_or(if variants.is_empty() { 1 } else { 3 })
+            .clamp(1, 64),
     };
     // Everything this process runs from now on (generator threads, backend) stays on `gen`.
     util::set_affinity(0, &gen).map_err(|e| format!("pinning to CPUs {gen:?}: {e}"))?;
@@ -432,6 +460,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
             .to_string(),
         rounds: plan.rounds,
         seconds_per_measurement: plan.duration.as_secs_f64(),
+        backends: plan.backends,
         quick: args.quick,
         scenarios: results,
         idle,
@@ -477,5 +506,40 @@ mod tests {
         assert_eq!(spread_pct(&[90.0, 100.0, 110.0]), 20.0);
         assert_eq!(round_rate(12345.0), 12000.0);
         assert_eq!(round_rate(987.0), 980.0);
+    }
+
+    #[test]
+    fn variants_and_their_configs() {
+        use targets::Variant;
+        assert_eq!(parse_variants(""), Ok(vec![]));
+        assert_eq!(
+            parse_variants("rr, P2C,health,rr"),
+            Ok(vec![Variant::Rr, Variant::P2c, Variant::Health])
+        );
+        assert!(parse_variants("rr,wrr").is_err());
+        assert_eq!(Variant::of_target("coregate"), Some(Variant::Rr));
+        assert_eq!(Variant::of_target("coregate-health"), Some(Variant::Health));
+        assert_eq!(Variant::of_target("coregate-x"), None);
+        assert_eq!(Variant::of_target("nginx"), None);
+        let l: std::net::SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        let b: Vec<std::net::SocketAddr> = (1..=3)
+            .map(|p| format!("127.0.0.1:900{p}").parse().unwrap())
+            .collect();
+        let rr = targets::coregate_config(l, &b, Variant::Rr);
+        assert!(rr.contains("balancer = \"round_robin\"\n"), "{rr}");
+        assert!(
+            rr.contains("{ address = \"127.0.0.1:9003\", weight = 1 } ]"),
+            "{rr}"
+        );
+        assert!(!rr.contains("[upstreams.health]"), "{rr}");
+        let h = targets::coregate_config(l, &b, Variant::Health);
+        assert!(h.contains("balancer = \"p2c\""), "{h}");
+        assert!(h.contains("[upstreams.health]\npath = \"/__health\"\ninterval = \"1s\"\n"));
+        // The health table belongs to the upstream: it comes before the routes.
+        assert!(h.find("[upstreams.health]") < h.find("[[routes]]"));
+        let hc = targets::haproxy_config(l, &b);
+        assert!(hc.contains("    server b3 127.0.0.1:9003\n"), "{hc}");
+        let nc = targets::nginx_config(std::path::Path::new("/tmp/x"), l, &b);
+        assert!(nc.contains("        server 127.0.0.1:9002;\n"), "{nc}");
     }
 }

@@ -1,9 +1,12 @@
 //! The benchmark's markdown: one table per scenario (saturation, CPU per request and latency at
 //! the fixed rate, RSS, errors) with ratios against coregate (or, without coregate, the first
-//! proxy measured) and coregate against the relay floor.
+//! proxy measured) and coregate against the relay floor; with coregate variants, a table of each
+//! variant's CPU per request against the first variant.
 
 use std::fmt::Write as _;
 
+use super::measure::median;
+use super::targets::Variant;
 use super::{BenchReport, ScenarioResult, TargetResult};
 use crate::util::{fmt_bytes, fmt_us};
 
@@ -51,14 +54,79 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// The reference the ratios are taken against: coregate, else the first proxy, else the first
-/// target; only among targets that gave valid responses.
+fn is_coregate(t: &TargetResult) -> bool {
+    Variant::of_target(&t.name).is_some()
+}
+
+/// The reference the ratios are taken against: coregate (its first variant), else the first
+/// proxy, else the first target; only among targets that gave valid responses.
 fn reference(s: &ScenarioResult) -> Option<&TargetResult> {
     let valid = || s.targets.iter().filter(|t| t.saturation_median > 0.0);
     valid()
-        .find(|t| t.name == "coregate")
+        .find(|t| is_coregate(t))
         .or_else(|| valid().find(|t| t.cpu_us_per_req_median.is_some()))
         .or_else(|| valid().next())
+}
+
+/// Per-round ratios a[r] / b[r] (rounds alternate the order, so round r of two targets ran
+/// minutes apart at most): their median is less sensitive to drift than a ratio of medians.
+fn paired_ratio(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.is_empty() || a.len() != b.len() || b.contains(&0.0) {
+        return None;
+    }
+    let r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    Some(median(&r))
+}
+
+/// "+1.2%" for a ratio of 1.012.
+fn delta(r: Option<f64>) -> String {
+    r.map_or("–".into(), |r| format!("{:+.1}%", (r - 1.0) * 100.0))
+}
+
+/// With two or more coregate variants: each one's CPU per request against the first.
+fn variants(m: &mut String, s: &ScenarioResult) {
+    let vs: Vec<&TargetResult> = s.targets.iter().filter(|t| is_coregate(t)).collect();
+    let Some(&first) = vs.first().filter(|_| vs.len() > 1) else {
+        return;
+    };
+    let _ = writeln!(
+        m,
+        "\ncoregate variants, CPU per request at {} req/s against {} (per round: the rounds \
+         alternate the order; paired = median over rounds of the ratio within a round):\n",
+        thousands(s.rate),
+        first.name
+    );
+    let _ = writeln!(
+        m,
+        "| variant | upstream | CPU us/req by round | median | vs {0} (medians) | vs {0} (paired) | requests per backend |",
+        first.name
+    );
+    let _ = writeln!(m, "|---|---|---|---:|---:|---:|---|");
+    for t in vs {
+        let rounds: Vec<String> = t.cpu_us_per_req.iter().map(|c| format!("{c:.2}")).collect();
+        let total: u64 = t.backend_requests.iter().sum();
+        let share: Vec<String> = t
+            .backend_requests
+            .iter()
+            .map(|&n| format!("{:.0}%", n as f64 * 100.0 / total.max(1) as f64))
+            .collect();
+        let _ = writeln!(
+            m,
+            "| {} | `{}` | {} | {} | {} | {} | {} |",
+            t.name,
+            Variant::of_target(&t.name).map_or("", Variant::describe),
+            rounds.join(", "),
+            t.cpu_us_per_req_median
+                .map_or("–".into(), |c| format!("{c:.2}")),
+            delta(
+                t.cpu_us_per_req_median
+                    .zip(first.cpu_us_per_req_median)
+                    .map(|(a, b)| a / b)
+            ),
+            delta(paired_ratio(&t.cpu_us_per_req, &first.cpu_us_per_req)),
+            share.join(" / ")
+        );
+    }
 }
 
 pub fn markdown(b: &BenchReport) -> String {
@@ -73,13 +141,22 @@ pub fn markdown(b: &BenchReport) -> String {
          from /proc (clock-tick resolution) divided by responses, at the fixed offered rate. \
          Latency at that rate is open loop, measured from each request's intended send time, \
          all rounds merged. Only valid responses (status 200, expected length) count. \
-         Load average (1/5/15 min) at the start {}, at the end {}.\n",
+         {} Load average (1/5/15 min) at the start {}, at the end {}.\n",
         b.online_cpus,
         b.kernel,
         b.cpus_generator,
         b.cpus_proxy,
         b.rounds,
         b.seconds_per_measurement,
+        if b.backends > 1 {
+            format!(
+                "{} backend processes (one worker each, on the generator's CPUs): coregate, \
+                 nginx and HAProxy balance over all of them, relay and direct use the first.",
+                b.backends
+            )
+        } else {
+            "One backend process (one worker).".to_string()
+        },
         b.loadavg_start,
         b.loadavg_end
     );
@@ -138,14 +215,17 @@ pub fn markdown(b: &BenchReport) -> String {
             );
         }
         let find = |n: &str| s.targets.iter().find(|t| t.name == n);
-        if let (Some(c), Some(f)) = (find("coregate"), find("relay")) {
+        let coregate = s.targets.iter().find(|t| is_coregate(t));
+        if let (Some(c), Some(f)) = (coregate, find("relay")) {
             let _ = writeln!(
                 m,
-                "\ncoregate against the relay floor: throughput {}, CPU per request {}.",
+                "\n{} against the relay floor: throughput {}, CPU per request {}.",
+                c.name,
                 ratio(Some(c.saturation_median), Some(f.saturation_median)),
                 ratio(c.cpu_us_per_req_median, f.cpu_us_per_req_median)
             );
         }
+        variants(&mut m, s);
         let lagging: Vec<String> = s
             .targets
             .iter()
@@ -210,6 +290,10 @@ mod tests {
         assert_eq!(thousands(999.0), "999");
         assert_eq!(ratio(Some(3.0), Some(2.0)), "1.50x");
         assert_eq!(ratio(None, Some(2.0)), "–");
+        assert_eq!(paired_ratio(&[2.0, 3.3, 4.0], &[2.0, 3.0, 5.0]), Some(1.0));
+        assert_eq!(paired_ratio(&[1.0], &[1.0, 2.0]), None);
+        assert_eq!(delta(Some(1.0123)), "+1.2%");
+        assert_eq!(delta(Some(0.97)), "-3.0%");
         let now = utc_now();
         assert_eq!(now.len(), 19);
         assert!(now.starts_with("20"));

@@ -138,10 +138,91 @@ pub fn which(prog: &str) -> Option<PathBuf> {
     found
 }
 
-pub fn coregate_config(listen: SocketAddr, backend: SocketAddr) -> String {
+/// How coregate's upstream is set up in a benchmark: `loadtest bench --coregate-variants`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// `balancer = "round_robin"`, no health checks: the configuration bench always measured.
+    Rr,
+    /// `balancer = "p2c"` (the default balancer), no health checks.
+    P2c,
+    /// p2c plus active HTTP health checks every second.
+    Health,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 3] = [Variant::Rr, Variant::P2c, Variant::Health];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Rr => "rr",
+            Variant::P2c => "p2c",
+            Variant::Health => "health",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Variant, String> {
+        Variant::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| format!("unknown coregate variant {s:?} (rr, p2c, health)"))
+    }
+
+    /// What the variant adds to the `[[upstreams]]` table, in one line for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Variant::Rr => "balancer = \"round_robin\"",
+            Variant::P2c => "balancer = \"p2c\"",
+            Variant::Health => {
+                "balancer = \"p2c\", [upstreams.health] path = \"/__health\", interval = \"1s\""
+            }
+        }
+    }
+
+    /// The balancer line and the extra tables of the upstream.
+    fn upstream(self) -> (&'static str, &'static str) {
+        match self {
+            Variant::Rr => ("round_robin", ""),
+            Variant::P2c => ("p2c", ""),
+            Variant::Health => (
+                "p2c",
+                "[upstreams.health]\npath = \"/__health\"\ninterval = \"1s\"\n",
+            ),
+        }
+    }
+
+    /// The variant of a target named "coregate" (rr) or "coregate-NAME".
+    pub fn of_target(name: &str) -> Option<Variant> {
+        match name {
+            "coregate" => Some(Variant::Rr),
+            _ => Variant::parse(name.strip_prefix("coregate-")?).ok(),
+        }
+    }
+}
+
+/// `backends = [ ... ]` for coregate.
+fn coregate_backends(backends: &[SocketAddr]) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ address = \"{b}\", weight = 1 }}"))
+        .collect();
+    format!("[ {} ]", list.join(", "))
+}
+
+/// coregate with one worker (pinned from outside), one listener, one upstream holding the
+/// backends, one catch-all route. `balancer`: None leaves the key out (coregate's default);
+/// `extra`: more tables of the upstream (`[upstreams.health]`, ...), appended after its pool.
+pub fn coregate_toml(
+    writer: &str,
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+    balancer: Option<&str>,
+    extra: &str,
+) -> String {
+    let balancer = balancer.map_or(String::new(), |b| format!("balancer = \"{b}\"\n"));
+    let list = coregate_backends(backends);
     format!(
-        r#"# Written by `loadtest bench`: one worker (pinned from outside by the bench), one listener,
-# one upstream holding the benchmark backend, one catch-all route.
+        r#"# Written by `{writer}`: one worker (pinned from outside), one listener,
+# one upstream holding the backends, one catch-all route.
 [runtime]
 workers = 1
 pin = false
@@ -152,11 +233,10 @@ address = "{listen}"
 
 [[upstreams]]
 name = "backend"
-balancer = "round_robin"
-backends = [ {{ address = "{backend}", weight = 1 }} ]
+{balancer}backends = {list}
 [upstreams.pool]
 max_idle = 1024
-
+{extra}
 [[routes]]
 name = "all"
 path_prefix = "/"
@@ -165,10 +245,29 @@ upstream = "backend"
     )
 }
 
-pub fn nginx_config(dir: &Path, listen: SocketAddr, backend: SocketAddr) -> String {
+pub fn coregate_config(listen: SocketAddr, backends: &[SocketAddr], variant: Variant) -> String {
+    let (balancer, extra) = variant.upstream();
+    coregate_toml("loadtest bench", listen, backends, Some(balancer), extra)
+}
+
+/// The nginx process and its temp paths, around an `http { ... }` block's upstream and server
+/// contents. `server_opts` follow each `server ADDR` line of the upstream; `location` holds
+/// extra directives of `location /`.
+pub fn nginx_conf(
+    writer: &str,
+    dir: &Path,
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+    server_opts: &str,
+    location: &str,
+) -> String {
     let d = dir.display();
+    let servers: String = backends
+        .iter()
+        .map(|b| format!("        server {b}{server_opts};\n"))
+        .collect();
     format!(
-        r#"# Written by `loadtest bench`: 1 worker, upstream keepalive, no access log.
+        r#"# Written by `{writer}`: 1 worker, upstream keepalive, no access log.
 worker_processes 1;
 daemon off;
 pid {d}/nginx.pid;
@@ -184,8 +283,7 @@ http {{
     scgi_temp_path {d}/scgi;
     keepalive_requests 1000000;
     upstream backend {{
-        server {backend};
-        keepalive 1024;
+{servers}        keepalive 1024;
         keepalive_requests 1000000;
     }}
     server {{
@@ -195,16 +293,34 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_max_temp_file_size 0;
-        }}
+{location}        }}
     }}
 }}
 "#
     )
 }
 
-pub fn haproxy_config(listen: SocketAddr, backend: SocketAddr) -> String {
+pub fn nginx_config(dir: &Path, listen: SocketAddr, backends: &[SocketAddr]) -> String {
+    nginx_conf("loadtest bench", dir, listen, backends, "", "")
+}
+
+/// HAProxy with one thread and server connections always reused. `defaults` and `server_opts`
+/// (after each `server NAME ADDR`) and `backend` (lines of the backend section) add to it.
+pub fn haproxy_cfg(
+    writer: &str,
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+    defaults: &str,
+    backend: &str,
+    server_opts: &str,
+) -> String {
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("    server b{} {b}{server_opts}\n", i + 1))
+        .collect();
     format!(
-        r#"# Written by `loadtest bench`: one thread, server connections reused always.
+        r#"# Written by `{writer}`: one thread, server connections reused always.
 global
     nbthread 1
     maxconn 8000
@@ -216,16 +332,98 @@ defaults
     timeout server 60s
     option http-keep-alive
     http-reuse always
-
+{defaults}
 frontend bench
     bind {listen}
     default_backend backend
 
 backend backend
     http-reuse always
-    server b1 {backend}
-"#
+{backend}{servers}"#
     )
+}
+
+pub fn haproxy_config(listen: SocketAddr, backends: &[SocketAddr]) -> String {
+    haproxy_cfg("loadtest bench", listen, backends, "", "", "")
+}
+
+/// Where coregate's binary is: `explicit` (must exist), else target/release/coregate under
+/// `root`, built with `cargo build --release -p coregate` first when `build` is set and it is
+/// missing. Err says why there is none.
+pub fn coregate_binary(
+    explicit: Option<&Path>,
+    build: bool,
+    root: &Path,
+) -> Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!("coregate binary {} not found", p.display()))
+        };
+    }
+    let bin = root.join("target/release/coregate");
+    if !bin.is_file() && build {
+        eprintln!("building coregate (cargo build --release -p coregate) ...");
+        let ok = Command::new("cargo")
+            .args(["build", "--release", "-p", "coregate"])
+            .current_dir(root)
+            .env("CARGO_TARGET_DIR", root.join("target"))
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err("building coregate failed".into());
+        }
+    }
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "no binary at {} (build it with `cargo build --release`, or pass --coregate PATH or --build)",
+            bin.display()
+        ))
+    }
+}
+
+/// A backend's counters from its stats path (`loadtest backend`): requests forwarded to it and
+/// health checks it answered. None when it does not answer within a second.
+pub fn backend_counts(addr: SocketAddr) -> Option<(u64, u64)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(b"GET /__stats HTTP/1.1\r\nHost: stats\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let body = out.split("\r\n\r\n").nth(1)?;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some((v["requests"].as_u64()?, v["checks"].as_u64().unwrap_or(0)))
+}
+
+/// Starts `n` backends (`loadtest backend`, one worker each) on `cpus`, on the given ports or
+/// on free ones (`ports` empty).
+pub fn spawn_backends(
+    n: usize,
+    ports: &[u16],
+    extra: &[String],
+    cpus: &[usize],
+) -> Result<Vec<Running>, String> {
+    (0..n)
+        .map(|i| spawn_backend(ports.get(i).copied().unwrap_or(0), extra, cpus))
+        .collect()
+}
+
+/// One `loadtest backend --listen 127.0.0.1:PORT --workers 1 EXTRA...` on `cpus`.
+pub fn spawn_backend(port: u16, extra: &[String], cpus: &[usize]) -> Result<Running, String> {
+    let mut args: Vec<String> = vec![
+        "backend".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--workers".into(),
+        "1".into(),
+    ];
+    args.extend_from_slice(extra);
+    spawn_self("backend", &args, cpus)
 }
 
 /// Starts an external proxy with the given command, pinned, logging to `dir/NAME.log`.
