@@ -90,7 +90,7 @@ fn invalid_cases() -> Vec<(&'static str, String, usize, usize, String)> {
             format!("{BASE}\n[admin]\nport = 1\n"),
             22,
             2,
-            "unknown field `admin`, expected one of `runtime`, `limits`, `listeners`, `upstreams`, `routes`".into(),
+            "unknown field `admin`, expected one of `runtime`, `limits`, `listeners`, `upstreams`, `routes`, `rate_limits`, `redis`".into(),
         ),
         (
             "bad duration",

@@ -5,6 +5,7 @@
 //! nothing on the request path looks anything up by name. Every error carries
 //! `file:line:col` of the offending value.
 
+mod limits;
 mod schema;
 mod snapshot;
 mod upstreams;
@@ -15,11 +16,13 @@ use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 
-pub use schema::{BalancerKind, DriverKind, EscapedSlashes, RingFlag};
+pub use schema::{
+    BalancerKind, DriverKind, EscapedSlashes, LimitHeaders, LimitMode, RedisFallback, RingFlag,
+};
 pub use snapshot::{
-    Backend, HashOn, HealthCheck, Limits, Listener, Outlier, PoolSettings, RetryPolicy, RingFlags,
-    RuntimeSettings, Snapshot, Upstream, UpstreamTimeouts, DEFAULT_MAX_RESPONSE_HEAD,
-    DEFAULT_MAX_RESPONSE_HEADERS,
+    Backend, HashOn, HealthCheck, LimitKey, Limits, Listener, Outlier, PoolSettings, RateLimit,
+    RedisSettings, RetryPolicy, RingFlags, RuntimeSettings, Snapshot, Upstream, UpstreamTimeouts,
+    DEFAULT_MAX_RESPONSE_HEAD, DEFAULT_MAX_RESPONSE_HEADERS,
 };
 
 /// A config error with its position (1-based line and column, in characters; line 0: the file

@@ -22,6 +22,92 @@ pub struct RawConfig {
     pub upstreams: Vec<Spanned<RawUpstream>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub rate_limits: Vec<Spanned<RawRateLimit>>,
+    pub redis: Option<Spanned<RawRedis>>,
+}
+
+/// `[[rate_limits]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub name: Spanned<String>,
+    pub key: Spanned<String>,
+    pub rate: Spanned<i64>,
+    #[serde(default = "secs::<1>")]
+    pub period: Dur<false>,
+    pub burst: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub mode: LimitMode,
+    pub sync_interval: Option<Spanned<Dur<false>>>,
+    pub max_keys: Option<Spanned<i64>>,
+    pub status: Option<Spanned<u16>>,
+    #[serde(default)]
+    pub headers: LimitHeaders,
+    #[serde(default)]
+    pub on_redis_error: RedisFallback,
+}
+
+/// How the workers of one process (and several processes) share a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitMode {
+    /// Per-core buckets reconciled on the sync tick (the default).
+    #[default]
+    Sync,
+    /// Each worker enforces `rate / workers` alone.
+    Local,
+    /// One shared atomic bucket per key (the accuracy baseline).
+    Exact,
+    /// `sync`, plus a count shared by several instances through Redis.
+    Redis,
+}
+
+impl LimitMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitMode::Sync => "sync",
+            LimitMode::Local => "local",
+            LimitMode::Exact => "exact",
+            LimitMode::Redis => "redis",
+        }
+    }
+}
+
+/// Which responses carry `RateLimit-Policy` and `RateLimit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitHeaders {
+    All,
+    #[default]
+    Rejected,
+    None,
+}
+
+/// What a `redis` limit does while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisFallback {
+    /// Go on with this instance's last known share of the limit.
+    #[default]
+    Local,
+    /// Let everything through.
+    Allow,
+    /// Refuse everything.
+    Deny,
+}
+
+/// `[redis]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: Spanned<String>,
+    #[serde(default = "ms_500")]
+    pub timeout: Dur<false>,
+}
+
+fn ms_500() -> Dur<false> {
+    Dur(std::time::Duration::from_millis(500))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -301,6 +387,7 @@ pub struct RawRoute {
     pub strip_prefix: Option<Spanned<bool>>,
     pub replace_prefix: Option<Spanned<String>>,
     pub upstream: Spanned<String>,
+    pub rate_limits: Option<Vec<Spanned<String>>>,
 }
 
 fn yes() -> bool {

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::schema::{LimitHeaders, LimitMode, RedisFallback};
 use super::values::fmt_duration;
 use super::{BalancerKind, DriverKind};
 use crate::route::{HostPattern, PathMatch, PathOptions, Rewrite, Route, RouteTable};
@@ -19,6 +20,10 @@ pub struct Snapshot {
     pub upstreams: Vec<Upstream>,
     /// Every route in file order (`Route::index` is the position here).
     pub routes: Vec<Route>,
+    /// `[[rate_limits]]` in file order (routes name them by index).
+    pub rate_limits: Vec<RateLimit>,
+    /// `[redis]`, for limits in `redis` mode.
+    pub redis: Option<RedisSettings>,
     /// Header fields a connection must have room for: the most of `max_headers` and every
     /// upstream's `max_response_headers` (requests and responses share the storage).
     pub header_slots: usize,
@@ -203,6 +208,48 @@ impl Upstream {
 pub const DEFAULT_MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Default `max_response_headers` (nginx accepts about 150 fields; we take more).
 pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 256;
+
+/// A `[[rate_limits]]` table.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    pub index: usize,
+    pub name: String,
+    pub key: LimitKey,
+    /// Requests per `period`.
+    pub rate: u64,
+    pub period: Duration,
+    /// Extra requests a key may spend at once.
+    pub burst: u64,
+    pub mode: LimitMode,
+    pub sync_interval: Duration,
+    /// Keys remembered per worker (least recently used ones are forgotten beyond it).
+    pub max_keys: usize,
+    /// Status of a rejection.
+    pub status: u16,
+    pub headers: LimitHeaders,
+    pub on_redis_error: RedisFallback,
+    /// `RateLimit-Policy: "NAME";q=RATE;w=SECONDS\r\n`, built once.
+    pub policy_field: Box<str>,
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    ClientIp,
+    /// The matched route (one bucket per route).
+    Route,
+    /// A request header's first value (name stored lowercase).
+    Header(Box<str>),
+    Cookie(Box<str>),
+}
+
+/// `[redis]`.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    /// For connecting and for each round trip.
+    pub timeout: Duration,
+}
 
 /// The key of `consistent_hash`.
 #[derive(Debug, Clone, PartialEq, Eq)]

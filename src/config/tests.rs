@@ -355,21 +355,36 @@ fn balancing_keys_are_checked() {
     assert_eq!(u.balancer, BalancerKind::P2c);
     assert!(u.health.is_none() && u.hash_on.is_none() && u.maglev.is_none());
     assert_eq!(
-        (u.outlier.consecutive_failures, u.outlier.max_ejected_percent),
+        (
+            u.outlier.consecutive_failures,
+            u.outlier.max_ejected_percent
+        ),
         (5, 50)
     );
     assert_eq!(u.outlier.base_ejection, Duration::from_secs(30));
-    assert_eq!((u.retry.attempts, u.retry.budget_percent, u.retry.min_concurrent), (2, 20, 3));
+    assert_eq!(
+        (
+            u.retry.attempts,
+            u.retry.budget_percent,
+            u.retry.min_concurrent
+        ),
+        (2, 20, 3)
+    );
     assert!(u.retry.on_connect && u.retry.on_reset && !u.retry.on_timeout);
     assert!(!u.retry.on_status(503));
-    assert_eq!((u.panic_threshold, u.max_connections, u.max_pending), (0, u32::MAX, 1024));
+    assert_eq!(
+        (u.panic_threshold, u.max_connections, u.max_pending),
+        (0, u32::MAX, 1024)
+    );
     assert_eq!(s.runtime.sync_interval, Duration::from_millis(50));
 
     let s = parse(
         "t.toml",
-        &up("balancer = \"consistent_hash\"\nhash_on = \"header:X-User\"\ntable_size = 251\n\
+        &up(
+            "balancer = \"consistent_hash\"\nhash_on = \"header:X-User\"\ntable_size = 251\n\
              [upstreams.health]\npath = \"/hz\"\nexpect_status = \"200,204\"\n\
-             [upstreams.retry]\non = [\"timeout\", \"503\"]"),
+             [upstreams.retry]\non = [\"timeout\", \"503\"]",
+        ),
     )
     .unwrap();
     let u = &s.upstreams[0];
@@ -382,21 +397,54 @@ fn balancing_keys_are_checked() {
 
     for (lines, want) in [
         ("balancer = \"consistent_hash\"", "needs hash_on"),
-        ("hash_on = \"client_ip\"", "hash_on applies to balancer = \"consistent_hash\" only"),
-        ("balancer = \"consistent_hash\"\nhash_on = \"query:x\"", "invalid hash_on \"query:x\""),
-        ("balancer = \"consistent_hash\"\nhash_on = \"path\"\ntable_size = 65536", "invalid table_size 65536"),
+        (
+            "hash_on = \"client_ip\"",
+            "hash_on applies to balancer = \"consistent_hash\" only",
+        ),
+        (
+            "balancer = \"consistent_hash\"\nhash_on = \"query:x\"",
+            "invalid hash_on \"query:x\"",
+        ),
+        (
+            "balancer = \"consistent_hash\"\nhash_on = \"path\"\ntable_size = 65536",
+            "invalid table_size 65536",
+        ),
         ("balancer = \"hash\"", "unknown variant `hash`"),
-        ("panic_threshold = 101", "invalid panic_threshold 101: must be from 0 to 100"),
+        (
+            "panic_threshold = 101",
+            "invalid panic_threshold 101: must be from 0 to 100",
+        ),
         ("max_connections = 0", "invalid max_connections 0"),
-        ("[upstreams.health]\ninterval = \"1s\"", "needs path = \"/...\" (an HTTP check) or tcp = true"),
-        ("[upstreams.health]\npath = \"/\"\ntcp = true", "give path (an HTTP check) or tcp = true, not both"),
-        ("[upstreams.health]\npath = \"x\"", "invalid health path \"x\""),
-        ("[upstreams.health]\ntcp = true\ninterval = \"1s\"\ntimeout = \"2s\"", "timeout must not be longer than interval"),
-        ("[upstreams.health]\ntcp = true\nexpect_status = \"2xx\"", "invalid expect_status \"2xx\""),
+        (
+            "[upstreams.health]\ninterval = \"1s\"",
+            "needs path = \"/...\" (an HTTP check) or tcp = true",
+        ),
+        (
+            "[upstreams.health]\npath = \"/\"\ntcp = true",
+            "give path (an HTTP check) or tcp = true, not both",
+        ),
+        (
+            "[upstreams.health]\npath = \"x\"",
+            "invalid health path \"x\"",
+        ),
+        (
+            "[upstreams.health]\ntcp = true\ninterval = \"1s\"\ntimeout = \"2s\"",
+            "timeout must not be longer than interval",
+        ),
+        (
+            "[upstreams.health]\ntcp = true\nexpect_status = \"2xx\"",
+            "invalid expect_status \"2xx\"",
+        ),
         ("[upstreams.health]\ntcp = true\nfall = 0", "invalid fall 0"),
-        ("[upstreams.outlier]\nmax_ejected_percent = 200", "invalid max_ejected_percent 200"),
+        (
+            "[upstreams.outlier]\nmax_ejected_percent = 200",
+            "invalid max_ejected_percent 200",
+        ),
         ("[upstreams.retry]\nattempts = 0", "invalid attempts 0"),
-        ("[upstreams.retry]\non = [\"404\"]", "invalid retry condition \"404\""),
+        (
+            "[upstreams.retry]\non = [\"404\"]",
+            "invalid retry condition \"404\"",
+        ),
     ] {
         let (_, _, msg) = error_of(&up(lines));
         assert!(msg.contains(want), "{lines:?}: {msg}");

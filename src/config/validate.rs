@@ -78,6 +78,29 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
         }
     }
 
+    let mut rate_limits = Vec::with_capacity(raw.rate_limits.len());
+    let mut limit_index: HashMap<&str, usize> = HashMap::new();
+    for l in &raw.rate_limits {
+        let name = l.get_ref().name.get_ref().as_str();
+        errs.take(check_name(&l.get_ref().name, "rate limit"));
+        if limit_index.insert(name, rate_limits.len()).is_some() {
+            errs.at(
+                &l.get_ref().name,
+                format!("duplicate rate limit name {name:?}"),
+            );
+        }
+        rate_limits.push(super::limits::rate_limit(
+            rate_limits.len(),
+            l.get_ref(),
+            &mut errs,
+        ));
+    }
+    let redis = raw
+        .redis
+        .as_ref()
+        .and_then(|r| errs.take(super::limits::redis(r)));
+    super::limits::check_redis(&raw.rate_limits, raw.redis.is_some(), &mut errs);
+
     let mut upstreams = Vec::with_capacity(raw.upstreams.len());
     let mut upstream_index: HashMap<&str, usize> = HashMap::new();
     for u in &raw.upstreams {
@@ -113,7 +136,7 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
         } else {
             route_index.insert(name, routes.len());
         }
-        let route = route(routes.len(), rr, &upstream_index, &mut errs);
+        let route = route(routes.len(), rr, &upstream_index, &limit_index, &mut errs);
         if let Some(route) = &route {
             let path_at: &Spanned<String> = rr
                 .path_exact
@@ -174,6 +197,8 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
                 listeners,
                 upstreams,
                 routes: routes.into_iter().flatten().collect(),
+                rate_limits: rate_limits.into_iter().flatten().collect(),
+                redis,
                 header_slots,
             })
         }
@@ -430,6 +455,7 @@ fn route(
     index: usize,
     r: &RawRoute,
     upstreams: &HashMap<&str, usize>,
+    limits: &HashMap<&str, usize>,
     errs: &mut Errors,
 ) -> Option<Route> {
     let path = match (&r.path_prefix, &r.path_exact) {
@@ -476,7 +502,22 @@ fn route(
             format!("unknown upstream {:?}", r.upstream.get_ref()),
         );
     }
-    if !hosts_ok {
+    let mut rate_limits = Vec::new();
+    let mut limits_ok = true;
+    for n in r.rate_limits.iter().flatten() {
+        match limits.get(n.get_ref().as_str()) {
+            Some(&i) if rate_limits.contains(&i) => {
+                errs.at(n, format!("rate limit {:?} listed twice", n.get_ref()));
+                limits_ok = false;
+            }
+            Some(&i) => rate_limits.push(i),
+            None => {
+                errs.at(n, format!("unknown rate limit {:?}", n.get_ref()));
+                limits_ok = false;
+            }
+        }
+    }
+    if !hosts_ok || !limits_ok {
         return None;
     }
     Some(Route {
@@ -486,6 +527,7 @@ fn route(
         path: path?,
         rewrite: rewrite?,
         upstream: upstream?,
+        rate_limits: rate_limits.into(),
     })
 }
 

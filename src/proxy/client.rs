@@ -49,6 +49,8 @@ pub(super) enum UpFail {
 pub struct ClientConn<'a> {
     pub(super) stream: TcpStream,
     pub(super) peer_ip: String,
+    /// The client address hashed once (the key of `client_ip` rate limits).
+    pub(super) peer_key: u64,
     pub(super) listener: usize,
     pub(super) ctx: &'a WorkerCtx,
     pub(super) state: &'a WorkerState,
@@ -85,6 +87,28 @@ pub(super) struct ReqInfo {
     pub(super) body_kept: bool,
     /// The request's hash for consistent hashing (0 otherwise).
     pub(super) key: u64,
+    /// Rate limits with `headers = "all"` that admitted the request, for its response.
+    pub(super) limit_fields: LimitFields,
+}
+
+/// Up to four (limit, verdict) pairs whose `RateLimit` fields go on the response.
+#[derive(Default)]
+pub(super) struct LimitFields {
+    n: u8,
+    items: [(u16, crate::policy::ratelimit::Verdict); 4],
+}
+
+impl LimitFields {
+    pub(super) fn push(&mut self, limit: usize, v: crate::policy::ratelimit::Verdict) {
+        if (self.n as usize) < self.items.len() {
+            self.items[self.n as usize] = (limit as u16, v);
+            self.n += 1;
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &(u16, crate::policy::ratelimit::Verdict)> {
+        self.items[..self.n as usize].iter()
+    }
 }
 
 /// Per-connection scratch space for path normalisation (empty until a path needs it).
@@ -100,6 +124,9 @@ impl<'a> ClientConn<'a> {
         ClientConn {
             stream,
             peer_ip: peer.ip().to_canonical().to_string(),
+            peer_key: crate::upstream::maglev::hash_key(
+                peer.ip().to_canonical().to_string().as_bytes(),
+            ),
             listener,
             ctx,
             state: &ctx.proxy,

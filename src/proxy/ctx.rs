@@ -33,11 +33,7 @@ struct Waiters {
 }
 
 impl WorkerCtx {
-    pub fn new(
-        index: usize,
-        snapshot: Arc<Snapshot>,
-        shared: Arc<crate::upstream::Shared>,
-    ) -> Rc<Self> {
+    pub fn new(index: usize, snapshot: Arc<Snapshot>, shared: &super::Shared) -> Rc<Self> {
         Rc::new(WorkerCtx {
             index,
             proxy: super::WorkerState::new(&snapshot, index, shared),
@@ -167,7 +163,7 @@ mod tests {
     #[test]
     fn shutdown_wakes_pending_signals_and_reuses_slots() {
         let s = snapshot();
-        let ctx = WorkerCtx::new(0, s.clone(), Arc::new(crate::upstream::Shared::new(&s)));
+        let ctx = WorkerCtx::new(0, s.clone(), &crate::proxy::Shared::standalone(&s));
         let (waker, counter) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         for _ in 0..100 {
@@ -200,7 +196,7 @@ mod tests {
     #[test]
     fn live_guard_counts() {
         let s = snapshot();
-        let ctx = WorkerCtx::new(1, s.clone(), Arc::new(crate::upstream::Shared::new(&s)));
+        let ctx = WorkerCtx::new(1, s.clone(), &crate::proxy::Shared::standalone(&s));
         let a = ctx.track_connection();
         let b = ctx.track_connection();
         assert_eq!(ctx.live_connections(), 2);

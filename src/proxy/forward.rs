@@ -2,14 +2,16 @@
 //! `Expect: 100-continue`, and plan the head that goes upstream (rewritten target, hop-by-hop
 //! fields out, `X-Forwarded-*` in).
 
+use super::client::LimitFields;
 use super::client::{ClientConn, Next, ReqInfo};
 use super::io::write_all;
-use crate::config::HashOn;
 use crate::config::Snapshot;
+use crate::config::{HashOn, LimitHeaders, LimitKey, RateLimit};
 use crate::http1::{
     self, connection_has, ConnectionOptions, Framing, Header, HeaderKind, Method, NewTarget,
     Request, Span, Version,
 };
+use crate::policy::ratelimit::Verdict;
 use crate::route::{self, Normalized};
 use crate::upstream::maglev;
 
@@ -82,6 +84,41 @@ impl<'a> ClientConn<'a> {
                 .await;
         };
         let upstream = &snap.upstreams[route.upstream];
+        // Policy: the route's rate limits, in order (nothing at all for a route without any).
+        let mut limit_fields = LimitFields::default();
+        for &li in route.rate_limits.iter() {
+            let l = &snap.rate_limits[li];
+            let Some(key) = limit_key(l, hs, buf, route.index, self.peer_key) else {
+                continue; // no such header or cookie: the limit does not apply
+            };
+            let v = self.state.limits.check(l, key);
+            if !v.admitted {
+                let extra = rejection_fields(l, &v);
+                let (head_len, version) = (req.head_len, req.version);
+                let wants_close = match version {
+                    Version::Http11 => conn.close,
+                    Version::Http10 => !conn.keep_alive,
+                };
+                if wants_close {
+                    return self
+                        .reject_with(l.status, "rate limit exceeded", &extra)
+                        .await;
+                }
+                return self
+                    .reject_keep(
+                        l.status,
+                        "rate limit exceeded",
+                        framing,
+                        head_len,
+                        version,
+                        &extra,
+                    )
+                    .await;
+            }
+            if l.headers == LimitHeaders::All {
+                limit_fields.push(li, v);
+            }
+        }
         let key = match &upstream.hash_on {
             None => 0,
             Some(on) => hash_key(on, hs, buf, decision, &self.peer_ip)
@@ -190,6 +227,7 @@ impl<'a> ClientConn<'a> {
                 _ => false,
             },
             key,
+            limit_fields,
         };
         let needs_continue = expect_continue
             && req.version == Version::Http11
@@ -237,22 +275,50 @@ fn hash_key(on: &HashOn, hs: &[Header], buf: &[u8], path: &[u8], client_ip: &str
     let value: &[u8] = match on {
         HashOn::ClientIp => client_ip.as_bytes(),
         HashOn::Path => path,
-        HashOn::Header(name) => hs
-            .iter()
-            .find(|h| h.name.of(buf).eq_ignore_ascii_case(name.as_bytes()))?
-            .value
-            .of(buf),
-        HashOn::Cookie(name) => hs
-            .iter()
-            .filter(|h| h.name.of(buf).eq_ignore_ascii_case(b"cookie"))
-            .flat_map(|h| h.value.of(buf).split(|&b| b == b';'))
-            .find_map(|pair| {
-                let pair = pair.trim_ascii();
-                let (n, v) = pair.split_at(memchr::memchr(b'=', pair)?);
-                (n == name.as_bytes()).then(|| &v[1..])
-            })?,
+        HashOn::Header(name) => header_value(hs, buf, name)?,
+        HashOn::Cookie(name) => cookie_value(hs, buf, name)?,
     };
     Some(maglev::hash_key(value))
+}
+
+/// The key of rate limit `l` for a request, hashed; `None` when the request has none.
+fn limit_key(l: &RateLimit, hs: &[Header], buf: &[u8], route: usize, peer: u64) -> Option<u64> {
+    Some(match &l.key {
+        LimitKey::ClientIp => peer,
+        LimitKey::Route => route as u64,
+        LimitKey::Header(name) => maglev::hash_key(header_value(hs, buf, name)?),
+        LimitKey::Cookie(name) => maglev::hash_key(cookie_value(hs, buf, name)?),
+    })
+}
+
+/// The first value of header `name` (given lowercase).
+fn header_value<'b>(hs: &[Header], buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
+    hs.iter()
+        .find(|h| h.name.of(buf).eq_ignore_ascii_case(name.as_bytes()))
+        .map(|h| h.value.of(buf))
+}
+
+/// The value of cookie `name` in the `Cookie` fields.
+fn cookie_value<'b>(hs: &[Header], buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
+    hs.iter()
+        .filter(|h| h.name.of(buf).eq_ignore_ascii_case(b"cookie"))
+        .flat_map(|h| h.value.of(buf).split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let (n, v) = pair.split_at(memchr::memchr(b'=', pair)?);
+            (n == name.as_bytes()).then(|| &v[1..])
+        })
+}
+
+/// `Retry-After`, and unless `headers = "none"`, `RateLimit-Policy` and `RateLimit`, for a
+/// rejection by `l`.
+fn rejection_fields(l: &RateLimit, v: &Verdict) -> String {
+    let mut s = format!("Retry-After: {}\r\n", v.reset);
+    if l.headers != LimitHeaders::None {
+        s.push_str(&l.policy_field);
+        s.push_str(&format!("RateLimit: \"{}\";r=0;t={}\r\n", l.name, v.reset));
+    }
+    s
 }
 
 /// True when the message has at most one `Content-Length` field and it holds no list.

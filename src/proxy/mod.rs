@@ -37,6 +37,34 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+/// What the workers of a process share, handed to each when it starts: the cross-core table of
+/// backends and the rate limiters' shared parts (with each worker's link to the coordinator).
+pub struct Shared {
+    pub upstreams: std::sync::Arc<crate::upstream::Shared>,
+    pub limits: std::sync::Arc<crate::policy::ratelimit::Shared>,
+    /// Each worker's channels to the rate-limit coordinator, taken once by that worker.
+    pub links: std::sync::Mutex<Vec<Option<crate::policy::ratelimit::sync::WorkerLink>>>,
+}
+
+impl Shared {
+    /// Shared state without a coordinator (tests and single workers without sync limits).
+    pub fn standalone(snapshot: &crate::config::Snapshot) -> Shared {
+        Shared {
+            upstreams: std::sync::Arc::new(crate::upstream::Shared::new(snapshot)),
+            limits: std::sync::Arc::new(crate::policy::ratelimit::Shared::new(snapshot)),
+            links: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_link(&self, worker: usize) -> Option<crate::policy::ratelimit::sync::WorkerLink> {
+        self.links
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(worker)
+            .and_then(Option::take)
+    }
+}
+
 /// Proxy state owned by one worker.
 pub struct WorkerState {
     pub upstreams: Upstreams,
@@ -45,18 +73,22 @@ pub struct WorkerState {
     pub failures: FailureLog,
     /// Exchanges awaiting a response head, watched for clients that leave.
     pub aborts: abort::AbortWatch,
+    /// This worker's rate limiters.
+    pub limits: crate::policy::ratelimit::Limiters,
     /// Spare response buffers (leased per request, returned after).
     spare: RefCell<Vec<Vec<u8>>>,
 }
 
 impl WorkerState {
-    pub fn new(
-        snapshot: &crate::config::Snapshot,
-        worker: usize,
-        shared: std::sync::Arc<crate::upstream::Shared>,
-    ) -> WorkerState {
+    pub fn new(snapshot: &crate::config::Snapshot, worker: usize, shared: &Shared) -> WorkerState {
         WorkerState {
-            upstreams: Upstreams::new(snapshot, worker, shared),
+            upstreams: Upstreams::new(snapshot, worker, shared.upstreams.clone()),
+            limits: crate::policy::ratelimit::Limiters::new(
+                snapshot,
+                worker,
+                shared.take_link(worker),
+                &shared.limits,
+            ),
             stats: Stats::default(),
             failures: FailureLog::default(),
             aborts: abort::AbortWatch::default(),
@@ -104,8 +136,15 @@ impl WorkerState {
             .enumerate()
             .map(|(i, c)| format!("{}xx={}", i + 1, c.get()))
             .collect();
+        let limits: Vec<String> = self
+            .limits
+            .counts()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{i}:{}/{}", c.admitted, c.rejected))
+            .collect();
         format!(
-            "requests={} relayed[{}] errors[{}] upstream connects={} reuses={} retries={} client_timeouts={} client_aborts={}",
+            "requests={} relayed[{}] errors[{}] upstream connects={} reuses={} retries={} client_timeouts={} client_aborts={} rate_limits(admitted/rejected)[{}]",
             s.requests.get(),
             classes.join(" "),
             s.errors.summary(),
@@ -114,6 +153,7 @@ impl WorkerState {
             s.upstream_retries.get(),
             s.client_timeouts.get(),
             s.client_aborts.get(),
+            limits.join(" "),
         )
     }
 }

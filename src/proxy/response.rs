@@ -158,6 +158,19 @@ impl<'a> ClientConn<'a> {
         if rechunk {
             plan.static_bytes(b"Transfer-Encoding: chunked\r\n");
         }
+        for (li, v) in info.limit_fields.iter() {
+            if let Some(l) = self.snap.rate_limits.get(*li as usize) {
+                plan.bytes(l.policy_field.as_bytes());
+                let mut line = [0u8; 64];
+                plan.bytes(b"RateLimit: \"");
+                plan.bytes(l.name.as_bytes());
+                plan.bytes(b"\";r=");
+                plan.bytes(decimal(&mut line, v.remaining));
+                plan.bytes(b";t=");
+                plan.bytes(decimal(&mut line, v.reset));
+                plan.bytes(b"\r\n");
+            }
+        }
         if !keep_client {
             plan.static_bytes(b"Connection: close\r\n");
         } else if info.version == Version::Http10 {
@@ -270,5 +283,18 @@ fn keep_response_field(
         HeaderKind::TransferEncoding | HeaderKind::Trailer => !dechunk,
         k if k.is_hop_by_hop() => false,
         _ => !(conn.nominates_others && connection_has(hs, buf, h.name.of(buf))),
+    }
+}
+
+/// `n` in decimal, written into `out`.
+fn decimal(out: &mut [u8; 64], mut n: u64) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[i..];
+        }
     }
 }

@@ -76,6 +76,8 @@ pub struct Route {
     pub rewrite: Rewrite,
     /// Index into `Snapshot::upstreams`.
     pub upstream: usize,
+    /// Indices into `Snapshot::rate_limits`, in the order they apply.
+    pub rate_limits: Box<[usize]>,
 }
 
 /// A rewritten request target in two borrowed pieces: write `prefix` then `rest`. Nothing is

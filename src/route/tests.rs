@@ -19,6 +19,7 @@ fn route(name: &str, hosts: &[&str], path: &str, rewrite: Rewrite) -> Route {
         path,
         rewrite,
         upstream: 0,
+        rate_limits: Box::new([]),
     }
 }
 

@@ -48,11 +48,20 @@ pub fn run(snapshot: Snapshot, exit_after: Option<Duration>) -> Result<(), Runti
     }
 
     let snapshot = Arc::new(snapshot);
-    let shared = Arc::new(crate::upstream::Shared::new(&snapshot));
+    let backends = Arc::new(crate::upstream::Shared::new(&snapshot));
     // One health checker per process; stopped when `run` returns.
-    let _checker = crate::upstream::Checker::start(snapshot.clone(), shared.clone())?;
+    let _checker = crate::upstream::Checker::start(snapshot.clone(), backends.clone())?;
     // Backends given by host name are resolved again on a control thread.
-    let _resolver = crate::upstream::Resolver::start(&snapshot, shared.clone())?;
+    let _resolver = crate::upstream::Resolver::start(&snapshot, backends.clone())?;
+    // The rate-limit coordinator (sync and redis limits), on its own control thread.
+    let limits = Arc::new(crate::policy::ratelimit::Shared::new(&snapshot));
+    let (_coordinator, links) =
+        crate::policy::ratelimit::sync::Coordinator::start(snapshot.clone(), limits.clone())?;
+    let shared = Arc::new(crate::proxy::Shared {
+        upstreams: backends,
+        limits,
+        links: std::sync::Mutex::new(links),
+    });
     let rt = &snapshot.runtime;
     let cores = if rt.pin {
         let ids = core_affinity::get_core_ids().unwrap_or_default();

@@ -2,8 +2,9 @@
 //! crosses cores — the health checker's verdicts and the ejections other workers decided,
 //! published in `crate::upstream::Shared` — and folds it into its own per-core view, where the
 //! request path reads it without touching an atomic. A worker's own ejections are published the
-//! moment it decides them, so every core knows within one tick. Rate-limit synchronisation joins
-//! this tick when it lands.
+//! moment it decides them, so every core knows within one tick. The same tick hands the rate
+//! limiters the coordinator's latest grants and sends it what they admitted (its period is the
+//! shortest of `runtime.sync_interval` and the limits' `sync_interval`).
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -12,12 +13,18 @@ use crate::proxy::WorkerCtx;
 
 /// Starts `ctx`'s sync tick on its worker's event loop (it runs until the worker ends).
 pub fn spawn(ctx: Rc<WorkerCtx>) {
-    let every = ctx.snapshot.runtime.sync_interval;
+    let s = &ctx.snapshot;
+    let every = s
+        .rate_limits
+        .iter()
+        .map(|l| l.sync_interval)
+        .fold(s.runtime.sync_interval, std::cmp::min);
     monoio::spawn(async move {
         let mut tick = monoio::time::interval(every);
         loop {
             tick.tick().await;
             ctx.proxy.upstreams.sync(&ctx.snapshot, Instant::now());
+            ctx.proxy.limits.tick(&ctx.snapshot);
         }
     });
 }

@@ -28,8 +28,8 @@ pub struct Started {
 pub struct WorkerSpec {
     pub index: usize,
     pub snapshot: Arc<Snapshot>,
-    /// What crosses cores about backends (health, ejections).
-    pub shared: Arc<crate::upstream::Shared>,
+    /// What the workers share (backends' health and ejections, rate limits).
+    pub shared: Arc<crate::proxy::Shared>,
     pub core: Option<core_affinity::CoreId>,
     pub shutdown: watch::Receiver<bool>,
     pub ready: mpsc::Sender<Result<Started, String>>,
@@ -169,7 +169,7 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
             }
         }
     }
-    let ctx = WorkerCtx::new(index, snapshot, shared);
+    let ctx = WorkerCtx::new(index, snapshot, &shared);
     super::sync::spawn(ctx.clone());
 
     // Relay the process-wide shutdown broadcast into this worker's local signal.

@@ -1,0 +1,341 @@
+//! Rate limits: per-core buckets with periodic synchronisation (DESIGN.md §4).
+//!
+//! A request on a route that names limits is checked against each, in order, on the worker
+//! that serves it: one hash-table lookup and a little arithmetic, no lock, no atomic
+//! (`exact` mode aside). What the modes do:
+//!
+//! - `sync` (default): each worker holds, per key, an *allowance* — the tokens it may spend
+//!   until the next sync tick. Every tick it reports what it admitted and how many requests it
+//!   saw per key to the coordinator thread ([`sync`]), which keeps the key's one global token
+//!   bucket and hands each worker its share of what the bucket can spend during the next tick,
+//!   in proportion to the worker's recent demand. One busy keep-alive client on one worker gets
+//!   the whole limit; two workers never both spend it.
+//! - `local`: each worker enforces `rate / workers` (and `burst / workers`) alone — cheap, and
+//!   wrong under skew; the documented contrast.
+//! - `exact`: one shared atomic GCRA state per key ([`exact`]): a compare-and-swap per request;
+//!   the accuracy baseline.
+//! - `redis`: `sync`, plus a per-window count shared by several coregate instances through
+//!   Redis, exchanged once per tick by a control thread ([`redis`]).
+//!
+//! Keys are hashed (xxh3) before they get here; a worker remembers at most `max_keys` per limit
+//! and forgets the least recently used beyond that.
+
+pub mod exact;
+pub mod gcra;
+pub mod redis;
+pub mod sync;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{LimitMode, RateLimit, Snapshot};
+use gcra::Params;
+
+/// The outcome of one limit for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Verdict {
+    pub admitted: bool,
+    /// About how many more requests the key may send now.
+    pub remaining: u64,
+    /// Seconds until the key may send again (rejected) or its quota is whole again (admitted).
+    pub reset: u64,
+}
+
+/// One key on one worker.
+#[derive(Debug, Default)]
+struct Entry {
+    /// `sync`/`redis`: tokens this worker may still spend until its next grant.
+    allowance: f64,
+    /// Admitted and seen since the last report.
+    admitted: u32,
+    demand: u32,
+    /// Listed in `touched` for the next report.
+    touched: bool,
+    /// `local`: the GCRA state (ns since the limiter's epoch).
+    tat: u64,
+    /// `exact`: the shared state.
+    shared: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Tick of last use (for forgetting keys beyond `max_keys`).
+    used: u32,
+}
+
+/// One limit on one worker.
+struct PerLimit {
+    keys: RefCell<HashMap<u64, Entry, ahash::RandomState>>,
+    /// Keys seen since the last report.
+    touched: RefCell<Vec<u64>>,
+    params: Params,
+    /// `sync`/`redis`: what a worker grants itself for a key it has never heard of: its equal
+    /// share of a full bucket plus one tick of refill.
+    first_grant: f64,
+    admitted: Cell<u64>,
+    rejected: Cell<u64>,
+    exact: Option<Arc<exact::ExactTable>>,
+}
+
+/// The limiters of one worker.
+pub struct Limiters {
+    limits: Vec<PerLimit>,
+    link: Option<sync::WorkerLink>,
+    worker: usize,
+    epoch: Instant,
+    /// Sync ticks so far (a coarse clock for forgetting keys).
+    ticks: Cell<u32>,
+}
+
+/// Counters of one limit on one worker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub admitted: u64,
+    pub rejected: u64,
+}
+
+impl Limiters {
+    /// `link`: this worker's channels to the coordinator (present when some limit syncs);
+    /// `shared`: what every worker shares (exact buckets, the epoch).
+    pub fn new(
+        snapshot: &Snapshot,
+        worker: usize,
+        link: Option<sync::WorkerLink>,
+        shared: &Shared,
+    ) -> Limiters {
+        let workers = snapshot.runtime.workers.max(1) as u64;
+        let limits = snapshot
+            .rate_limits
+            .iter()
+            .map(|l| {
+                let share = if l.mode == LimitMode::Local {
+                    workers
+                } else {
+                    1
+                };
+                let period_ns = l.period.as_nanos().min(u64::MAX as u128) as u64;
+                PerLimit {
+                    keys: RefCell::new(HashMap::default()),
+                    touched: RefCell::new(Vec::new()),
+                    params: Params::new(l.rate, l.burst, period_ns, share),
+                    first_grant: sync::capacity(l) / workers as f64,
+                    admitted: Cell::new(0),
+                    rejected: Cell::new(0),
+                    exact: shared.exact.get(l.index).cloned().flatten(),
+                }
+            })
+            .collect();
+        Limiters {
+            limits,
+            link,
+            worker,
+            epoch: shared.epoch,
+            ticks: Cell::new(0),
+        }
+    }
+
+    /// Checks one request of key hash `key` against limit `l`, counting it.
+    #[inline]
+    pub fn check(&self, l: &RateLimit, key: u64) -> Verdict {
+        let p = &self.limits[l.index];
+        let mut keys = p.keys.borrow_mut();
+        if keys.len() >= l.max_keys && !keys.contains_key(&key) {
+            self.forget(&mut keys, l.max_keys);
+        }
+        let fresh = !keys.contains_key(&key);
+        let e = keys.entry(key).or_default();
+        e.used = self.ticks.get();
+        let v = match l.mode {
+            LimitMode::Sync | LimitMode::Redis => {
+                if fresh {
+                    e.allowance = p.first_grant;
+                }
+                e.demand += 1;
+                if !e.touched {
+                    e.touched = true;
+                    p.touched.borrow_mut().push(key);
+                }
+                let period = l.period.as_secs_f64();
+                if e.allowance >= 1.0 {
+                    e.allowance -= 1.0;
+                    e.admitted += 1;
+                    Verdict {
+                        admitted: true,
+                        remaining: e.allowance as u64,
+                        reset: period.ceil() as u64,
+                    }
+                } else {
+                    Verdict {
+                        admitted: false,
+                        remaining: 0,
+                        reset: (period / l.rate as f64).ceil().max(1.0) as u64,
+                    }
+                }
+            }
+            LimitMode::Local => {
+                let now = self.now();
+                match p.params.step(e.tat, now) {
+                    Ok(tat) => {
+                        e.tat = tat;
+                        Verdict {
+                            admitted: true,
+                            remaining: p.params.remaining(tat, now),
+                            reset: secs(p.params.until_full(tat, now)),
+                        }
+                    }
+                    Err(wait) => Verdict {
+                        admitted: false,
+                        remaining: 0,
+                        reset: secs(wait),
+                    },
+                }
+            }
+            LimitMode::Exact => {
+                let shared = match &e.shared {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = p
+                            .exact
+                            .as_ref()
+                            .expect("exact limits have a shared table")
+                            .state(key);
+                        e.shared = Some(s.clone());
+                        s
+                    }
+                };
+                let now = self.now();
+                match gcra::admit_shared(&shared, &p.params, now) {
+                    Ok(tat) => Verdict {
+                        admitted: true,
+                        remaining: p.params.remaining(tat, now),
+                        reset: secs(p.params.until_full(tat, now)),
+                    },
+                    Err(wait) => Verdict {
+                        admitted: false,
+                        remaining: 0,
+                        reset: secs(wait),
+                    },
+                }
+            }
+        };
+        let c = if v.admitted { &p.admitted } else { &p.rejected };
+        c.set(c.get() + 1);
+        v
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Forgets the least recently used eighth of a full key table.
+    #[cold]
+    fn forget(&self, keys: &mut HashMap<u64, Entry, ahash::RandomState>, max: usize) {
+        let mut ages: Vec<u32> = keys.values().map(|e| e.used).collect();
+        let cut = (max / 8).max(1).min(ages.len() - 1);
+        let (_, &mut oldest_kept, _) = ages.select_nth_unstable(cut);
+        keys.retain(|_, e| e.used >= oldest_kept || e.touched);
+        if keys.len() >= max {
+            // Everything is as recent: drop arbitrary untouched ones.
+            let drop: Vec<u64> = keys
+                .iter()
+                .filter(|(_, e)| !e.touched)
+                .map(|(k, _)| *k)
+                .take(cut.max(1))
+                .collect();
+            for k in drop {
+                keys.remove(&k);
+            }
+        }
+    }
+
+    /// The sync tick: applies the coordinator's latest grants and reports what this worker
+    /// admitted and saw since the last tick.
+    pub fn tick(&self, snapshot: &Snapshot) {
+        self.ticks.set(self.ticks.get().wrapping_add(1));
+        let Some(link) = &self.link else { return };
+        while let Ok(grants) = link.grants.try_recv() {
+            for g in grants {
+                let (Some(l), Some(p)) = (
+                    snapshot.rate_limits.get(g.limit as usize),
+                    self.limits.get(g.limit as usize),
+                ) else {
+                    continue;
+                };
+                let mut keys = p.keys.borrow_mut();
+                if let Some(e) = keys.get_mut(&g.key) {
+                    e.allowance = g.allowance as f64;
+                } else if keys.len() < l.max_keys {
+                    keys.insert(
+                        g.key,
+                        Entry {
+                            allowance: g.allowance as f64,
+                            used: self.ticks.get(),
+                            ..Entry::default()
+                        },
+                    );
+                }
+            }
+        }
+        let mut items = Vec::new();
+        for (i, p) in self.limits.iter().enumerate() {
+            let mut touched = p.touched.borrow_mut();
+            if touched.is_empty() {
+                continue;
+            }
+            let mut keys = p.keys.borrow_mut();
+            for key in touched.drain(..) {
+                if let Some(e) = keys.get_mut(&key) {
+                    items.push(sync::Item {
+                        limit: i as u32,
+                        key,
+                        admitted: e.admitted,
+                        demand: e.demand,
+                    });
+                    e.admitted = 0;
+                    e.demand = 0;
+                    e.touched = false;
+                }
+            }
+        }
+        if !items.is_empty() {
+            let _ = link.reports.send(sync::Report {
+                worker: self.worker,
+                items,
+            });
+        }
+    }
+
+    /// Admitted and rejected requests of each limit on this worker.
+    pub fn counts(&self) -> Vec<Counts> {
+        self.limits
+            .iter()
+            .map(|p| Counts {
+                admitted: p.admitted.get(),
+                rejected: p.rejected.get(),
+            })
+            .collect()
+    }
+}
+
+/// Nanoseconds as whole seconds, rounded up, at least 1.
+fn secs(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000_000).max(1)
+}
+
+/// What every worker's limiters share: the exact-mode tables and the clock's epoch.
+pub struct Shared {
+    pub epoch: Instant,
+    /// By limit index: the shared table of `exact` limits.
+    pub exact: Vec<Option<Arc<exact::ExactTable>>>,
+}
+
+impl Shared {
+    pub fn new(snapshot: &Snapshot) -> Shared {
+        Shared {
+            epoch: Instant::now(),
+            exact: snapshot
+                .rate_limits
+                .iter()
+                .map(|l| (l.mode == LimitMode::Exact).then(|| Arc::new(exact::ExactTable::new())))
+                .collect(),
+        }
+    }
+}
