@@ -46,8 +46,12 @@ pub struct Verdict {
 /// One key on one worker.
 #[derive(Debug, Default)]
 struct Entry {
-    /// `sync`/`redis`: tokens this worker may still spend until its next grant.
+    /// `sync`/`redis`: tokens this worker may spend now.
     allowance: f64,
+    /// `sync`/`redis`: this worker's share of the rate, refilled every sync tick.
+    share: f32,
+    /// When `allowance` was last refilled (the worker's coarse clock, ms).
+    at: u32,
     /// Admitted and seen since the last report.
     admitted: u32,
     demand: u32,
@@ -68,8 +72,11 @@ struct PerLimit {
     touched: RefCell<Vec<u64>>,
     params: Params,
     /// `sync`/`redis`: what a worker grants itself for a key it has never heard of: its equal
-    /// share of a full bucket plus one tick of refill.
+    /// share of the burst (its equal share of the rate refills it from there).
     first_grant: f64,
+    /// Tokens of the whole rate per millisecond, and the bucket's capacity.
+    per_ms: f64,
+    capacity: f64,
     admitted: Cell<u64>,
     rejected: Cell<u64>,
     exact: Option<Arc<exact::ExactTable>>,
@@ -78,11 +85,17 @@ struct PerLimit {
 /// The limiters of one worker.
 pub struct Limiters {
     limits: Vec<PerLimit>,
-    link: Option<sync::WorkerLink>,
+    /// To the coordinator (when some limit syncs).
+    reports: Option<std::sync::mpsc::Sender<sync::Report>>,
+    /// From the coordinator, until the round task takes it.
+    rounds: RefCell<Option<sync::RoundReceiver>>,
     worker: usize,
+    workers: usize,
     epoch: Instant,
-    /// Sync ticks so far (a coarse clock for forgetting keys).
+    /// Sync ticks so far (the age of keys, for forgetting them).
     ticks: Cell<u32>,
+    /// Milliseconds since `epoch` at the last sync tick.
+    clock_ms: Cell<u32>,
 }
 
 /// Counters of one limit on one worker.
@@ -116,19 +129,28 @@ impl Limiters {
                     keys: RefCell::new(HashMap::default()),
                     touched: RefCell::new(Vec::new()),
                     params: Params::new(l.rate, l.burst, period_ns, share),
-                    first_grant: sync::capacity(l) / workers as f64,
+                    first_grant: (l.burst + 1) as f64 / workers as f64,
+                    per_ms: l.rate as f64 / l.period.as_secs_f64() / 1000.0,
+                    capacity: sync::capacity(l),
                     admitted: Cell::new(0),
                     rejected: Cell::new(0),
                     exact: shared.exact.get(l.index).cloned().flatten(),
                 }
             })
             .collect();
+        let (reports, rounds) = match link {
+            Some(l) => (Some(l.reports), Some(l.rounds)),
+            None => (None, None),
+        };
         Limiters {
             limits,
-            link,
+            reports,
+            rounds: RefCell::new(rounds),
             worker,
+            workers: workers as usize,
             epoch: shared.epoch,
             ticks: Cell::new(0),
+            clock_ms: Cell::new(shared.epoch.elapsed().as_millis() as u32),
         }
     }
 
@@ -145,8 +167,20 @@ impl Limiters {
         e.used = self.ticks.get();
         let v = match l.mode {
             LimitMode::Sync | LimitMode::Redis => {
+                // The coarse clock, read once per sync tick: no clock read per request.
+                let now = self.clock_ms.get();
                 if fresh {
                     e.allowance = p.first_grant;
+                    e.share = 1.0 / self.workers as f32;
+                    e.at = now;
+                } else if e.at != now {
+                    // This worker's share of the rate since the last refill, up to its share
+                    // of a full bucket.
+                    let ms = now.wrapping_sub(e.at) as f64;
+                    let share = e.share as f64;
+                    e.allowance = (e.allowance + p.per_ms * share * ms)
+                        .min((p.capacity * share).max(e.allowance));
+                    e.at = now;
                 }
                 e.demand += 1;
                 if !e.touched {
@@ -246,34 +280,64 @@ impl Limiters {
         }
     }
 
-    /// The sync tick: applies the coordinator's latest grants and reports what this worker
-    /// admitted and saw since the last tick.
-    pub fn tick(&self, snapshot: &Snapshot) {
+    /// The worker's sync tick: moves the coarse clock and the key ages on.
+    pub fn tick(&self) {
         self.ticks.set(self.ticks.get().wrapping_add(1));
-        let Some(link) = &self.link else { return };
-        while let Ok(grants) = link.grants.try_recv() {
-            for g in grants {
-                let (Some(l), Some(p)) = (
-                    snapshot.rate_limits.get(g.limit as usize),
-                    self.limits.get(g.limit as usize),
-                ) else {
-                    continue;
-                };
-                let mut keys = p.keys.borrow_mut();
-                if let Some(e) = keys.get_mut(&g.key) {
-                    e.allowance = g.allowance as f64;
-                } else if keys.len() < l.max_keys {
-                    keys.insert(
-                        g.key,
-                        Entry {
-                            allowance: g.allowance as f64,
-                            used: self.ticks.get(),
-                            ..Entry::default()
-                        },
-                    );
-                }
+        self.clock_ms.set(self.epoch.elapsed().as_millis() as u32);
+    }
+
+    /// The receiving end of the coordinator's rounds, taken once by the task that serves them
+    /// ([`Limiters::serve_rounds`]).
+    pub fn take_rounds(&self) -> Option<sync::RoundReceiver> {
+        self.rounds.borrow_mut().take()
+    }
+
+    /// Serves the coordinator's rounds until the coordinator ends: each round's grants are
+    /// applied as soon as they arrive, and the reply is this worker's report — taken right
+    /// after, so the next grant is reckoned from exactly what was spent since.
+    pub async fn serve_rounds(&self, mut rounds: sync::RoundReceiver, snapshot: &Snapshot) {
+        while let Some(grants) = rounds.recv().await {
+            self.clock_ms.set(self.epoch.elapsed().as_millis() as u32);
+            self.apply(grants, snapshot);
+            self.report();
+        }
+    }
+
+    fn apply(&self, grants: Vec<sync::Grant>, snapshot: &Snapshot) {
+        let (tick, at) = (self.ticks.get(), self.clock_ms.get());
+        for g in grants {
+            let (Some(l), Some(p)) = (
+                snapshot.rate_limits.get(g.limit as usize),
+                self.limits.get(g.limit as usize),
+            ) else {
+                continue;
+            };
+            let mut keys = p.keys.borrow_mut();
+            if let Some(e) = keys.get_mut(&g.key) {
+                // The grant was reckoned from this worker's last report: what it spent since
+                // comes out of it.
+                e.allowance = g.allowance as f64 - e.admitted as f64;
+                e.share = g.share;
+                e.at = at;
+            } else if keys.len() < l.max_keys {
+                keys.insert(
+                    g.key,
+                    Entry {
+                        allowance: g.allowance as f64,
+                        share: g.share,
+                        at,
+                        used: tick,
+                        ..Entry::default()
+                    },
+                );
             }
         }
+    }
+
+    /// Sends the coordinator what this worker admitted and saw per key since its last report
+    /// (an empty report too: the coordinator counts the replies of a round).
+    fn report(&self) {
+        let Some(tx) = &self.reports else { return };
         let mut items = Vec::new();
         for (i, p) in self.limits.iter().enumerate() {
             let mut touched = p.touched.borrow_mut();
@@ -295,12 +359,10 @@ impl Limiters {
                 }
             }
         }
-        if !items.is_empty() {
-            let _ = link.reports.send(sync::Report {
-                worker: self.worker,
-                items,
-            });
-        }
+        let _ = tx.send(sync::Report {
+            worker: self.worker,
+            items,
+        });
     }
 
     /// Admitted and rejected requests of each limit on this worker.
@@ -313,6 +375,16 @@ impl Limiters {
             })
             .collect()
     }
+}
+
+/// The period of a worker's sync tick: the shortest of `runtime.sync_interval` and the limits'
+/// `sync_interval`.
+pub fn tick_period(snapshot: &Snapshot) -> std::time::Duration {
+    snapshot
+        .rate_limits
+        .iter()
+        .map(|l| l.sync_interval)
+        .fold(snapshot.runtime.sync_interval, std::cmp::min)
 }
 
 /// Nanoseconds as whole seconds, rounded up, at least 1.

@@ -1,28 +1,34 @@
 //! The coordinator of `sync` and `redis` limits: one control thread (`coregate-limits`) that
 //! holds each active key's global token bucket. Workers send it, every sync tick, what they
 //! admitted and how many requests they saw per key ([`Report`]); every `sync_interval` of a
-//! limit it settles each reported key and grants each worker an allowance for the next
-//! interval ([`Grant`]):
+//! limit it settles each active key and gives each worker a [`Grant`]: tokens to spend now and
+//! a share of the rate to refill itself with until the next grant:
 //!
 //! ```text
-//! tokens  = min(capacity, tokens + rate·Δt) − Σ admitted          (the global bucket)
-//! spend   = max(tokens, 0) + rate·interval                        (what the next interval may use)
-//! share_w = (demand_w + ε) / Σ (demand + ε)                       (ε: a little for idle workers)
-//! grant_w = spend · share_w
+//! tokens   = min(capacity, tokens + rate·Δt) − Σ admitted        (the global bucket)
+//! share_w  = (demand_w + ε) / Σ (demand + ε)                     (ε: a little for idle workers)
+//! grant_w  = max(tokens, 0) · share_w,   refill_w = rate · share_w
 //! capacity = burst + 1 + rate·interval
 //! ```
 //!
-//! Grants never add up to more than the bucket can spend, so over any window of one period the
-//! admitted total stays within `rate + burst + 1` plus what a worker spends between its report
-//! and its next grant (at most one interval of traffic), and the first grant a worker gives
-//! itself for a key it has never seen (its equal share of a full bucket). A worker that stops
-//! seeing a key keeps its last allowance: unspent tokens roll into the bucket, so a key that
-//! moves from one worker to another (a new keep-alive connection) loses at most one interval.
-//! Workers never wait for the coordinator: they read grants on their own tick without blocking.
+//! Until its next grant, a worker may spend its grant plus its refill: over one interval the
+//! workers together may spend the bucket plus one interval of the rate, exactly what the global
+//! bucket allows. A grant replaces the previous one; tokens a worker did not spend stay in the
+//! bucket (only what was admitted is taken out), so a key whose traffic moves to another worker
+//! (a new keep-alive connection) loses little. A worker that hears nothing (a late round, an
+//! idle key) keeps refilling at its last share, so no key starves when a round is late.
+//!
+//! The bound: over any window of one period a key is admitted at most `rate + burst + 1`, plus
+//! what a worker spends between its report and its next grant (at most one interval of its
+//! traffic), plus the first grant a worker gives itself for a key it has never seen (its equal
+//! share of a full bucket). Workers never wait for the coordinator: they read grants on their
+//! own tick without blocking. Demand decays by half every round a worker does not report the key;
+//! a key nobody has asked for since is no longer settled (workers keep their last grant).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, Sender};
+
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,18 +52,23 @@ pub struct Report {
     pub items: Vec<Item>,
 }
 
-/// A worker's allowance for a key until the next grant.
+/// A worker's tokens for a key, and its share of the limit's rate until the next grant.
 #[derive(Debug, Clone, Copy)]
 pub struct Grant {
     pub limit: u32,
     pub key: u64,
     pub allowance: f32,
+    pub share: f32,
 }
+
+/// How a worker receives the coordinator's rounds: a channel that wakes the worker's event loop
+/// (the rounds are what the worker answers with its report).
+pub type RoundReceiver = tokio::sync::mpsc::UnboundedReceiver<Vec<Grant>>;
 
 /// A worker's end of the coordinator's channels.
 pub struct WorkerLink {
     pub reports: Sender<Report>,
-    pub grants: Receiver<Vec<Grant>>,
+    pub rounds: RoundReceiver,
 }
 
 /// The tokens a limit's global bucket holds when full.
@@ -89,6 +100,12 @@ struct Global {
     tokens: f64,
     last: Instant,
     seen: Instant,
+    /// Recent demand per worker (halved every round without a report).
+    demand: Vec<f32>,
+    /// Reported since the last round.
+    last_reported: bool,
+    /// Admitted in the last rounds (what may have been spent and not reported yet).
+    recent: [f64; 2],
     /// `redis`: this instance's demand in the current window, and what Redis said last.
     window: u64,
     my_demand: u64,
@@ -124,11 +141,11 @@ impl Coordinator {
         let mut grant_txs = Vec::with_capacity(workers);
         let mut links = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (tx, rx) = mpsc::channel();
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             grant_txs.push(tx);
             links.push(Some(WorkerLink {
                 reports: report_tx.clone(),
-                grants: rx,
+                rounds: rx,
             }));
         }
         drop(report_tx);
@@ -158,11 +175,14 @@ impl Coordinator {
     }
 }
 
+/// The coordinator's loop. Every round it sends each worker its grants (an empty list too),
+/// waits briefly for every worker's reply — its report, taken right after applying the grants —
+/// and settles the limits that are due at the next round.
 fn run(
     snapshot: Arc<Snapshot>,
     shared: Arc<Shared>,
     reports: Receiver<Report>,
-    grants: Vec<Sender<Vec<Grant>>>,
+    grants: Vec<tokio::sync::mpsc::UnboundedSender<Vec<Grant>>>,
     redis: Option<RedisLink>,
     stop: Arc<AtomicBool>,
 ) {
@@ -171,10 +191,10 @@ fn run(
     let mut limits: Vec<LimitState> = snapshot
         .rate_limits
         .iter()
-        .map(|l| LimitState {
+        .map(|_| LimitState {
             keys: HashMap::new(),
             pending: HashMap::new(),
-            next_round: now + l.sync_interval,
+            next_round: now,
         })
         .collect();
     let step = snapshot
@@ -182,26 +202,41 @@ fn run(
         .iter()
         .map(|l| l.sync_interval)
         .min()
-        .unwrap_or(Duration::from_millis(50))
-        .min(Duration::from_millis(50));
+        .unwrap_or(Duration::from_millis(50));
     let mut next_gc = now + Duration::from_secs(1);
+    let mut next = now;
+    let mut out: Vec<Vec<Grant>> = vec![Vec::new(); workers];
     while !stop.load(Relaxed) {
-        // Take in reports until the next limit is due.
-        let due = limits
-            .iter()
-            .map(|s| s.next_round)
-            .min()
-            .unwrap_or(now + step);
-        let wait = due.saturating_duration_since(Instant::now()).min(step);
-        match reports.recv_timeout(wait) {
-            Ok(r) => {
-                absorb(&mut limits, r, workers);
-                while let Ok(r) = reports.try_recv() {
+        // Send the round and collect the replies (a worker busy for long is not waited for:
+        // its report joins the next round).
+        for (tx, g) in grants.iter().zip(out.iter_mut()) {
+            if tx.send(std::mem::take(g)).is_err() {
+                return; // the worker is gone: the process is ending
+            }
+        }
+        let wait_until = Instant::now() + (step / 2).min(Duration::from_millis(20));
+        let mut replies = 0;
+        while replies < workers {
+            let left = wait_until.saturating_duration_since(Instant::now());
+            match reports.recv_timeout(left) {
+                Ok(r) => {
+                    replies += 1;
                     absorb(&mut limits, r, workers);
                 }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        next += step;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+        // Late replies of the previous round.
+        while let Ok(r) = reports.try_recv() {
+            absorb(&mut limits, r, workers);
         }
         if let Some(link) = &redis {
             for c in link.counts() {
@@ -214,10 +249,9 @@ fn run(
             }
         }
         let now = Instant::now();
-        let mut out: Vec<Vec<Grant>> = vec![Vec::new(); workers];
         let mut to_redis = Vec::new();
         for (l, state) in snapshot.rate_limits.iter().zip(limits.iter_mut()) {
-            if now < state.next_round {
+            if now + step / 4 < state.next_round {
                 continue;
             }
             state.next_round = now + l.sync_interval;
@@ -226,11 +260,6 @@ fn run(
         if let Some(link) = &redis {
             if !to_redis.is_empty() {
                 link.send(to_redis);
-            }
-        }
-        for (tx, g) in grants.iter().zip(out) {
-            if !g.is_empty() {
-                let _ = tx.send(g);
             }
         }
         if now >= next_gc {
@@ -262,8 +291,7 @@ fn absorb(limits: &mut [LimitState], r: Report, workers: usize) {
     }
 }
 
-/// Settles every key reported since the limit's last round and grants the workers their
-/// allowances.
+/// Settles every active key of a limit and grants the workers their tokens and shares.
 fn round(
     l: &RateLimit,
     state: &mut LimitState,
@@ -274,25 +302,30 @@ fn round(
 ) {
     let cap = capacity(l);
     let rate = rate_per_sec(l);
-    let interval = l.sync_interval.as_secs_f64();
     let workers = out.len();
     let window = unix_ms() / (l.period.as_millis().max(1) as u64);
+    // New reports first: they create keys and refresh demand.
     for (key, (admitted, demand)) in state.pending.drain() {
         let g = state.keys.entry(key).or_insert(Global {
             tokens: cap,
             last: now,
             seen: now,
+            demand: vec![0.0; workers],
+            last_reported: false,
+            recent: [0.0; 2],
             window,
             my_demand: 0,
             counts: None,
             share: 1.0,
         });
-        g.tokens = (g.tokens + rate * now.duration_since(g.last).as_secs_f64()).min(cap);
-        g.last = now;
-        g.seen = now;
         g.tokens -= admitted as f64;
-        let mut spend = g.tokens.max(0.0) + rate * interval;
+        g.recent[0] += admitted as f64;
+        g.seen = now;
         let total: u64 = demand.iter().map(|&d| d as u64).sum();
+        for (gd, &d) in g.demand.iter_mut().zip(&demand) {
+            // Reported this round: the new figure; not reported: decay.
+            *gd = if d > 0 { d as f32 } else { *gd * 0.5 };
+        }
         if l.mode == LimitMode::Redis {
             if g.window != window {
                 g.window = window;
@@ -305,23 +338,52 @@ fn round(
                 admitted: admitted.min(u32::MAX as u64) as u32,
                 demand: total.min(u32::MAX as u64) as u32,
             });
-            spend = redis_spend(l, g, spend, window, redis.is_some_and(|r| r.is_up()));
         }
-        let eps = (total as f64 / (10.0 * workers as f64)).max(0.25);
-        let weight: f64 = demand.iter().map(|&d| d as f64 + eps).sum();
-        for (w, &d) in demand.iter().enumerate() {
+        g.last_reported = true;
+    }
+    let up = redis.is_some_and(|r| r.is_up());
+    for (&key, g) in state.keys.iter_mut() {
+        if !std::mem::take(&mut g.last_reported) {
+            for d in g.demand.iter_mut() {
+                *d *= 0.5;
+            }
+        }
+        let total: f32 = g.demand.iter().sum();
+        if total < 0.1 {
+            continue; // nobody has asked lately: workers keep their last grant
+        }
+        // The bucket is full at `capacity`, counting tokens the workers may have spent but not
+        // reported yet (what they spent in the last rounds): the reports lag the spending, and
+        // without this the refill would be cut while the bucket only looks full.
+        let in_flight = g.recent[0].max(g.recent[1]);
+        g.recent = [0.0, g.recent[0]];
+        g.tokens =
+            (g.tokens + rate * now.duration_since(g.last).as_secs_f64()).min(cap + in_flight);
+        g.last = now;
+        let mut tokens = g.tokens.max(0.0);
+        let mut rate_factor = 1.0;
+        if l.mode == LimitMode::Redis {
+            let (t, f) = redis_spend(l, g, tokens, window, up);
+            tokens = t;
+            rate_factor = f;
+        }
+        let eps = (total / (10.0 * workers as f32)).max(0.25);
+        let weight: f32 = g.demand.iter().map(|&d| d + eps).sum();
+        for (w, &d) in g.demand.iter().enumerate() {
+            let share = (d + eps) / weight;
             out[w].push(Grant {
                 limit: l.index as u32,
                 key,
-                allowance: (spend * (d as f64 + eps) / weight) as f32,
+                allowance: (tokens * share as f64) as f32,
+                share: share * rate_factor as f32,
             });
         }
     }
 }
 
-/// What a `redis` key may spend in the next interval: this instance's share of what is left of
-/// the window across instances, or its fallback while Redis is away.
-fn redis_spend(l: &RateLimit, g: &mut Global, local: f64, window: u64, up: bool) -> f64 {
+/// What a `redis` key may spend now, and the factor on its refill: this instance's share of
+/// what is left of the window across instances, or its fallback while Redis is away.
+fn redis_spend(l: &RateLimit, g: &mut Global, local: f64, window: u64, up: bool) -> (f64, f64) {
     let quota = (l.rate + l.burst) as f64;
     match g.counts {
         Some(c) if up && c.window == window => {
@@ -331,14 +393,18 @@ fn redis_spend(l: &RateLimit, g: &mut Global, local: f64, window: u64, up: bool)
             } else {
                 (g.my_demand as f64 / c.demand as f64).clamp(0.0, 1.0)
             };
-            local.min(left * g.share)
+            // The refill is the window's: nothing more once the window's quota is spent.
+            (
+                local.min(left * g.share),
+                if left > 0.0 { g.share } else { 0.0 },
+            )
         }
         // A new window whose counts have not come back yet: this instance's usual share.
-        _ if up => local.min(quota * g.share),
+        _ if up => (local.min(quota * g.share), g.share),
         _ => match l.on_redis_error {
-            RedisFallback::Local => local * g.share,
-            RedisFallback::Allow => 1e9,
-            RedisFallback::Deny => 0.0,
+            RedisFallback::Local => (local * g.share, g.share),
+            RedisFallback::Allow => (1e9, 1e6),
+            RedisFallback::Deny => (0.0, 0.0),
         },
     }
 }
@@ -363,7 +429,7 @@ mod tests {
     }
 
     /// Runs rounds of `interval` where each worker offers `offered[w]` requests per round and
-    /// spends up to its grant; returns the admitted total per round.
+    /// spends up to its tokens (grant plus refill); returns the admitted total per round.
     fn simulate(l: &RateLimit, rounds: &[Vec<u32>]) -> Vec<u64> {
         let workers = rounds[0].len();
         let mut state = LimitState {
@@ -371,13 +437,16 @@ mod tests {
             pending: HashMap::new(),
             next_round: Instant::now(),
         };
-        let mut allowance = vec![capacity(l) / workers as f64; workers];
+        let refill = rate_per_sec(l) * l.sync_interval.as_secs_f64();
+        let mut allowance = vec![(l.burst + 1) as f64 / workers as f64; workers];
+        let mut share = vec![1.0 / workers as f64; workers];
         let mut t = Instant::now();
         let mut admitted_per_round = Vec::new();
         for offered in rounds {
             let mut admitted = 0u64;
             let mut demand = vec![0u32; workers];
             for w in 0..workers {
+                allowance[w] += refill * share[w];
                 let a = (offered[w] as f64).min(allowance[w].floor().max(0.0)) as u32;
                 allowance[w] -= a as f64;
                 admitted += a as u64;
@@ -389,7 +458,10 @@ mod tests {
             let mut out = vec![Vec::new(); workers];
             round(l, &mut state, t, &mut out, &mut Vec::new(), None);
             for (w, g) in out.iter().enumerate() {
-                allowance[w] = g[0].allowance as f64;
+                if let Some(g) = g.first() {
+                    allowance[w] = g.allowance as f64;
+                    share[w] = g.share as f64;
+                }
             }
         }
         admitted_per_round
