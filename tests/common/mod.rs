@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod load;
 pub mod process;
 
 pub use backend::{pattern, Body, Ending, Recorded, Reply, TestBackend};

@@ -110,6 +110,8 @@ struct Global {
     window: u64,
     my_demand: u64,
     counts: Option<RedisCount>,
+    /// `redis`: what this instance admitted since `counts` were taken.
+    since_counts: u64,
     /// This instance's share of the key's demand across instances, as last known.
     share: f64,
 }
@@ -245,6 +247,7 @@ fn run(
                     .and_then(|s| s.keys.get_mut(&c.key))
                 {
                     g.counts = Some(c);
+                    g.since_counts = 0;
                 }
             }
         }
@@ -316,6 +319,7 @@ fn round(
             window,
             my_demand: 0,
             counts: None,
+            since_counts: 0,
             share: 1.0,
         });
         g.tokens -= admitted as f64;
@@ -332,6 +336,7 @@ fn round(
                 g.my_demand = 0;
             }
             g.my_demand += total;
+            g.since_counts += admitted;
             to_redis.push(Item {
                 limit: l.index as u32,
                 key,
@@ -387,12 +392,15 @@ fn redis_spend(l: &RateLimit, g: &mut Global, local: f64, window: u64, up: bool)
     let quota = (l.rate + l.burst) as f64;
     match g.counts {
         Some(c) if up && c.window == window => {
-            let left = (quota - c.admitted as f64).max(0.0);
             g.share = if c.demand == 0 {
                 1.0
             } else {
                 (g.my_demand as f64 / c.demand as f64).clamp(0.0, 1.0)
             };
+            // The counts are a round old: take off what this instance admitted since, and
+            // as much again for the others in proportion to their share.
+            let since = g.since_counts as f64 / g.share.max(0.05);
+            let left = (quota - c.admitted as f64 - since).max(0.0);
             // The refill is the window's: nothing more once the window's quota is spent.
             (
                 local.min(left * g.share),
