@@ -398,6 +398,32 @@ impl Snapshot {
                 let _ = writeln!(s, "    {} = {} weight {}", b.address, b.addr, b.weight);
             }
         }
+        if !self.rate_limits.is_empty() {
+            let _ = writeln!(s, "rate_limits: {}", self.rate_limits.len());
+            for l in &self.rate_limits {
+                let _ = writeln!(
+                    s,
+                    "  {}: {} per {} (burst {}) by {}, mode {}, sync_interval {}, max_keys {}, status {}",
+                    l.name,
+                    l.rate,
+                    fmt_duration(l.period),
+                    l.burst,
+                    match &l.key {
+                        LimitKey::ClientIp => "client_ip".to_string(),
+                        LimitKey::Route => "route".to_string(),
+                        LimitKey::Header(n) => format!("header:{n}"),
+                        LimitKey::Cookie(n) => format!("cookie:{n}"),
+                    },
+                    l.mode.as_str(),
+                    fmt_duration(l.sync_interval),
+                    l.max_keys,
+                    l.status
+                );
+            }
+        }
+        if let Some(r) = &self.redis {
+            let _ = writeln!(s, "redis: {} (timeout {})", r.url, fmt_duration(r.timeout));
+        }
         let _ = writeln!(s, "routes: {}", self.routes.len());
         for r in &self.routes {
             let _ = writeln!(s, "  {}", self.describe_route(r));
@@ -430,8 +456,18 @@ impl Snapshot {
             Rewrite::Strip => ", strip prefix".to_string(),
             Rewrite::Replace(w) => format!(", replace prefix with {}", lossy(w)),
         };
+        let limits: Vec<&str> = r
+            .rate_limits
+            .iter()
+            .map(|&i| self.rate_limits[i].name.as_str())
+            .collect();
+        let limits = if limits.is_empty() {
+            String::new()
+        } else {
+            format!(", rate limits [{}]", limits.join(", "))
+        };
         format!(
-            "{}: {hosts}, {path}{rewrite} -> {}",
+            "{}: {hosts}, {path}{rewrite}{limits} -> {}",
             r.name, self.upstreams[r.upstream].name
         )
     }

@@ -457,3 +457,70 @@ fn balancing_keys_are_checked() {
     let (_, _, msg) = error_of(&format!("[runtime]\nsync_interval = \"1ms\"\n{MINIMAL}"));
     assert_eq!(msg, "invalid sync_interval: must be from 5ms to 10s");
 }
+
+#[test]
+fn rate_limit_keys_are_checked() {
+    let with = |limits: &str, route: &str| {
+        format!(
+            "{limits}\n{}",
+            MINIMAL.replace(
+                "upstream = \"app\"\n",
+                &format!("upstream = \"app\"\n{route}\n")
+            )
+        )
+    };
+    let ok = "[[rate_limits]]\nname = \"l\"\nkey = \"header:X-Api-Key\"\nrate = 10";
+    let s = parse("t.toml", &with(ok, "rate_limits = [\"l\"]")).unwrap();
+    let l = &s.rate_limits[0];
+    assert_eq!(l.key, LimitKey::Header("x-api-key".into()));
+    assert_eq!(
+        (l.rate, l.burst, l.status, l.max_keys),
+        (10, 0, 429, 100_000)
+    );
+    assert_eq!(l.mode, LimitMode::Sync);
+    assert_eq!(l.period, Duration::from_secs(1));
+    assert_eq!(&*l.policy_field, "RateLimit-Policy: \"l\";q=10;w=1\r\n");
+    assert_eq!(&*s.routes[0].rate_limits, &[0]);
+    assert!(s.summary().contains("rate limits [l]"));
+    for (limits, route, want) in [
+        (ok, "rate_limits = [\"m\"]", "unknown rate limit \"m\""),
+        (
+            ok,
+            "rate_limits = [\"l\", \"l\"]",
+            "rate limit \"l\" listed twice",
+        ),
+        (
+            "[[rate_limits]]\nname = \"l\"\nkey = \"ip\"\nrate = 10",
+            "",
+            "invalid key \"ip\"",
+        ),
+        (
+            "[[rate_limits]]\nname = \"l\"\nkey = \"route\"\nrate = 0",
+            "",
+            "invalid rate 0",
+        ),
+        (
+            "[[rate_limits]]\nname = \"l\"\nkey = \"route\"\nrate = 1\nstatus = 200",
+            "",
+            "invalid status 200",
+        ),
+        (
+            "[[rate_limits]]\nname = \"l\"\nkey = \"route\"\nrate = 1\nmode = \"redis\"",
+            "",
+            "has mode = \"redis\" but there is no [redis] table",
+        ),
+        (
+            "[[rate_limits]]\nname = \"l\"\nkey = \"route\"\nrate = 1\nmode = \"fast\"",
+            "",
+            "unknown variant `fast`",
+        ),
+        (
+            "[redis]\nurl = \"http://x\"",
+            "",
+            "invalid redis url \"http://x\"",
+        ),
+    ] {
+        let (_, _, msg) = error_of(&with(limits, route));
+        assert!(msg.contains(want), "{limits:?} {route:?}: {msg}");
+    }
+}
