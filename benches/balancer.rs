@@ -12,7 +12,11 @@ fn snapshot(balancer: &str, n: usize, weighted: bool) -> coregate::config::Snaps
     let backends: Vec<String> = (0..n)
         .map(|i| {
             let w = if weighted { 1 + i % 5 } else { 1 };
-            format!("{{ address = \"10.0.{}.{}:8080\", weight = {w} }}", i / 250, i % 250 + 1)
+            format!(
+                "{{ address = \"10.0.{}.{}:8080\", weight = {w} }}",
+                i / 250,
+                i % 250 + 1
+            )
         })
         .collect();
     let hash = if balancer == "consistent_hash" {
@@ -31,16 +35,19 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pick");
     g.warm_up_time(std::time::Duration::from_millis(300));
     g.measurement_time(std::time::Duration::from_secs(1));
-    for balancer in ["round_robin", "least_conn", "p2c", "random", "consistent_hash"] {
+    for balancer in [
+        "round_robin",
+        "least_conn",
+        "p2c",
+        "random",
+        "consistent_hash",
+    ] {
         for (n, weighted) in [(3, false), (3, true), (100, false), (100, true)] {
             let snap = snapshot(balancer, n, weighted);
             let ups = Upstreams::new(&snap, 0, Arc::new(Shared::new(&snap)));
             let u = &snap.upstreams[0];
             let tried = Tried::default();
-            let name = format!(
-                "{balancer}/{n}{}",
-                if weighted { " weighted" } else { "" }
-            );
+            let name = format!("{balancer}/{n}{}", if weighted { " weighted" } else { "" });
             let mut key = 0x9e37_79b9_7f4a_7c15u64;
             g.bench_function(name, |b| {
                 b.iter(|| {
