@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod http1;
+pub mod observe;
 pub mod policy;
 pub mod proxy;
 pub mod route;

@@ -65,6 +65,8 @@ pub struct ClientConn<'a> {
     pub(super) scratch: PathScratch,
     /// The client has sent a request before the previous one was answered.
     pub(super) pipelining: bool,
+    /// The route of the request in progress, once matched.
+    pub(super) route: Option<usize>,
 }
 
 /// What the response path needs to know about the request, copied out of the buffer.
@@ -138,6 +140,7 @@ impl<'a> ClientConn<'a> {
             iovecs: Vec::with_capacity(16),
             scratch: PathScratch::default(),
             pipelining: false,
+            route: None,
         }
     }
 
@@ -149,9 +152,13 @@ impl<'a> ClientConn<'a> {
             let Some(req) = self.read_head().await else {
                 return;
             };
-            let s = &self.state.stats.requests;
-            s.set(s.get() + 1);
-            match self.forward(req).await {
+            let started = Instant::now();
+            self.route = None;
+            let next = self.forward(req).await;
+            if let Some(h) = self.state.stats.request_seconds.get(self.listener) {
+                h.observe(started.elapsed());
+            }
+            match next {
                 Next::KeepAlive => continue,
                 Next::Close => return,
             }
@@ -201,8 +208,7 @@ impl<'a> ClientConn<'a> {
             match res {
                 Ok(_) => {}
                 Err(IoFail::TimedOut) => {
-                    let t = &self.state.stats.client_timeouts;
-                    t.set(t.get() + 1);
+                    self.state.stats.client_timeouts.inc();
                     return None;
                 }
                 Err(IoFail::Io(e)) => {
@@ -219,7 +225,9 @@ impl<'a> ClientConn<'a> {
     /// not proxy) are logged at debug level; upstream failures were logged, rate-limited, by
     /// the exchange.
     fn count_error(&self, status: u16, detail: &str) {
-        self.state.stats.errors.count(status);
+        let stats = &self.state.stats;
+        stats.error(status);
+        stats.request(self.listener, self.route, status);
         if status < 500 || status == 501 {
             tracing::debug!(client = %self.peer_ip, "answered {status}: {detail}");
         }
@@ -312,8 +320,4 @@ impl ClientConn<'_> {
         self.reject_keep(503, detail, framing, head_len, version, &extra)
             .await
     }
-}
-
-pub(super) fn count(c: &std::cell::Cell<u64>) {
-    c.set(c.get() + 1);
 }

@@ -1,8 +1,8 @@
-//! What the client is told when a request cannot be forwarded (DESIGN.md §6), and the per-worker
-//! counters of those answers. Error answers are small and complete; those that end the
-//! connection say `Connection: close`.
+//! What the client is told when a request cannot be forwarded (DESIGN.md §6), and the
+//! rate-limited log of upstream failures. Error answers are small and complete; those that end
+//! the connection say `Connection: close`.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use crate::config::Upstream;
@@ -55,65 +55,6 @@ pub fn error_response_with(
     out.push_str("\r\n");
     out.push_str(&body);
     out.into_bytes()
-}
-
-/// Per-worker counters (plain `Cell`s: one worker owns them).
-#[derive(Default)]
-pub struct Stats {
-    pub requests: Cell<u64>,
-    /// Responses relayed from upstreams, by class 1xx..5xx (index 0..4).
-    pub relayed: [Cell<u64>; 5],
-    /// Error answers coregate generated, by status.
-    pub errors: ErrorCounts,
-    /// Upstream connections opened / reused from the pool.
-    pub upstream_connects: Cell<u64>,
-    pub upstream_reuses: Cell<u64>,
-    pub upstream_retries: Cell<u64>,
-    /// Client connections closed for a slow head (slowloris) or idle keep-alive.
-    pub client_timeouts: Cell<u64>,
-    /// Clients that closed while their response head was awaited (nginx logs these as 499).
-    pub client_aborts: Cell<u64>,
-}
-
-#[derive(Default)]
-pub struct ErrorCounts {
-    counts: [Cell<u64>; 11],
-}
-
-const COUNTED: [u16; 11] = [400, 404, 408, 413, 417, 431, 501, 502, 503, 504, 505];
-
-impl ErrorCounts {
-    pub fn count(&self, status: u16) {
-        if let Some(i) = COUNTED.iter().position(|&s| s == status) {
-            self.counts[i].set(self.counts[i].get() + 1);
-        }
-    }
-
-    pub fn get(&self, status: u16) -> u64 {
-        COUNTED
-            .iter()
-            .position(|&s| s == status)
-            .map_or(0, |i| self.counts[i].get())
-    }
-
-    /// `status=count` pairs for the non-zero counters.
-    pub fn summary(&self) -> String {
-        COUNTED
-            .iter()
-            .zip(&self.counts)
-            .filter(|(_, c)| c.get() > 0)
-            .map(|(s, c)| format!("{s}={}", c.get()))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
-impl Stats {
-    pub fn relayed(&self, status: u16) {
-        if let Some(c) = self.relayed.get((status / 100) as usize - 1) {
-            c.set(c.get() + 1);
-        }
-    }
 }
 
 /// How long repeats of one failure are counted before they are logged as one line.
@@ -229,13 +170,5 @@ mod tests {
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         let r = String::from_utf8(error_response(404, "no route", false)).unwrap();
         assert!(!r.contains("Connection: close"));
-        let stats = Stats::default();
-        stats.errors.count(502);
-        stats.errors.count(502);
-        stats.errors.count(299);
-        assert_eq!(
-            (stats.errors.get(502), stats.errors.summary()),
-            (2, "502=2".to_string())
-        );
     }
 }

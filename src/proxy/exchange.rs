@@ -12,7 +12,7 @@
 //! pooled connection closed by the backend does not.
 
 use super::body::{self, RelayFail};
-use super::client::{count, ClientConn, Next, ReqInfo, UpFail};
+use super::client::{ClientConn, Next, ReqInfo, UpFail};
 use super::io::{write_head, IoFail};
 use crate::config::Upstream;
 use crate::http1::Framing;
@@ -66,7 +66,7 @@ impl<'a> ClientConn<'a> {
             };
             tried.add(backend);
             if attempt > 1 {
-                count(&stats.upstream_retries);
+                stats.retries[upstream.index].inc();
             }
             let mut conn = match ups.checkout(upstream, backend).await {
                 Ok(c) => c,
@@ -91,11 +91,11 @@ impl<'a> ClientConn<'a> {
                     return self.reject(failure.0, failure.1).await;
                 }
             };
-            count(if conn.reused {
-                &stats.upstream_reuses
+            if conn.reused {
+                stats.reuses[upstream.index].inc();
             } else {
-                &stats.upstream_connects
-            });
+                stats.connects[upstream.index].inc();
+            }
             self.end_head(&info, upstream, backend);
             // A 5xx the policy lists is not relayed when another try may follow.
             let retry_status =
@@ -106,7 +106,7 @@ impl<'a> ClientConn<'a> {
             let (failure, retry): ((u16, &'static str), bool) = match result {
                 Ok(r) => {
                     if r.status >= 500 {
-                        ups.failure(upstream, backend);
+                        self.backend_failed(upstream, backend);
                     } else {
                         ups.success(upstream, backend);
                     }
@@ -117,7 +117,7 @@ impl<'a> ClientConn<'a> {
                 }
                 Err(UpFail::ClientGone) => return Next::Close,
                 Err(UpFail::ClientAborted) => {
-                    count(&stats.client_aborts);
+                    stats.client_aborts.inc();
                     tracing::debug!(
                         client = %self.peer_ip,
                         upstream = %upstream.name,
@@ -132,13 +132,13 @@ impl<'a> ClientConn<'a> {
                     if conn.reused {
                         same_again = true;
                     } else {
-                        ups.failure(upstream, backend);
+                        self.backend_failed(upstream, backend);
                     }
                     let f = (502, "upstream closed the connection before responding");
                     (f, replayable && (conn.reused || policy.on_reset))
                 }
                 Err(UpFail::RetryStatus(code)) => {
-                    ups.failure(upstream, backend);
+                    self.backend_failed(upstream, backend);
                     (
                         (
                             code,
@@ -148,12 +148,12 @@ impl<'a> ClientConn<'a> {
                     )
                 }
                 Err(UpFail::Status(504, d)) if d == RESPONSE_TIMEOUT => {
-                    ups.failure(upstream, backend);
+                    self.backend_failed(upstream, backend);
                     ((504, d), replayable && policy.on_timeout)
                 }
                 Err(UpFail::Status(status, detail)) => {
                     if status >= 500 {
-                        ups.failure(upstream, backend);
+                        self.backend_failed(upstream, backend);
                     }
                     ((status, detail), false)
                 }
@@ -191,7 +191,14 @@ impl<'a> ClientConn<'a> {
     /// Logs a failed connect and counts it towards the backend's ejection.
     fn upstream_failed(&self, upstream: &Upstream, backend: usize, f: (u16, &'static str)) {
         self.state.failures.upstream(f.0, f.1, upstream, backend);
-        self.state.upstreams.failure(upstream, backend);
+        self.backend_failed(upstream, backend);
+    }
+
+    /// Counts a failure towards the backend's ejection (and the ejection, when it happens).
+    fn backend_failed(&self, upstream: &Upstream, backend: usize) {
+        if self.state.upstreams.failure(upstream, backend) {
+            self.state.stats.ejection(upstream.index, backend).inc();
+        }
     }
 
     /// Ends the planned head for `backend`: a request without Host (HTTP/1.0) gets the

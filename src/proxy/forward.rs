@@ -84,6 +84,7 @@ impl<'a> ClientConn<'a> {
                 .await;
         };
         let upstream = &snap.upstreams[route.upstream];
+        self.route = Some(route.index);
         // Policy: the route's rate limits, in order (nothing at all for a route without any).
         let mut limit_fields = LimitFields::default();
         for &li in route.rate_limits.iter() {
@@ -92,6 +93,12 @@ impl<'a> ClientConn<'a> {
                 continue; // no such header or cookie: the limit does not apply
             };
             let v = self.state.limits.check(l, key);
+            let counter = if v.admitted {
+                &self.state.stats.limit_admitted
+            } else {
+                &self.state.stats.limit_rejected
+            };
+            counter[li].inc();
             if !v.admitted {
                 let extra = rejection_fields(l, &v);
                 let (head_len, version) = (req.head_len, req.version);

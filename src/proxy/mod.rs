@@ -29,7 +29,7 @@ pub(crate) mod sys;
 
 pub use abort::ABORT_CHECK;
 pub use ctx::{LiveGuard, ShutdownSignal, WorkerCtx};
-pub use error::{error_response, reason, FailureLog, Stats};
+pub use error::{error_response, reason, FailureLog};
 
 use crate::upstream::Upstreams;
 use monoio::net::TcpStream;
@@ -44,15 +44,29 @@ pub struct Shared {
     pub limits: std::sync::Arc<crate::policy::ratelimit::Shared>,
     /// Each worker's channels to the rate-limit coordinator, taken once by that worker.
     pub links: std::sync::Mutex<Vec<Option<crate::policy::ratelimit::sync::WorkerLink>>>,
+    /// What the admin side reads: every worker's stats.
+    pub observe: std::sync::Arc<crate::observe::Registry>,
 }
 
 impl Shared {
+    /// Worker `worker`'s stats (registered for the admin side).
+    fn stats(
+        &self,
+        worker: usize,
+        snapshot: &crate::config::Snapshot,
+    ) -> std::sync::Arc<crate::observe::WorkerStats> {
+        let stats = std::sync::Arc::new(crate::observe::WorkerStats::new(worker, snapshot));
+        self.observe.register(worker, stats.clone());
+        stats
+    }
+
     /// Shared state without a coordinator (tests and single workers without sync limits).
     pub fn standalone(snapshot: &crate::config::Snapshot) -> Shared {
         Shared {
             upstreams: std::sync::Arc::new(crate::upstream::Shared::new(snapshot)),
             limits: std::sync::Arc::new(crate::policy::ratelimit::Shared::new(snapshot)),
             links: std::sync::Mutex::new(Vec::new()),
+            observe: std::sync::Arc::new(crate::observe::Registry::default()),
         }
     }
 
@@ -68,7 +82,8 @@ impl Shared {
 /// Proxy state owned by one worker.
 pub struct WorkerState {
     pub upstreams: Upstreams,
-    pub stats: Stats,
+    /// This worker's counters, read by the admin thread at scrape time.
+    pub stats: std::sync::Arc<crate::observe::WorkerStats>,
     /// Rate-limited warnings about upstream failures.
     pub failures: FailureLog,
     /// Exchanges awaiting a response head, watched for clients that leave.
@@ -89,7 +104,7 @@ impl WorkerState {
                 shared.take_link(worker),
                 &shared.limits,
             ),
-            stats: Stats::default(),
+            stats: shared.stats(worker, snapshot),
             failures: FailureLog::default(),
             aborts: abort::AbortWatch::default(),
             spare: RefCell::new(Vec::new()),
@@ -127,30 +142,52 @@ impl WorkerState {
         self.failures.flush(now, &snapshot.upstreams);
     }
 
+    /// Publishes the gauges the admin side reads (sync tick).
+    pub fn publish(&self) {
+        for (u, b, in_flight, idle) in self.upstreams.gauges() {
+            let slot = self.stats.backend_slot(u, b);
+            self.stats.backend_in_flight[slot].set(in_flight);
+            self.stats.backend_idle[slot].set(idle);
+        }
+    }
+
     /// One line for the shutdown log.
-    pub fn summary(&self) -> String {
+    pub fn summary(&self, snapshot: &crate::config::Snapshot) -> String {
         let s = &self.stats;
-        let classes: Vec<String> = s
-            .relayed
+        let mut classes = [0u64; 5];
+        for l in 0..snapshot.listeners.len() {
+            for r in (0..snapshot.routes.len()).map(Some).chain([None]) {
+                for (c, total) in classes.iter_mut().enumerate() {
+                    *total += s.requests(l, r, c);
+                }
+            }
+        }
+        let sum = |c: &[crate::observe::Counter]| c.iter().map(|c| c.get()).sum::<u64>();
+        let errors: Vec<String> = crate::observe::ERROR_STATUSES
             .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{}xx={}", i + 1, c.get()))
+            .filter(|&&st| st != 0 && s.errors(st) > 0)
+            .map(|&st| format!("{st}={}", s.errors(st)))
             .collect();
-        let limits: Vec<String> = self
-            .limits
-            .counts()
+        let limits: Vec<String> = s
+            .limit_admitted
             .iter()
+            .zip(s.limit_rejected.iter())
             .enumerate()
-            .map(|(i, c)| format!("{i}:{}/{}", c.admitted, c.rejected))
+            .map(|(i, (a, r))| format!("{i}:{}/{}", a.get(), r.get()))
             .collect();
         format!(
-            "requests={} relayed[{}] errors[{}] upstream connects={} reuses={} retries={} client_timeouts={} client_aborts={} rate_limits(admitted/rejected)[{}]",
-            s.requests.get(),
-            classes.join(" "),
-            s.errors.summary(),
-            s.upstream_connects.get(),
-            s.upstream_reuses.get(),
-            s.upstream_retries.get(),
+            "requests={} [{}] errors[{}] upstream connects={} reuses={} retries={} client_timeouts={} client_aborts={} rate_limits(admitted/rejected)[{}]",
+            classes.iter().sum::<u64>(),
+            classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{}xx={c}", i + 1))
+                .collect::<Vec<_>>()
+                .join(" "),
+            errors.join(" "),
+            sum(&s.connects),
+            sum(&s.reuses),
+            sum(&s.retries),
             s.client_timeouts.get(),
             s.client_aborts.get(),
             limits.join(" "),
@@ -165,7 +202,10 @@ pub async fn serve_connection(
     listener: usize,
     ctx: Rc<WorkerCtx>,
 ) {
+    let stats = ctx.proxy.stats.clone();
+    stats.client_connections.inc();
     client::ClientConn::new(stream, peer, listener, &ctx)
         .run()
         .await;
+    stats.client_connections.dec();
 }

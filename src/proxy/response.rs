@@ -184,7 +184,11 @@ impl<'a> ClientConn<'a> {
             Framing::UntilClose => available,
             Framing::None | Framing::Chunked => 0,
         };
-        self.state.stats.relayed(resp.code);
+        let stats = &self.state.stats;
+        stats.request(self.listener, self.route, resp.code);
+        if let Some(h) = stats.upstream_seconds.get(upstream.index) {
+            h.observe(started.elapsed());
+        }
 
         // Write the head and the body bytes that came with it.
         rbuf.compact();

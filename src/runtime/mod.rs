@@ -57,10 +57,12 @@ pub fn run(snapshot: Snapshot, exit_after: Option<Duration>) -> Result<(), Runti
     let limits = Arc::new(crate::policy::ratelimit::Shared::new(&snapshot));
     let (_coordinator, links) =
         crate::policy::ratelimit::sync::Coordinator::start(snapshot.clone(), limits.clone())?;
+    let observe = Arc::new(crate::observe::Registry::default());
     let shared = Arc::new(crate::proxy::Shared {
         upstreams: backends,
         limits,
         links: std::sync::Mutex::new(links),
+        observe,
     });
     let rt = &snapshot.runtime;
     let cores = if rt.pin {

@@ -27,6 +27,7 @@ pub fn spawn(ctx: Rc<WorkerCtx>) {
             tick.tick().await;
             ctx.proxy.upstreams.sync(&ctx.snapshot, Instant::now());
             ctx.proxy.limits.tick();
+            ctx.proxy.publish();
         }
     });
 }

@@ -234,7 +234,7 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
     } else {
         tracing::debug!(worker = index, "drained");
     }
-    tracing::info!("worker {index}: {}", ctx.proxy.summary());
+    tracing::info!("worker {index}: {}", ctx.proxy.summary(&ctx.snapshot));
 }
 
 /// How often a worker does its housekeeping: half the shortest pool `idle_timeout` (so an idle

@@ -182,6 +182,17 @@ impl Upstreams {
         }
     }
 
+    /// Requests in flight and idle pooled connections of each backend, for the stats.
+    pub fn gauges(&self) -> impl Iterator<Item = (usize, usize, u64, u64)> + '_ {
+        self.states.iter().enumerate().flat_map(|(u, st)| {
+            st.live
+                .iter()
+                .zip(&st.pools)
+                .enumerate()
+                .map(move |(b, (l, p))| (u, b, l.in_flight.get() as u64, p.borrow().len() as u64))
+        })
+    }
+
     /// This worker's view of a backend.
     pub fn live(&self, upstream: usize, backend: usize) -> &BackendLive {
         &self.states[upstream].live[backend]

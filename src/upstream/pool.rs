@@ -77,6 +77,10 @@ impl Pool {
         closed
     }
 
+    pub fn len(&self) -> usize {
+        self.idle.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.idle.is_empty()
     }

@@ -77,8 +77,6 @@ struct PerLimit {
     /// Tokens of the whole rate per millisecond, and the bucket's capacity.
     per_ms: f64,
     capacity: f64,
-    admitted: Cell<u64>,
-    rejected: Cell<u64>,
     exact: Option<Arc<exact::ExactTable>>,
 }
 
@@ -96,13 +94,6 @@ pub struct Limiters {
     ticks: Cell<u32>,
     /// Milliseconds since `epoch` at the last sync tick.
     clock_ms: Cell<u32>,
-}
-
-/// Counters of one limit on one worker.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Counts {
-    pub admitted: u64,
-    pub rejected: u64,
 }
 
 impl Limiters {
@@ -132,8 +123,6 @@ impl Limiters {
                     first_grant: (l.burst + 1) as f64 / workers as f64,
                     per_ms: l.rate as f64 / l.period.as_secs_f64() / 1000.0,
                     capacity: sync::capacity(l),
-                    admitted: Cell::new(0),
-                    rejected: Cell::new(0),
                     exact: shared.exact.get(l.index).cloned().flatten(),
                 }
             })
@@ -250,8 +239,6 @@ impl Limiters {
                 }
             }
         };
-        let c = if v.admitted { &p.admitted } else { &p.rejected };
-        c.set(c.get() + 1);
         v
     }
 
@@ -363,17 +350,6 @@ impl Limiters {
             worker: self.worker,
             items,
         });
-    }
-
-    /// Admitted and rejected requests of each limit on this worker.
-    pub fn counts(&self) -> Vec<Counts> {
-        self.limits
-            .iter()
-            .map(|p| Counts {
-                admitted: p.admitted.get(),
-                rejected: p.rejected.get(),
-            })
-            .collect()
     }
 }
 
