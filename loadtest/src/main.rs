@@ -5,9 +5,11 @@
 //! - `relay`: a TCP byte relay, the cost floor for any proxy.
 //! - `idle`: holds many keep-alive connections to measure a proxy's memory per connection.
 //! - `bench`: runs backend, proxies and generator together and prints the comparison.
+//! - `failover`: kills a backend under load behind each proxy and reports the failed requests.
 
 mod backend;
 mod bench;
+mod failover;
 mod http;
 mod idle;
 mod relay;
@@ -35,6 +37,8 @@ enum Cmd {
     Idle(idle::IdleArgs),
     /// Compare coregate with the relay floor, direct, nginx and HAProxy in one table.
     Bench(bench::BenchArgs),
+    /// Kill one of three backends under load behind coregate, HAProxy and nginx; count failures.
+    Failover(failover::FailoverArgs),
 }
 
 fn main() {
@@ -45,6 +49,7 @@ fn main() {
         Cmd::Relay(a) => relay::main(a),
         Cmd::Idle(a) => idle::main(a),
         Cmd::Bench(a) => bench::main(a),
+        Cmd::Failover(a) => failover::main(a),
     };
     std::process::exit(code);
 }

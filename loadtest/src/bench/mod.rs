@@ -7,7 +7,7 @@
 //! results folder, and with `--record` the markdown appended to docs/benchmarks.md.
 
 mod measure;
-mod report;
+pub(crate) mod report;
 pub(crate) mod targets;
 
 use std::path::{Path, PathBuf};
@@ -254,7 +254,7 @@ fn parse_variants(s: &str) -> Result<Vec<targets::Variant>, String> {
     Ok(out)
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }

@@ -169,6 +169,8 @@ pub struct Errors {
     pub status_5xx: u64,
     /// Expected status but a different body length.
     pub body_length: u64,
+    /// The unexpected statuses by exact code (each is also counted in its class above).
+    pub by_status: std::collections::BTreeMap<u16, u64>,
 }
 
 impl Errors {
@@ -208,6 +210,7 @@ impl Errors {
     }
 
     pub fn status(&mut self, status: u16) {
+        *self.by_status.entry(status).or_default() += 1;
         match status / 100 {
             1 => self.status_1xx += 1,
             2 => self.status_2xx += 1,
@@ -228,6 +231,14 @@ impl Errors {
         self.status_4xx += o.status_4xx;
         self.status_5xx += o.status_5xx;
         self.body_length += o.body_length;
+        for (&code, &n) in &o.by_status {
+            *self.by_status.entry(code).or_default() += n;
+        }
+    }
+
+    /// Unexpected responses with exactly this status.
+    pub fn with_status(&self, status: u16) -> u64 {
+        self.by_status.get(&status).copied().unwrap_or(0)
     }
 }
 

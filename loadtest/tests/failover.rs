@@ -1,0 +1,98 @@
+//! `loadtest failover` against coregate, end to end: one of three backends killed with SIGKILL
+//! under load and restarted; no request may fail, and the restarted backend must get traffic
+//! again. coregate is built (`cargo build --release -p coregate`, a no-op when up to date) unless
+//! $COREGATE_BIN names a binary: this test never skips coregate.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{run_bounded, tempdir, BIN};
+
+/// coregate's release binary, built from the workspace's sources; panics when it cannot be.
+fn coregate_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("COREGATE_BIN") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "COREGATE_BIN={} is not a file", p.display());
+        return p;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = root.join("target");
+    let cargo = std::env::var("CARGO")
+        .ok()
+        .or_else(|| option_env!("CARGO").map(String::from))
+        .unwrap_or_else(|| "cargo".into());
+    let started = Instant::now();
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "coregate"])
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cargo} to build coregate: {e}"));
+    assert!(
+        status.success(),
+        "`cargo build --release -p coregate` failed ({status}): cannot test failover"
+    );
+    eprintln!("coregate built or up to date in {:?}", started.elapsed());
+    let bin = target.join("release/coregate");
+    assert!(bin.is_file(), "no coregate binary at {}", bin.display());
+    bin
+}
+
+#[test]
+fn killing_a_backend_behind_coregate_fails_no_request() {
+    let bin = coregate_bin();
+    let dir = tempdir();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "failover",
+        "--proxies",
+        "coregate",
+        "--rate",
+        "1000",
+        "-c",
+        "20",
+        "--duration",
+        "6s",
+        "--kill-at",
+        "1500ms",
+        "--restart-at",
+        "3s",
+        "--results",
+    ])
+    .arg(&dir)
+    .arg("--coregate")
+    .arg(&bin);
+    let started = Instant::now();
+    let (code, out) = run_bounded(&mut cmd, Duration::from_secs(30));
+    eprintln!("failover took {:?}", started.elapsed());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("| run | proxy | sent | ok | failed |"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("failover.json")).unwrap()).unwrap();
+    let trials = json["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 1, "{json}");
+    let t = &trials[0];
+    assert_eq!(t["proxy"], "coregate", "{t}");
+    assert!(t["killed_at_s"].as_f64().is_some(), "{t}");
+    assert!(t["restarted_at_s"].as_f64().is_some(), "{t}");
+    // Nothing failed, and (nearly) everything offered was sent and answered.
+    assert_eq!(t["failed"].as_u64(), Some(0), "{t}");
+    let ok = t["ok"].as_u64().unwrap();
+    assert!(ok >= 5400, "only {ok} of ~6000 requests answered: {t}");
+    // The restarted backend is back in rotation: coregate's checks (every 500 ms, rise 2) saw
+    // it, and requests reached it.
+    assert!(t["restarted_checks"].as_u64().unwrap() >= 2, "{t}");
+    assert!(t["restarted_requests"].as_u64().unwrap() > 0, "{t}");
+    let first = t["first_request_after_restart_s"].as_f64().unwrap();
+    assert!(
+        first < 2.5,
+        "first request {first} s after the restart: {t}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
