@@ -63,14 +63,14 @@ fn idle_pooled_connections_close_without_traffic(driver: &str) {
     let idle_since = Instant::now();
     assert_eq!(backend.conns(), 10);
     assert_eq!(sockets_to(backend.port, ESTABLISHED), 10);
-    // idle_timeout (1 s) + one tick (0.5 s) + scheduling slack.
+    // idle_timeout (1 s) + one tick (0.5 s) + generous slack for a loaded machine.
     let closed = within(Duration::from_secs(5), || {
         sockets_to(backend.port, ESTABLISHED) == 0
     });
     let took = idle_since.elapsed();
     assert!(closed.is_some(), "pooled connections still open after 5 s");
     assert!(
-        took < Duration::from_millis(2500),
+        took < Duration::from_millis(3500),
         "closed only after {took:?}"
     );
     assert!(

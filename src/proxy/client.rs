@@ -4,8 +4,8 @@
 
 use super::error::error_response_with;
 use super::io::{write_all, IoFail, RecvBuf};
-use super::WorkerCtx;
 use super::WorkerState;
+use super::{Generation, WorkerCtx};
 use crate::config::Snapshot;
 use crate::http1::{
     ConnectionOptions, Framing, HeadPlan, HeadReader, Header, Method, PlanMark, Request, Status,
@@ -67,6 +67,59 @@ pub struct ClientConn<'a> {
     pub(super) pipelining: bool,
     /// The route of the request in progress, once matched.
     pub(super) route: Option<usize>,
+    /// The generation `state` and `snap` belong to, and the listener's address (stable across
+    /// generations, unlike its index).
+    gen_id: u64,
+    listen_addr: SocketAddr,
+}
+
+/// What a connection keeps when it moves to a new generation: everything but the borrowed
+/// config, plus the request head already read.
+pub struct ConnParts {
+    stream: TcpStream,
+    peer_ip: String,
+    peer_key: u64,
+    listen_addr: SocketAddr,
+    buf: RecvBuf,
+    headers: Vec<Header>,
+    reader: HeadReader,
+    plan: HeadPlan,
+    iovecs: Vec<libc::iovec>,
+    scratch: PathScratch,
+    pipelining: bool,
+    pending: Option<Request>,
+}
+
+/// How [`ClientConn::run`] ended.
+pub enum Ended {
+    Closed,
+    /// A new generation is in force: go on with it (the head of the next request is read).
+    NewGeneration(Box<ConnParts>),
+}
+
+impl ConnParts {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        listen_addr: SocketAddr,
+        snap: &Snapshot,
+    ) -> Self {
+        let ip = peer.ip().to_canonical().to_string();
+        ConnParts {
+            stream,
+            peer_key: crate::upstream::maglev::hash_key(ip.as_bytes()),
+            peer_ip: ip,
+            listen_addr,
+            buf: RecvBuf::with_capacity(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024))),
+            headers: vec![Header::default(); snap.header_slots],
+            reader: HeadReader::new(snap.limits.max_head_bytes),
+            plan: HeadPlan::new(),
+            iovecs: Vec::with_capacity(16),
+            scratch: PathScratch::default(),
+            pipelining: false,
+            pending: None,
+        }
+    }
 }
 
 /// What the response path needs to know about the request, copied out of the buffer.
@@ -121,36 +174,105 @@ pub(super) struct PathScratch {
 }
 
 impl<'a> ClientConn<'a> {
-    pub fn new(stream: TcpStream, peer: SocketAddr, listener: usize, ctx: &'a WorkerCtx) -> Self {
-        let snap = &*ctx.snapshot;
-        ClientConn {
+    /// Serves `parts` with generation `gen`; `None` when the listener the connection came in on
+    /// is not in `gen` (the connection stays with the generation it has).
+    pub fn resume(
+        parts: ConnParts,
+        ctx: &'a WorkerCtx,
+        gen: &'a Generation,
+    ) -> Result<(Self, Option<Request>), Box<ConnParts>> {
+        let snap = &*gen.snapshot;
+        let Some(listener) = snap
+            .listeners
+            .iter()
+            .position(|l| l.addr == parts.listen_addr)
+        else {
+            return Err(Box::new(parts));
+        };
+        let ConnParts {
             stream,
-            peer_ip: peer.ip().to_canonical().to_string(),
-            peer_key: crate::upstream::maglev::hash_key(
-                peer.ip().to_canonical().to_string().as_bytes(),
-            ),
-            listener,
-            ctx,
-            state: &ctx.proxy,
-            snap,
-            buf: RecvBuf::with_capacity(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024))),
-            headers: vec![Header::default(); snap.header_slots],
-            reader: HeadReader::new(snap.limits.max_head_bytes),
-            plan: HeadPlan::new(),
-            iovecs: Vec::with_capacity(16),
-            scratch: PathScratch::default(),
-            pipelining: false,
-            route: None,
+            peer_ip,
+            peer_key,
+            listen_addr,
+            buf,
+            mut headers,
+            mut reader,
+            plan,
+            iovecs,
+            scratch,
+            pipelining,
+            pending,
+        } = parts;
+        if headers.len() < snap.header_slots {
+            headers.resize(snap.header_slots, Header::default());
+        }
+        if pending.is_none() {
+            reader = HeadReader::new(snap.limits.max_head_bytes);
+        }
+        Ok((
+            ClientConn {
+                stream,
+                peer_ip,
+                peer_key,
+                listener,
+                ctx,
+                state: &gen.proxy,
+                snap,
+                buf,
+                headers,
+                reader,
+                plan,
+                iovecs,
+                scratch,
+                pipelining,
+                route: None,
+                gen_id: gen.id,
+                listen_addr,
+            },
+            pending,
+        ))
+    }
+
+    fn into_parts(self, pending: Option<Request>) -> ConnParts {
+        ConnParts {
+            stream: self.stream,
+            peer_ip: self.peer_ip,
+            peer_key: self.peer_key,
+            listen_addr: self.listen_addr,
+            buf: self.buf,
+            headers: self.headers,
+            reader: self.reader,
+            plan: self.plan,
+            iovecs: self.iovecs,
+            scratch: self.scratch,
+            pipelining: self.pipelining,
+            pending,
         }
     }
 
-    pub async fn run(mut self) {
+    /// Serves requests until the connection ends, or until a request arrives after a new
+    /// generation was installed (it is then handed over with the connection).
+    pub async fn run(mut self, mut pending: Option<Request>) -> Ended {
         loop {
-            if self.ctx.shutting_down() && self.buf.is_empty() {
-                return;
-            }
-            let Some(req) = self.read_head().await else {
-                return;
+            let req = match pending.take() {
+                Some(r) => r,
+                None => {
+                    if self.ctx.shutting_down() && self.buf.is_empty() {
+                        return Ended::Closed;
+                    }
+                    let Some(req) = self.read_head().await else {
+                        return Ended::Closed;
+                    };
+                    // A new config: the request goes to it, unless it no longer has the listener
+                    // this connection came in on (then the connection drains on this one).
+                    if self.ctx.current_id() != self.gen_id {
+                        if self.ctx.current_has_listener(self.listen_addr) {
+                            return Ended::NewGeneration(Box::new(self.into_parts(Some(req))));
+                        }
+                        self.gen_id = self.ctx.current_id();
+                    }
+                    req
+                }
             };
             let started = Instant::now();
             self.route = None;
@@ -160,7 +282,7 @@ impl<'a> ClientConn<'a> {
             }
             match next {
                 Next::KeepAlive => continue,
-                Next::Close => return,
+                Next::Close => return Ended::Closed,
             }
         }
     }

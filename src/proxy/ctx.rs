@@ -1,8 +1,13 @@
 //! The per-worker context every connection task holds (`Rc<WorkerCtx>`): which worker this is,
-//! the config snapshot, the live-connection count and the worker-local shutdown signal. All of it
-//! is thread-local state (`Cell`/`RefCell`): reading it costs no atomic. `crate::runtime` builds
-//! one per worker and hands it to [`super::serve_connection`]; it is defined here, with the
-//! path that receives it, so that `proxy` never imports `runtime`.
+//! the config generation in force, the live-connection count and the worker-local shutdown
+//! signal. All of it is thread-local state (`Cell`/`RefCell`): reading it costs no atomic.
+//! `crate::runtime` builds one per worker and hands it to [`super::serve_connection`]; it is
+//! defined here, with the path that receives it, so that `proxy` never imports `runtime`.
+//!
+//! A [`Generation`] is one config snapshot with everything a worker built from it (balancers,
+//! pools, limiters, stats). A reload installs a new one: new connections, and the next request
+//! of each keep-alive connection, use it; requests in flight finish on the one they started
+//! with, which goes away with its last user.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -13,14 +18,26 @@ use std::task::{Context, Poll, Waker};
 
 use crate::config::Snapshot;
 
+/// A config snapshot and this worker's state built from it.
+pub struct Generation {
+    /// Counts installs on this worker (0 for the config it started with).
+    pub id: u64,
+    pub snapshot: Arc<Snapshot>,
+    /// The forwarding path's per-worker state: upstream pools, balancers, limiters, counters.
+    pub proxy: super::WorkerState,
+}
+
 /// State shared by the tasks of one worker thread.
 pub struct WorkerCtx {
     /// Worker number, 0-based (thread name `coregate-w{index}`).
     pub index: usize,
-    /// The config snapshot: cloned once per worker, never per request.
-    pub snapshot: Arc<Snapshot>,
-    /// The forwarding path's per-worker state: upstream pools, balancers, counters.
-    pub proxy: super::WorkerState,
+    current: RefCell<Rc<Generation>>,
+    current_id: Cell<u64>,
+    /// Exchanges awaiting a response head, watched for clients that leave (whatever their
+    /// generation).
+    pub aborts: super::abort::AbortWatch,
+    /// Spare response buffers (leased per request, returned after).
+    spare: RefCell<Vec<Vec<u8>>>,
     live: Cell<usize>,
     shutting_down: Cell<bool>,
     waiters: RefCell<Waiters>,
@@ -34,14 +51,82 @@ struct Waiters {
 
 impl WorkerCtx {
     pub fn new(index: usize, snapshot: Arc<Snapshot>, shared: &super::Shared) -> Rc<Self> {
+        let proxy = super::WorkerState::new(&snapshot, index, shared);
         Rc::new(WorkerCtx {
             index,
-            proxy: super::WorkerState::new(&snapshot, index, shared),
-            snapshot,
+            current: RefCell::new(Rc::new(Generation {
+                id: 0,
+                snapshot,
+                proxy,
+            })),
+            current_id: Cell::new(0),
+            aborts: super::abort::AbortWatch::default(),
+            spare: RefCell::new(Vec::new()),
             live: Cell::new(0),
             shutting_down: Cell::new(false),
             waiters: RefCell::new(Waiters::default()),
         })
+    }
+
+    /// The generation in force (one `Rc` clone: per request, not per byte).
+    pub fn current(&self) -> Rc<Generation> {
+        self.current.borrow().clone()
+    }
+
+    /// The id of the generation in force (one `Cell` read).
+    #[inline]
+    pub fn current_id(&self) -> u64 {
+        self.current_id.get()
+    }
+
+    /// The generation in force has a listener on `addr`.
+    pub fn current_has_listener(&self, addr: std::net::SocketAddr) -> bool {
+        self.current
+            .borrow()
+            .snapshot
+            .listeners
+            .iter()
+            .any(|l| l.addr == addr)
+    }
+
+    /// Installs a new snapshot: built here from what the process shares for it, with the
+    /// idle pooled connections of backends that stay carried over. Returns the new generation.
+    pub fn install(&self, snapshot: Arc<Snapshot>, shared: &super::Shared) -> Rc<Generation> {
+        let old = self.current();
+        let proxy = super::WorkerState::new(&snapshot, self.index, shared);
+        proxy
+            .upstreams
+            .adopt(&snapshot, &old.proxy.upstreams, &old.snapshot);
+        let id = old.id + 1;
+        let g = Rc::new(Generation {
+            id,
+            snapshot,
+            proxy,
+        });
+        *self.current.borrow_mut() = g.clone();
+        self.current_id.set(id);
+        g
+    }
+
+    /// Every [`super::ABORT_CHECK`]: wakes the exchanges whose client left while they waited
+    /// for a response head longer than that (on the worker's own timer, never on a request).
+    pub fn check_aborts(&self, now: std::time::Instant) {
+        self.aborts.check(now - super::ABORT_CHECK);
+    }
+
+    pub(super) fn lease(&self) -> Vec<u8> {
+        self.spare
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(super::body::RESPONSE_BUF))
+    }
+
+    pub(super) fn give_back(&self, mut buf: Vec<u8>) {
+        let mut spare = self.spare.borrow_mut();
+        if buf.capacity() >= super::body::RESPONSE_BUF && spare.len() < 64 {
+            buf.clear();
+            spare.push(buf);
+        }
     }
 
     /// True once a graceful shutdown began: finish the current request, answer it with

@@ -28,12 +28,11 @@ mod response;
 pub(crate) mod sys;
 
 pub use abort::ABORT_CHECK;
-pub use ctx::{LiveGuard, ShutdownSignal, WorkerCtx};
+pub use ctx::{Generation, LiveGuard, ShutdownSignal, WorkerCtx};
 pub use error::{error_response, reason, FailureLog};
 
 use crate::upstream::Upstreams;
 use monoio::net::TcpStream;
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -86,12 +85,8 @@ pub struct WorkerState {
     pub stats: std::sync::Arc<crate::observe::WorkerStats>,
     /// Rate-limited warnings about upstream failures.
     pub failures: FailureLog,
-    /// Exchanges awaiting a response head, watched for clients that leave.
-    pub aborts: abort::AbortWatch,
     /// This worker's rate limiters.
     pub limits: crate::policy::ratelimit::Limiters,
-    /// Spare response buffers (leased per request, returned after).
-    spare: RefCell<Vec<Vec<u8>>>,
 }
 
 impl WorkerState {
@@ -106,30 +101,7 @@ impl WorkerState {
             ),
             stats: shared.stats(worker, snapshot),
             failures: FailureLog::default(),
-            aborts: abort::AbortWatch::default(),
-            spare: RefCell::new(Vec::new()),
         }
-    }
-
-    fn lease(&self) -> Vec<u8> {
-        self.spare
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(body::RESPONSE_BUF))
-    }
-
-    fn give_back(&self, mut buf: Vec<u8>) {
-        let mut spare = self.spare.borrow_mut();
-        if buf.capacity() >= body::RESPONSE_BUF && spare.len() < 64 {
-            buf.clear();
-            spare.push(buf);
-        }
-    }
-
-    /// Every [`ABORT_CHECK`]: wakes the exchanges whose client left while they waited for a
-    /// response head longer than that (on the worker's own timer, never on a request).
-    pub fn check_aborts(&self, now: std::time::Instant) {
-        self.aborts.check(now - ABORT_CHECK);
     }
 
     /// The worker's slower housekeeping: closes expired and backend-closed pooled connections
@@ -202,10 +174,22 @@ pub async fn serve_connection(
     listener: usize,
     ctx: Rc<WorkerCtx>,
 ) {
-    let stats = ctx.proxy.stats.clone();
+    let mut gen = ctx.current();
+    let stats = gen.proxy.stats.clone();
     stats.client_connections.inc();
-    client::ClientConn::new(stream, peer, listener, &ctx)
-        .run()
-        .await;
+    let addr = gen.snapshot.listeners[listener].addr;
+    let mut parts = client::ConnParts::new(stream, peer, addr, &gen.snapshot);
+    loop {
+        let Ok((conn, pending)) = client::ClientConn::resume(parts, &ctx, &gen) else {
+            break; // not reached: a connection moves only to a generation with its listener
+        };
+        match conn.run(pending).await {
+            client::Ended::Closed => break,
+            client::Ended::NewGeneration(p) => {
+                parts = *p;
+                gen = ctx.current();
+            }
+        }
+    }
     stats.client_connections.dec();
 }

@@ -31,11 +31,11 @@ impl<'a> ClientConn<'a> {
         info: &ReqInfo,
         retry_status: bool,
     ) -> Result<Relayed, UpFail> {
-        let mut rbuf = RecvBuf::from_vec(self.state.lease());
+        let mut rbuf = RecvBuf::from_vec(self.ctx.lease());
         let result = self
             .relay_with(&mut rbuf, conn, upstream, info, retry_status)
             .await;
-        self.state.give_back(rbuf.into_vec());
+        self.ctx.give_back(rbuf.into_vec());
         result
     }
 
@@ -91,7 +91,7 @@ impl<'a> ClientConn<'a> {
             let res = {
                 let mut read = pin!(rbuf.read_from(&mut conn.stream, left, max_head));
                 if watch {
-                    let (abort, fd) = (&self.state.aborts, self.stream.as_raw_fd());
+                    let (abort, fd) = (&self.ctx.aborts, self.stream.as_raw_fd());
                     Watched::new(abort, fd, started, read.as_mut())
                         .await
                         .map_err(|_| UpFail::ClientAborted)?

@@ -3,31 +3,45 @@
 //! published in `crate::upstream::Shared` — and folds it into its own per-core view, where the
 //! request path reads it without touching an atomic. A worker's own ejections are published the
 //! moment it decides them, so every core knows within one tick. The same tick moves the rate
-//! limiters' coarse clock (its period is the shortest of `runtime.sync_interval` and the limits'
-//! `sync_interval`); their rounds with the coordinator run in a task of their own that wakes
-//! when a round arrives (`crate::policy::ratelimit::sync`).
+//! limiters' coarse clock and publishes the gauges the admin side reads (its period is the
+//! shortest of `runtime.sync_interval` and the limits' `sync_interval`); the limiters' rounds
+//! with the coordinator run in a task of their own per generation, woken when a round arrives
+//! (`crate::policy::ratelimit::sync`).
 
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::proxy::WorkerCtx;
+use crate::proxy::{Generation, WorkerCtx};
 
-/// Starts `ctx`'s sync tick on its worker's event loop (it runs until the worker ends).
+/// Starts `ctx`'s sync tick on its worker's event loop (it runs until the worker ends; each
+/// tick works on the generation in force).
 pub fn spawn(ctx: Rc<WorkerCtx>) {
-    let every = crate::policy::ratelimit::tick_period(&ctx.snapshot);
-    if let Some(rounds) = ctx.proxy.limits.take_rounds() {
-        let ctx = ctx.clone();
-        monoio::spawn(async move {
-            ctx.proxy.limits.serve_rounds(rounds, &ctx.snapshot).await;
-        });
-    }
+    spawn_rounds(&ctx.current());
     monoio::spawn(async move {
+        let mut every = crate::policy::ratelimit::tick_period(&ctx.current().snapshot);
         let mut tick = monoio::time::interval(every);
         loop {
             tick.tick().await;
-            ctx.proxy.upstreams.sync(&ctx.snapshot, Instant::now());
-            ctx.proxy.limits.tick();
-            ctx.proxy.publish();
+            let g = ctx.current();
+            g.proxy.upstreams.sync(&g.snapshot, Instant::now());
+            g.proxy.limits.tick();
+            g.proxy.publish();
+            let want = crate::policy::ratelimit::tick_period(&g.snapshot);
+            if want != every {
+                every = want;
+                tick = monoio::time::interval(every);
+            }
         }
     });
+}
+
+/// Serves the rate-limit coordinator's rounds for `gen`'s limiters (until that coordinator
+/// stops, when a newer generation has replaced it).
+pub fn spawn_rounds(gen: &Rc<Generation>) {
+    if let Some(rounds) = gen.proxy.limits.take_rounds() {
+        let gen = gen.clone();
+        monoio::spawn(async move {
+            gen.proxy.limits.serve_rounds(rounds, &gen.snapshot).await;
+        });
+    }
 }

@@ -196,7 +196,7 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
     // pooled connections that expired or that their backend closed are closed and counted
     // failures are logged.
     let hk_ctx = ctx.clone();
-    let period = housekeeping_period(&hk_ctx.snapshot);
+    let period = housekeeping_period(&hk_ctx.current().snapshot);
     monoio::spawn(async move {
         let mut tick = monoio::time::interval(crate::proxy::ABORT_CHECK);
         tick.tick().await;
@@ -204,9 +204,10 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
         loop {
             tick.tick().await;
             let now = Instant::now();
-            hk_ctx.proxy.check_aborts(now);
+            hk_ctx.check_aborts(now);
             if now >= next {
-                hk_ctx.proxy.housekeeping(now, &hk_ctx.snapshot);
+                let g = hk_ctx.current();
+                g.proxy.housekeeping(now, &g.snapshot);
                 next = now + period;
             }
         }
@@ -234,7 +235,8 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
     } else {
         tracing::debug!(worker = index, "drained");
     }
-    tracing::info!("worker {index}: {}", ctx.proxy.summary(&ctx.snapshot));
+    let g = ctx.current();
+    tracing::info!("worker {index}: {}", g.proxy.summary(&g.snapshot));
 }
 
 /// How often a worker does its housekeeping: half the shortest pool `idle_timeout` (so an idle

@@ -182,6 +182,39 @@ impl Upstreams {
         }
     }
 
+    /// After a reload: takes over the idle pooled connections of backends that stay (same
+    /// upstream name, same address) from the previous generation's state.
+    pub fn adopt(&self, snapshot: &Snapshot, old: &Upstreams, old_snapshot: &Snapshot) {
+        for u in &snapshot.upstreams {
+            let Some(ou) = old_snapshot.upstreams.iter().find(|o| o.name == u.name) else {
+                continue;
+            };
+            for b in &u.backends {
+                let Some(ob) = ou.backends.iter().find(|o| o.address == b.address) else {
+                    continue;
+                };
+                let (Some(from), Some(to)) = (
+                    old.states.get(ou.index).and_then(|s| s.pools.get(ob.index)),
+                    self.states[u.index].pools.get(b.index),
+                ) else {
+                    continue;
+                };
+                let moved = from.borrow_mut().drain();
+                let live = &self.states[u.index].live[b.index];
+                let old_live = &old.states[ou.index].live[ob.index];
+                old_live
+                    .open
+                    .set(old_live.open.get().saturating_sub(moved.len() as u32));
+                let now = Instant::now();
+                let mut to = to.borrow_mut();
+                for stream in moved {
+                    let closed = to.put(stream, now);
+                    live.open.set(live.open.get() + 1 - closed.min(1));
+                }
+            }
+        }
+    }
+
     /// Requests in flight and idle pooled connections of each backend, for the stats.
     pub fn gauges(&self) -> impl Iterator<Item = (usize, usize, u64, u64)> + '_ {
         self.states.iter().enumerate().flat_map(|(u, st)| {

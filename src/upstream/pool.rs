@@ -85,6 +85,11 @@ impl Pool {
         self.idle.is_empty()
     }
 
+    /// Takes every idle connection out (most recent last).
+    pub fn drain(&mut self) -> Vec<TcpStream> {
+        self.idle.drain(..).map(|p| p.stream).collect()
+    }
+
     /// Closes every idle connection (their backend moved); returns how many.
     pub fn clear(&mut self) -> u32 {
         let n = self.idle.len() as u32;
