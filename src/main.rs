@@ -76,7 +76,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging();
-            match coregate::runtime::run(snapshot, exit_after) {
+            match coregate::runtime::run(snapshot, Some(config), exit_after) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

@@ -220,10 +220,82 @@ impl WorkerStats {
         &self.ejections[self.backend_offsets[upstream] + backend]
     }
 
+    /// After a reload: starts from the counts of the previous generation's stats, matched by
+    /// name (listener, route, upstream, backend address, rate limit), so counters never go
+    /// back. Done on the worker itself, before it serves with the new generation.
+    pub fn carry_from(&self, s: &Snapshot, old: &WorkerStats, os: &Snapshot) {
+        let listener = |i: usize| {
+            os.listeners
+                .iter()
+                .position(|l| l.name == s.listeners[i].name)
+        };
+        let route = |r: Option<usize>| match r {
+            None => Some(None),
+            Some(r) => os
+                .routes
+                .iter()
+                .position(|o| o.name == s.routes[r].name)
+                .map(Some),
+        };
+        let upstream = |u: usize| {
+            os.upstreams
+                .iter()
+                .position(|o| o.name == s.upstreams[u].name)
+        };
+        for li in 0..s.listeners.len() {
+            let Some(oli) = listener(li) else { continue };
+            for r in (0..s.routes.len()).map(Some).chain([None]) {
+                let Some(or) = route(r) else { continue };
+                for c in 0..CLASSES {
+                    let n = old.requests(oli, or, c);
+                    let r = r.unwrap_or(self.routes - 1);
+                    self.requests[(li * self.routes + r) * CLASSES + c].set(n);
+                }
+            }
+            copy_hist(&self.request_seconds[li], &old.request_seconds[oli]);
+            self.bytes_in[li].set(old.bytes_in[oli].get());
+            self.bytes_out[li].set(old.bytes_out[oli].get());
+        }
+        for u in 0..s.upstreams.len() {
+            let Some(ou) = upstream(u) else { continue };
+            copy_hist(&self.upstream_seconds[u], &old.upstream_seconds[ou]);
+            self.retries[u].set(old.retries[ou].get());
+            self.connects[u].set(old.connects[ou].get());
+            self.reuses[u].set(old.reuses[ou].get());
+            for (b, be) in s.upstreams[u].backends.iter().enumerate() {
+                if let Some(ob) = os.upstreams[ou]
+                    .backends
+                    .iter()
+                    .position(|o| o.address == be.address)
+                {
+                    self.ejection(u, b).set(old.ejection(ou, ob).get());
+                }
+            }
+        }
+        for (i, l) in s.rate_limits.iter().enumerate() {
+            if let Some(oi) = os.rate_limits.iter().position(|o| o.name == l.name) {
+                self.limit_admitted[i].set(old.limit_admitted[oi].get());
+                self.limit_rejected[i].set(old.limit_rejected[oi].get());
+            }
+        }
+        for (n, o) in self.errors.iter().zip(old.errors.iter()) {
+            n.set(o.get());
+        }
+        self.client_timeouts.set(old.client_timeouts.get());
+        self.client_aborts.set(old.client_aborts.get());
+    }
+
     /// Position of a backend in the per-backend arrays.
     pub fn backend_slot(&self, upstream: usize, backend: usize) -> usize {
         self.backend_offsets[upstream] + backend
     }
+}
+
+fn copy_hist(to: &Histogram, from: &Histogram) {
+    for (t, f) in to.buckets.iter().zip(from.buckets.iter()) {
+        t.set(f.get());
+    }
+    to.sum_us.set(from.sum_us.get());
 }
 
 #[cfg(test)]

@@ -114,8 +114,10 @@ impl WorkerState {
         self.failures.flush(now, &snapshot.upstreams);
     }
 
-    /// Publishes the gauges the admin side reads (sync tick).
-    pub fn publish(&self) {
+    /// Publishes the gauges the admin side reads (sync tick); `connections`: the worker's open
+    /// client connections.
+    pub fn publish(&self, connections: usize) {
+        self.stats.client_connections.set(connections as u64);
         for (u, b, in_flight, idle) in self.upstreams.gauges() {
             let slot = self.stats.backend_slot(u, b);
             self.stats.backend_in_flight[slot].set(in_flight);
@@ -171,13 +173,10 @@ impl WorkerState {
 pub async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    listener: usize,
+    addr: SocketAddr,
     ctx: Rc<WorkerCtx>,
 ) {
     let mut gen = ctx.current();
-    let stats = gen.proxy.stats.clone();
-    stats.client_connections.inc();
-    let addr = gen.snapshot.listeners[listener].addr;
     let mut parts = client::ConnParts::new(stream, peer, addr, &gen.snapshot);
     loop {
         let Ok((conn, pending)) = client::ClientConn::resume(parts, &ctx, &gen) else {
@@ -191,5 +190,4 @@ pub async fn serve_connection(
             }
         }
     }
-    stats.client_connections.dec();
 }

@@ -3,9 +3,13 @@
 //! them), accepts, sets TCP_NODELAY and spawns `proxy::serve_connection` for the connection on
 //! its own thread. Stops accepting when the worker's shutdown signal fires.
 
+use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use monoio::net::{ListenerOpts, TcpListener};
@@ -59,13 +63,55 @@ fn is_transient(e: &io::Error) -> bool {
     )
 }
 
-/// Accepts on one listener until shutdown; the listener is dropped (closed) on return.
-pub async fn accept_loop(listener: TcpListener, listener_index: usize, ctx: Rc<WorkerCtx>) {
+/// Tells one accept loop to stop (its listener left the config); one worker's, so a `Cell`.
+#[derive(Default)]
+pub struct Stop {
+    stopped: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Stop {
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Completes once [`Stop::stop`] was called.
+    pub fn wait(&self) -> StopWait<'_> {
+        StopWait(self)
+    }
+}
+
+pub struct StopWait<'a>(&'a Stop);
+
+impl Future for StopWait<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.stopped.get() {
+            return Poll::Ready(());
+        }
+        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Accepts on one listener until shutdown or `stop`; the listener is dropped (closed) on
+/// return, and the connections it accepted go on.
+pub async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    ctx: Rc<WorkerCtx>,
+    stop: Rc<Stop>,
+) {
     let mut last_warning: Option<Instant> = None;
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
             _ = ctx.shutdown_signal() => break,
+            _ = stop.wait() => break,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -73,14 +119,14 @@ pub async fn accept_loop(listener: TcpListener, listener_index: usize, ctx: Rc<W
                 tracing::trace!(
                     target: "coregate::accept",
                     worker = ctx.index,
-                    listener = listener_index,
+                    listener = %addr,
                     %peer,
                     "accepted"
                 );
                 let guard = ctx.track_connection();
                 let conn_ctx = ctx.clone();
                 monoio::spawn(async move {
-                    crate::proxy::serve_connection(stream, peer, listener_index, conn_ctx).await;
+                    crate::proxy::serve_connection(stream, peer, addr, conn_ctx).await;
                     drop(guard);
                 });
             }
@@ -90,7 +136,7 @@ pub async fn accept_loop(listener: TcpListener, listener_index: usize, ctx: Rc<W
                 if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
                     tracing::warn!(
                         worker = ctx.index,
-                        listener = listener_index,
+                        listener = %addr,
                         "accept failed: {e}{}",
                         if exhausted {
                             " (out of file descriptors or memory; backing off)"

@@ -7,6 +7,7 @@
 //! shutdown: workers stop accepting, in-flight connections get up to `drain_timeout` to finish,
 //! then `run` returns. No state is shared between workers apart from the read-only snapshot.
 
+pub mod control;
 mod listen;
 mod signals;
 mod sync;
@@ -35,7 +36,11 @@ pub enum RuntimeError {
 
 /// Runs the proxy until a graceful shutdown completes: after SIGTERM/SIGINT/SIGQUIT, or by itself after
 /// `exit_after` when given.
-pub fn run(snapshot: Snapshot, exit_after: Option<Duration>) -> Result<(), RuntimeError> {
+pub fn run(
+    snapshot: Snapshot,
+    config_path: Option<std::path::PathBuf>,
+    exit_after: Option<Duration>,
+) -> Result<(), RuntimeError> {
     match listen::raise_nofile_limit() {
         Ok(n) => tracing::debug!("open-file limit {n}"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
@@ -48,22 +53,15 @@ pub fn run(snapshot: Snapshot, exit_after: Option<Duration>) -> Result<(), Runti
     }
 
     let snapshot = Arc::new(snapshot);
-    let backends = Arc::new(crate::upstream::Shared::new(&snapshot));
-    // One health checker per process; stopped when `run` returns.
-    let _checker = crate::upstream::Checker::start(snapshot.clone(), backends.clone())?;
-    // Backends given by host name are resolved again on a control thread.
-    let _resolver = crate::upstream::Resolver::start(&snapshot, backends.clone())?;
-    // The rate-limit coordinator (sync and redis limits), on its own control thread.
-    let limits = Arc::new(crate::policy::ratelimit::Shared::new(&snapshot));
-    let (_coordinator, links) =
-        crate::policy::ratelimit::sync::Coordinator::start(snapshot.clone(), limits.clone())?;
     let observe = Arc::new(crate::observe::Registry::default());
-    let shared = Arc::new(crate::proxy::Shared {
-        upstreams: backends,
-        limits,
-        links: std::sync::Mutex::new(links),
-        observe,
-    });
+    // The process-wide parts: the backends' shared table, one health checker, the resolver of
+    // backend names and the rate-limit coordinator, each on a control thread of its own.
+    let parts = control::ProcessParts::build(snapshot.clone(), None, observe.clone())?;
+    let shared = parts.shared.clone();
+    if let Some(path) = &config_path {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        observe.loaded(control::hash(&text));
+    }
     let rt = &snapshot.runtime;
     let cores = if rt.pin {
         let ids = core_affinity::get_core_ids().unwrap_or_default();
@@ -84,7 +82,20 @@ pub fn run(snapshot: Snapshot, exit_after: Option<Duration>) -> Result<(), Runti
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let signals = signals::Watcher::start(stop_tx.clone(), rt.drain_timeout)?;
+    let mut install_txs = Vec::with_capacity(rt.workers);
+    let mut install_rxs = Vec::with_capacity(rt.workers);
+    for _ in 0..rt.workers {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        install_txs.push(tx);
+        install_rxs.push(Some(rx));
+    }
+    let control = Arc::new(control::Control::new(
+        config_path,
+        parts,
+        install_txs,
+        observe.clone(),
+    ));
+    let signals = signals::Watcher::start(stop_tx.clone(), rt.drain_timeout, control.clone())?;
     if let Some(after) = exit_after {
         let stop = stop_tx.clone();
         std::thread::Builder::new()
@@ -104,6 +115,9 @@ pub fn run(snapshot: Snapshot, exit_after: Option<Duration>) -> Result<(), Runti
             index,
             snapshot: snapshot.clone(),
             shared: shared.clone(),
+            installs: install_rxs[index]
+                .take()
+                .expect("one install channel per worker"),
             core: (!cores.is_empty()).then(|| cores[index % cores.len()]),
             shutdown: stop_rx.clone(),
             ready: ready_tx.clone(),

@@ -1,12 +1,16 @@
 //! Signal handling on a plain std thread. SIGTERM, SIGINT and SIGQUIT: the first one broadcasts
 //! the graceful shutdown to every worker; a second one ends the process at once (exit status
-//! 1). SIGHUP, SIGUSR1 and SIGUSR2 are caught (their default action would kill the process),
-//! logged and otherwise ignored until reload and log reopening exist.
+//! 1). SIGHUP reloads the config (on this thread: the workers never wait on it). SIGUSR1 and
+//! SIGUSR2 are caught (their default action would kill the process) and logged.
 
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+
+use super::control::Control;
 use signal_hook::iterator::{Handle, Signals};
 use tokio::sync::watch;
 
@@ -16,7 +20,11 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn start(stop: watch::Sender<bool>, drain: Duration) -> std::io::Result<Self> {
+    pub fn start(
+        stop: watch::Sender<bool>,
+        drain: Duration,
+        control: Arc<Control>,
+    ) -> std::io::Result<Self> {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])?;
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
@@ -32,7 +40,12 @@ impl Watcher {
                         SIGUSR1 => "SIGUSR1",
                         _ => "SIGUSR2",
                     };
-                    if matches!(sig, SIGHUP | SIGUSR1 | SIGUSR2) {
+                    if sig == SIGHUP {
+                        tracing::info!("SIGHUP: reloading the config");
+                        let _ = control.reload();
+                        continue;
+                    }
+                    if matches!(sig, SIGUSR1 | SIGUSR2) {
                         tracing::info!("{name} received: ignored (no action is bound to it yet)");
                         continue;
                     }

@@ -25,7 +25,7 @@ pub fn spawn(ctx: Rc<WorkerCtx>) {
             let g = ctx.current();
             g.proxy.upstreams.sync(&g.snapshot, Instant::now());
             g.proxy.limits.tick();
-            g.proxy.publish();
+            g.proxy.publish(ctx.live_connections());
             let want = crate::policy::ratelimit::tick_period(&g.snapshot);
             if want != every {
                 every = want;

@@ -2,7 +2,11 @@
 //! (io_uring with the configured ring, or epoll), its own listeners and every connection it
 //! accepts, until the shutdown broadcast arrives and its connections have drained.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +34,8 @@ pub struct WorkerSpec {
     pub snapshot: Arc<Snapshot>,
     /// What the workers share (backends' health and ejections, rate limits).
     pub shared: Arc<crate::proxy::Shared>,
+    /// New generations (reloads), from the control side.
+    pub installs: tokio::sync::mpsc::UnboundedReceiver<super::control::Install>,
     pub core: Option<core_affinity::CoreId>,
     pub shutdown: watch::Receiver<bool>,
     pub ready: mpsc::Sender<Result<Started, String>>,
@@ -153,6 +159,7 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
         index,
         snapshot,
         shared,
+        mut installs,
         core: _,
         mut shutdown,
         ready,
@@ -188,9 +195,48 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
         });
     }
 
-    for (i, sock) in listeners.into_iter().enumerate() {
-        monoio::spawn(listen::accept_loop(sock, i, ctx.clone()));
+    // This worker's accept loops, by address (a reload adds and stops some).
+    let accepting: Rc<RefCell<HashMap<SocketAddr, Rc<listen::Stop>>>> = Rc::default();
+    for (sock, l) in listeners.into_iter().zip(&ctx.current().snapshot.listeners) {
+        let stop = Rc::new(listen::Stop::default());
+        monoio::spawn(listen::accept_loop(sock, l.addr, ctx.clone(), stop.clone()));
+        accepting.borrow_mut().insert(l.addr, stop);
     }
+    // Reloads: install each new generation between requests, then follow its listeners.
+    let install_ctx = ctx.clone();
+    monoio::spawn(async move {
+        while let Some(inst) = installs.recv().await {
+            let g = install_ctx.install(inst.snapshot, &inst.shared);
+            super::sync::spawn_rounds(&g);
+            let mut acc = accepting.borrow_mut();
+            acc.retain(|addr, stop| {
+                let keep = g.snapshot.listeners.iter().any(|l| l.addr == *addr);
+                if !keep {
+                    stop.stop();
+                }
+                keep
+            });
+            for l in &g.snapshot.listeners {
+                if acc.contains_key(&l.addr) {
+                    continue;
+                }
+                match listen::bind(l.addr) {
+                    Ok(sock) => {
+                        let stop = Rc::new(listen::Stop::default());
+                        monoio::spawn(listen::accept_loop(
+                            sock,
+                            l.addr,
+                            install_ctx.clone(),
+                            stop.clone(),
+                        ));
+                        acc.insert(l.addr, stop);
+                    }
+                    Err(e) => tracing::error!("worker {index}: listener {}: {e}", l.name),
+                }
+            }
+            let _ = inst.done.send(index);
+        }
+    });
     // Housekeeping on this worker's own timer, off the request path: every ABORT_CHECK the
     // clients of exchanges that wait for a response head are looked at; every `period`,
     // pooled connections that expired or that their backend closed are closed and counted

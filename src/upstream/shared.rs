@@ -65,6 +65,35 @@ impl Shared {
         }
     }
 
+    /// The table of a new snapshot with what `old` knows of the backends that stay (same
+    /// upstream name, same address): health, ejection, address. Same epoch.
+    pub fn carry_over(snapshot: &Snapshot, old_snapshot: &Snapshot, old: &Shared) -> Shared {
+        let mut new = Shared::new(snapshot);
+        new.epoch = old.epoch;
+        for u in &snapshot.upstreams {
+            let Some(ou) = old_snapshot.upstreams.iter().find(|o| o.name == u.name) else {
+                continue;
+            };
+            for b in &u.backends {
+                let Some(ob) = ou.backends.iter().find(|o| o.address == b.address) else {
+                    continue;
+                };
+                let (from, to) = (
+                    old.backend(ou.index, ob.index),
+                    new.backend(u.index, b.index),
+                );
+                to.up.store(from.up.load(Relaxed), Relaxed);
+                to.ejected_until_ms
+                    .store(from.ejected_until_ms.load(Relaxed), Relaxed);
+                to.ejections.store(from.ejections.load(Relaxed), Relaxed);
+                if b.by_name {
+                    to.set_addr(from.addr());
+                }
+            }
+        }
+        new
+    }
+
     pub fn backend(&self, upstream: usize, backend: usize) -> &SharedBackend {
         &self.upstreams[upstream].backends[backend]
     }
