@@ -117,3 +117,28 @@ pub(super) fn check_redis(limits: &[Spanned<RawRateLimit>], have: bool, errs: &m
         }
     }
 }
+
+pub(super) fn admin(
+    a: &Spanned<super::schema::RawAdmin>,
+) -> Result<super::snapshot::AdminSettings> {
+    let r = a.get_ref();
+    let addr = super::validate::resolve(&r.address, "admin")?;
+    let token = match (&r.token, &r.token_file) {
+        (Some(t), Some(_)) => return err(t, "give token or token_file, not both"),
+        (Some(t), None) if t.get_ref().is_empty() => return err(t, "token must not be empty"),
+        (Some(t), None) => Some(t.get_ref().clone()),
+        (None, Some(f)) => match std::fs::read_to_string(f.get_ref()) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            Ok(_) => return err(f, format!("token_file {:?} is empty", f.get_ref())),
+            Err(e) => return err(f, format!("cannot read token_file {:?}: {e}", f.get_ref())),
+        },
+        (None, None) => None,
+    };
+    if token.is_none() && !addr.ip().is_loopback() {
+        return err(
+            &r.address,
+            format!("admin address {addr} is not loopback: give token or token_file (anyone who reaches it could change the proxy)"),
+        );
+    }
+    Ok(super::snapshot::AdminSettings { addr, token })
+}

@@ -20,9 +20,9 @@ pub use schema::{
     BalancerKind, DriverKind, EscapedSlashes, LimitHeaders, LimitMode, RedisFallback, RingFlag,
 };
 pub use snapshot::{
-    Backend, HashOn, HealthCheck, LimitKey, Limits, Listener, Outlier, PoolSettings, RateLimit,
-    RedisSettings, RetryPolicy, RingFlags, RuntimeSettings, Snapshot, Upstream, UpstreamTimeouts,
-    DEFAULT_MAX_RESPONSE_HEAD, DEFAULT_MAX_RESPONSE_HEADERS,
+    redact_url, AdminSettings, Backend, HashOn, HealthCheck, LimitKey, Limits, Listener, Outlier,
+    PoolSettings, RateLimit, RedisSettings, RetryPolicy, RingFlags, RuntimeSettings, Snapshot,
+    Upstream, UpstreamTimeouts, DEFAULT_MAX_RESPONSE_HEAD, DEFAULT_MAX_RESPONSE_HEADERS,
 };
 
 /// A config error with its position (1-based line and column, in characters; line 0: the file

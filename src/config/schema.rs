@@ -25,6 +25,16 @@ pub struct RawConfig {
     #[serde(default)]
     pub rate_limits: Vec<Spanned<RawRateLimit>>,
     pub redis: Option<Spanned<RawRedis>>,
+    pub admin: Option<Spanned<RawAdmin>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: Spanned<String>,
+    pub token: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
 }
 
 /// `[[rate_limits]]`.

@@ -12,7 +12,7 @@ use super::{BalancerKind, DriverKind};
 use crate::route::{HostPattern, PathMatch, PathOptions, Rewrite, Route, RouteTable};
 use crate::upstream::Maglev;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub runtime: RuntimeSettings,
     pub limits: Limits,
@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub rate_limits: Vec<RateLimit>,
     /// `[redis]`, for limits in `redis` mode.
     pub redis: Option<RedisSettings>,
+    /// `[admin]`: off when absent.
+    pub admin: Option<AdminSettings>,
     /// Header fields a connection must have room for: the most of `max_headers` and every
     /// upstream's `max_response_headers` (requests and responses share the storage).
     pub header_slots: usize,
@@ -80,7 +82,7 @@ pub struct Limits {
     pub ignore_client_abort: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Listener {
     pub index: usize,
     pub name: String,
@@ -91,7 +93,7 @@ pub struct Listener {
     pub path: PathOptions,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Upstream {
     pub index: usize,
     pub name: String,
@@ -241,6 +243,24 @@ pub enum LimitKey {
     /// A request header's first value (name stored lowercase).
     Header(Box<str>),
     Cookie(Box<str>),
+}
+
+/// `[admin]`.
+#[derive(Clone)]
+pub struct AdminSettings {
+    pub addr: SocketAddr,
+    /// Required as `Authorization: Bearer TOKEN` for changes (and for everything when the
+    /// admin listener is not on loopback).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `[redis]`.
@@ -422,7 +442,24 @@ impl Snapshot {
             }
         }
         if let Some(r) = &self.redis {
-            let _ = writeln!(s, "redis: {} (timeout {})", r.url, fmt_duration(r.timeout));
+            let _ = writeln!(
+                s,
+                "redis: {} (timeout {})",
+                redact_url(&r.url),
+                fmt_duration(r.timeout)
+            );
+        }
+        if let Some(a) = &self.admin {
+            let _ = writeln!(
+                s,
+                "admin: {} ({})",
+                a.addr,
+                if a.token.is_some() {
+                    "token required"
+                } else {
+                    "no token"
+                }
+            );
         }
         let _ = writeln!(s, "routes: {}", self.routes.len());
         for r in &self.routes {
@@ -470,5 +507,19 @@ impl Snapshot {
             "{}: {hosts}, {path}{rewrite}{limits} -> {}",
             r.name, self.upstreams[r.upstream].name
         )
+    }
+}
+
+/// `redis://user:secret@host/0` with the password hidden.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:<redacted>{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }

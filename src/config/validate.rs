@@ -100,6 +100,10 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
         .as_ref()
         .and_then(|r| errs.take(super::limits::redis(r)));
     super::limits::check_redis(&raw.rate_limits, raw.redis.is_some(), &mut errs);
+    let admin = raw
+        .admin
+        .as_ref()
+        .and_then(|a| errs.take(super::limits::admin(a)));
 
     let mut upstreams = Vec::with_capacity(raw.upstreams.len());
     let mut upstream_index: HashMap<&str, usize> = HashMap::new();
@@ -199,6 +203,7 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
                 routes: routes.into_iter().flatten().collect(),
                 rate_limits: rate_limits.into_iter().flatten().collect(),
                 redis,
+                admin,
                 header_slots,
             })
         }

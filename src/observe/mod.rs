@@ -5,6 +5,7 @@
 //! In: each worker's [`WorkerStats`], registered at start; the process-wide tables (backend
 //! health, reloads). Out: the text of `GET /metrics` and the admin endpoints.
 
+pub mod admin;
 mod metrics;
 mod stats;
 
@@ -23,6 +24,8 @@ pub struct Registry {
     pub reloads_failed: AtomicU64,
     /// Hash of the config in force (hex), and when it was loaded (Unix seconds).
     pub config: Mutex<(String, u64)>,
+    /// Every listener is bound and the workers serve.
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {

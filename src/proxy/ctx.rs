@@ -97,6 +97,9 @@ impl WorkerCtx {
         proxy
             .upstreams
             .adopt(&snapshot, &old.proxy.upstreams, &old.snapshot);
+        proxy
+            .stats
+            .carry_from(&snapshot, &old.proxy.stats, &old.snapshot);
         let id = old.id + 1;
         let g = Rc::new(Generation {
             id,

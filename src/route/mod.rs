@@ -135,7 +135,7 @@ impl Route {
 }
 
 /// Path rules of one host group: exact paths in a map, prefixes longest first.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct PathRules {
     exact: AHashMap<Box<[u8]>, usize>,
     prefixes: Vec<(Box<[u8]>, usize)>,
@@ -179,7 +179,7 @@ impl PathRules {
 }
 
 /// The routes one listener serves, compiled for lookup.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RouteTable {
     routes: Vec<Route>,
     exact_hosts: AHashMap<Box<[u8]>, PathRules>,

@@ -208,3 +208,28 @@ impl Control {
 pub fn hash(text: &str) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
+
+impl crate::observe::admin::ControlPlane for Control {
+    fn current(&self) -> (Arc<Snapshot>, Arc<crate::upstream::Shared>) {
+        Control::current(self)
+    }
+
+    fn reload(&self) -> Result<String, String> {
+        tracing::info!("admin: reloading the config");
+        Control::reload(self)
+    }
+
+    fn install(&self, snapshot: Snapshot, hash: String) -> Result<String, String> {
+        Control::install(self, Arc::new(snapshot), hash)
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.observe
+    }
+
+    fn ready(&self) -> bool {
+        self.observe
+            .ready
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -155,6 +155,21 @@ pub fn run(
     }
 
     log_summary(&snapshot, &mut started);
+    control
+        .observe
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // The admin API, on its own thread (off when [admin] is absent).
+    let _admin = match &snapshot.admin {
+        Some(a) => match crate::observe::admin::Admin::start(a, control.clone()) {
+            Ok(admin) => Some(admin),
+            Err(e) => {
+                tracing::error!("admin API on {}: {e}", a.addr);
+                None
+            }
+        },
+        None => None,
+    };
     let mut panicked = 0;
     for t in threads {
         if t.join().is_err() {

@@ -494,7 +494,7 @@ impl Upstreams {
                     let closed = st.pools[i].borrow_mut().clear();
                     l.open.set(l.open.get().saturating_sub(closed));
                 }
-                let up = sb.up.load(Relaxed);
+                let up = sb.up.load(Relaxed) && !sb.draining.load(Relaxed);
                 l.up.set(up);
                 let until_ms = sb.ejected_until_ms.load(Relaxed);
                 let ejected = until_ms > now_ms;

@@ -36,6 +36,8 @@ pub struct SharedBackend {
     addr: Mutex<SocketAddr>,
     /// Bumped each time `addr` changes: workers compare it on their tick.
     pub addr_gen: AtomicU32,
+    /// Draining (admin API): finishes what it has, takes no new requests.
+    pub draining: AtomicBool,
 }
 
 impl Shared {
@@ -57,6 +59,7 @@ impl Shared {
                                 ejections: AtomicU32::new(0),
                                 addr: Mutex::new(b.addr),
                                 addr_gen: AtomicU32::new(0),
+                                draining: AtomicBool::new(false),
                             })
                             .collect(),
                     }
@@ -86,6 +89,7 @@ impl Shared {
                 to.ejected_until_ms
                     .store(from.ejected_until_ms.load(Relaxed), Relaxed);
                 to.ejections.store(from.ejections.load(Relaxed), Relaxed);
+                to.draining.store(from.draining.load(Relaxed), Relaxed);
                 if b.by_name {
                     to.set_addr(from.addr());
                 }

@@ -25,7 +25,7 @@ pub fn hash_key(key: &[u8]) -> u64 {
     xxh3_64_with_seed(key, SEED_KEY)
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Maglev {
     table: Box<[u32]>,
 }
