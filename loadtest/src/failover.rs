@@ -46,12 +46,20 @@ pub struct FailoverArgs {
     /// Runs; each run tests every proxy once, the order rotating.
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
+    /// Each backend waits this long before answering (`backend --delay`): more requests are in
+    /// flight on the killed backend when it dies.
+    #[arg(long, value_parser = parse_duration)]
+    pub backend_delay: Option<Duration>,
     /// A request without a complete response after this long counts as a timeout.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// coregate's balancer (default: none written, i.e. coregate's default, p2c).
     #[arg(long)]
     pub balancer: Option<String>,
+    /// More TOML for coregate's upstream, after its health table (e.g.
+    /// $'[upstreams.retry]\nbudget_percent = 100'); shown in the report.
+    #[arg(long, default_value = "")]
+    pub coregate_extra: String,
     /// coregate binary (default: target/release/coregate under the workspace root).
     #[arg(long)]
     pub coregate: Option<PathBuf>,
@@ -116,6 +124,8 @@ pub struct FailoverReport {
     pub kill_at_s: f64,
     pub restart_at_s: f64,
     pub timeout_s: f64,
+    /// Milliseconds each backend waits before answering.
+    pub backend_delay_ms: f64,
     /// What each proxy was configured to do, one line each.
     pub setups: Vec<(String, String)>,
     pub trials: Vec<Trial>,
@@ -139,14 +149,14 @@ pub fn coregate_config(
     listen: SocketAddr,
     backends: &[SocketAddr],
     balancer: Option<&str>,
+    extra: &str,
 ) -> String {
-    targets::coregate_toml(
-        "loadtest failover",
-        listen,
-        backends,
-        balancer,
-        &coregate_health(),
-    )
+    let mut tables = coregate_health();
+    if !extra.trim().is_empty() {
+        tables.push_str(extra.trim_end());
+        tables.push('\n');
+    }
+    targets::coregate_toml("loadtest failover", listen, backends, balancer, &tables)
 }
 
 pub fn haproxy_config(listen: SocketAddr, backends: &[SocketAddr]) -> String {
@@ -172,14 +182,25 @@ pub fn nginx_config(dir: &Path, listen: SocketAddr, backends: &[SocketAddr]) -> 
     )
 }
 
-fn setup(proxy: &str, balancer: Option<&str>) -> String {
+fn setup(proxy: &str, args: &FailoverArgs) -> String {
     match proxy {
+        "coregate" if !args.coregate_extra.trim().is_empty() => format!(
+            "balancer {}; [upstreams.health] GET {HEALTH_PATH} every 500ms, timeout 300ms, \
+             rise 2, fall 2; and `{}`",
+            args.balancer
+                .as_ref()
+                .map_or("p2c (the default)".to_string(), |b| format!("\"{b}\"")),
+            args.coregate_extra.trim().replace('\n', "; ")
+        ),
         "coregate" => format!(
             "balancer {}; [upstreams.health] GET {HEALTH_PATH} every 500ms, timeout 300ms, \
              rise 2, fall 2; [upstreams.retry] and [upstreams.outlier] at their defaults \
-             (2 attempts on connect and reset, idempotent requests only after a reset; ejection \
-             after 5 consecutive failures)",
-            balancer.map_or("p2c (the default)".to_string(), |b| format!("\"{b}\""))
+             (2 attempts on connect and reset, idempotent requests only after a reset, retry \
+             budget 20% of the requests in progress or 3; ejection after 5 consecutive \
+             failures)",
+            args.balancer
+                .as_ref()
+                .map_or("p2c (the default)".to_string(), |b| format!("\"{b}\""))
         ),
         "haproxy" => format!(
             "balance roundrobin; retries 3, option redispatch, retry-on all-retryable-errors; \
@@ -210,6 +231,8 @@ struct Setup {
     gen: Vec<usize>,
     proxy: Vec<usize>,
     coregate: PathBuf,
+    /// Extra arguments of every backend.
+    backend_args: Vec<String>,
 }
 
 fn failover(args: &FailoverArgs) -> Result<(), String> {
@@ -282,6 +305,9 @@ fn failover(args: &FailoverArgs) -> Result<(), String> {
         gen: gen.clone(),
         proxy: proxy.clone(),
         coregate,
+        backend_args: args.backend_delay.map_or(Vec::new(), |d| {
+            vec!["--delay".into(), format!("{}us", d.as_micros())]
+        }),
     };
     let runs = args.runs.max(1);
     let mut trials = Vec::new();
@@ -327,10 +353,8 @@ fn failover(args: &FailoverArgs) -> Result<(), String> {
         kill_at_s: args.kill_at.as_secs_f64(),
         restart_at_s: args.restart_at.as_secs_f64(),
         timeout_s: args.timeout.as_secs_f64(),
-        setups: names
-            .iter()
-            .map(|n| (n.clone(), setup(n, args.balancer.as_deref())))
-            .collect(),
+        backend_delay_ms: args.backend_delay.map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        setups: names.iter().map(|n| (n.clone(), setup(n, args))).collect(),
         trials,
         notes,
     };
@@ -366,7 +390,12 @@ fn start_proxy(
         "coregate" => {
             let conf = write(
                 "coregate.toml",
-                coregate_config(listen, backends, args.balancer.as_deref()),
+                coregate_config(
+                    listen,
+                    backends,
+                    args.balancer.as_deref(),
+                    &args.coregate_extra,
+                ),
             )?;
             targets::spawn_external(
                 "coregate",
@@ -417,17 +446,34 @@ struct Chaos {
     notes: Vec<String>,
 }
 
-/// Kills `victim` with SIGKILL at `t0 + kill_at`, starts a backend on `port` at
-/// `t0 + restart_at`, then polls its counter until its first request or `until`.
-fn chaos(
-    mut victim: targets::Running,
+/// When and how the victim dies and comes back.
+struct ChaosPlan {
+    /// The backend to kill, and the port it listens on (its successor's).
+    victim: targets::Running,
     port: u16,
+    /// The load's start; kill and restart are relative to it.
     t0: Instant,
     kill_at: Duration,
     restart_at: Duration,
+    /// Stop waiting for the restarted backend's first request then.
     until: Instant,
+    backend_args: Vec<String>,
     cpus: Vec<usize>,
-) -> Chaos {
+}
+
+/// Kills the victim with SIGKILL at `t0 + kill_at`, starts a backend on its port at
+/// `t0 + restart_at`, then polls that one's counter until its first request or `until`.
+fn chaos(p: ChaosPlan) -> Chaos {
+    let ChaosPlan {
+        mut victim,
+        port,
+        t0,
+        kill_at,
+        restart_at,
+        until,
+        backend_args,
+        cpus,
+    } = p;
     let mut c = Chaos::default();
     std::thread::sleep((t0 + kill_at).saturating_duration_since(Instant::now()));
     if let Some(mut child) = victim.child.take() {
@@ -442,7 +488,7 @@ fn chaos(
     // The port is free again at once (SO_REUSEADDR); retry briefly in case it is not.
     let mut last = String::new();
     for _ in 0..20 {
-        match targets::spawn_backend(port, &[], &cpus) {
+        match targets::spawn_backend(port, &backend_args, &cpus) {
             Ok(r) => {
                 c.restarted = Some((r, t0.elapsed()));
                 break;
@@ -480,7 +526,7 @@ fn trial(
     let ports: Vec<u16> = (0..3)
         .map(|_| targets::free_port().map_err(|e| format!("free port: {e}")))
         .collect::<Result<_, _>>()?;
-    let mut backends = targets::spawn_backends(3, &ports, &[], &s.gen)?;
+    let mut backends = targets::spawn_backends(3, &ports, &s.backend_args, &s.gen)?;
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
     let mut proxy = start_proxy(name, &addrs, args, s, dir)?;
     // Let the first health checks pass (HAProxy and coregate spread them over one interval).
@@ -509,14 +555,18 @@ fn trial(
         no_pin: false,
         quiet: true,
     })?;
-    let victim = backends.remove(1);
     let t0 = Instant::now();
-    let (kill_at, restart_at) = (args.kill_at, args.restart_at);
-    let until = t0 + args.duration + Duration::from_secs(1);
-    let cpus = s.gen.clone();
-    let port = ports[1];
-    let chaos =
-        std::thread::spawn(move || chaos(victim, port, t0, kill_at, restart_at, until, cpus));
+    let plan_b = ChaosPlan {
+        victim: backends.remove(1),
+        port: ports[1],
+        t0,
+        kill_at: args.kill_at,
+        restart_at: args.restart_at,
+        until: t0 + args.duration + Duration::from_secs(1),
+        backend_args: s.backend_args.clone(),
+        cpus: s.gen.clone(),
+    };
+    let chaos = std::thread::spawn(move || chaos(plan_b));
     let (_, st, _) = run::execute(plan, s.gen.len(), true, false);
     let c = chaos
         .join()
@@ -573,7 +623,7 @@ pub fn markdown(r: &FailoverReport) -> String {
     let _ = writeln!(m, "Command: `{}`\n", r.command);
     let _ = writeln!(
         m,
-        "Three `loadtest backend` processes (100 B responses) behind the proxy; {} req/s of \
+        "Three `loadtest backend` processes (100 B responses{}) behind the proxy; {} req/s of \
          `GET /` offered open loop over {} keep-alive connections for {:.0} s (a request without \
          a complete response after {:.0} s is a timeout); backend 2 killed with SIGKILL at {:.1} s \
          and started again on its port at {:.1} s. Generator and backends on CPUs {:?}, proxy on \
@@ -583,6 +633,11 @@ pub fn markdown(r: &FailoverReport) -> String {
          \"other\": other statuses, unparsable responses, short bodies. Latency is from each \
          request's intended send time. Load average (1/5/15 min) at the \
          start {}, at the end {}.\n",
+        if r.backend_delay_ms > 0.0 {
+            format!(", each answered after {} ms", r.backend_delay_ms)
+        } else {
+            String::new()
+        },
         r.rate,
         r.connections,
         r.duration_s,
@@ -657,10 +712,20 @@ mod tests {
         let b: Vec<SocketAddr> = (1..=3)
             .map(|p| format!("127.0.0.1:900{p}").parse().unwrap())
             .collect();
-        let c = coregate_config(l, &b, None);
+        let c = coregate_config(l, &b, None, "");
         assert!(!c.contains("balancer"), "{c}");
         assert!(c.contains("interval = \"500ms\"\ntimeout = \"300ms\"\nrise = 2\nfall = 2\n"));
-        assert!(coregate_config(l, &b, Some("round_robin")).contains("balancer = \"round_robin\""));
+        let c = coregate_config(
+            l,
+            &b,
+            Some("round_robin"),
+            "[upstreams.retry]\nattempts = 3",
+        );
+        assert!(c.contains("balancer = \"round_robin\""), "{c}");
+        assert!(
+            c.contains("fall = 2\n[upstreams.retry]\nattempts = 3\n\n[[routes]]"),
+            "{c}"
+        );
         let h = haproxy_config(l, &b);
         for line in [
             "    retries 3\n",
