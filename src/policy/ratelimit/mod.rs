@@ -302,8 +302,12 @@ impl Limiters {
             let mut keys = p.keys.borrow_mut();
             if let Some(e) = keys.get_mut(&g.key) {
                 // The grant was reckoned from this worker's last report: what it spent since
-                // comes out of it.
-                e.allowance = g.allowance as f64 - e.admitted as f64;
+                // comes out of it (unless it is a fixed budget).
+                e.allowance = if g.fixed {
+                    g.allowance as f64
+                } else {
+                    g.allowance as f64 - e.admitted as f64
+                };
                 e.share = g.share;
                 e.at = at;
             } else if keys.len() < l.max_keys {

@@ -59,6 +59,9 @@ pub struct Grant {
     pub key: u64,
     pub allowance: f32,
     pub share: f32,
+    /// A budget for the next interval, not a bucket level: the worker takes it as it is
+    /// (nothing it spent since its report comes out).
+    pub fixed: bool,
 }
 
 /// How a worker receives the coordinator's rounds: a channel that wakes the worker's event loop
@@ -332,6 +335,11 @@ fn round(
         }
         if l.mode == LimitMode::Redis {
             if g.window != window {
+                // A window ended: this instance's share of the demand across instances in it
+                // is its share for what comes (and for when Redis is away).
+                if let Some(c) = g.counts.filter(|c| c.window == g.window && c.demand > 0) {
+                    g.share = (g.my_demand as f64 / c.demand as f64).clamp(0.05, 1.0);
+                }
                 g.window = window;
                 g.my_demand = 0;
             }
@@ -367,10 +375,12 @@ fn round(
         g.last = now;
         let mut tokens = g.tokens.max(0.0);
         let mut rate_factor = 1.0;
+        let mut fixed = false;
         if l.mode == LimitMode::Redis {
-            let (t, f) = redis_spend(l, g, tokens, window, up);
+            let (t, f, budget) = redis_spend(l, g, tokens, window, up);
             tokens = t;
             rate_factor = f;
+            fixed = budget;
         }
         let eps = (total / (10.0 * workers as f32)).max(0.25);
         let weight: f32 = g.demand.iter().map(|&d| d + eps).sum();
@@ -381,22 +391,25 @@ fn round(
                 key,
                 allowance: (tokens * share as f64) as f32,
                 share: share * rate_factor as f32,
+                fixed,
             });
         }
     }
 }
 
-/// What a `redis` key may spend now, and the factor on its refill: this instance's share of
-/// what is left of the window across instances, or its fallback while Redis is away.
-fn redis_spend(l: &RateLimit, g: &mut Global, local: f64, window: u64, up: bool) -> (f64, f64) {
+/// What a `redis` key may spend now, the factor on its refill, and whether that is a fixed
+/// budget for the interval: this instance's share of what is left of the window across
+/// instances, or its fallback while Redis is away.
+fn redis_spend(
+    l: &RateLimit,
+    g: &mut Global,
+    local: f64,
+    window: u64,
+    up: bool,
+) -> (f64, f64, bool) {
     let quota = (l.rate + l.burst) as f64;
     match g.counts {
         Some(c) if up && c.window == window => {
-            g.share = if c.demand == 0 {
-                1.0
-            } else {
-                (g.my_demand as f64 / c.demand as f64).clamp(0.0, 1.0)
-            };
             // The counts are a round old: take off what this instance admitted since, and
             // as much again for the others in proportion to their share.
             let since = g.since_counts as f64 / g.share.max(0.05);
@@ -405,14 +418,22 @@ fn redis_spend(l: &RateLimit, g: &mut Global, local: f64, window: u64, up: bool)
             (
                 local.min(left * g.share),
                 if left > 0.0 { g.share } else { 0.0 },
+                false,
             )
         }
         // A new window whose counts have not come back yet: this instance's usual share.
-        _ if up => (local.min(quota * g.share), g.share),
+        _ if up => (local.min(quota * g.share), g.share, false),
+        // Redis away, `local`: this instance spends its last known share of the rate, one
+        // interval at a time, and nothing saved up (its own bucket knows nothing of the
+        // others).
         _ => match l.on_redis_error {
-            RedisFallback::Local => (local * g.share, g.share),
-            RedisFallback::Allow => (1e9, 1e6),
-            RedisFallback::Deny => (0.0, 0.0),
+            RedisFallback::Local => (
+                rate_per_sec(l) * l.sync_interval.as_secs_f64() * g.share,
+                0.0,
+                true,
+            ),
+            RedisFallback::Allow => (1e9, 1e6, true),
+            RedisFallback::Deny => (0.0, 0.0, true),
         },
     }
 }
