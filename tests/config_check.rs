@@ -87,10 +87,10 @@ fn invalid_cases() -> Vec<(&'static str, String, usize, usize, String)> {
         ),
         (
             "unknown table",
-            format!("{BASE}\n[admin]\nport = 1\n"),
+            format!("{BASE}\n[metrics]\nport = 1\n"),
             22,
             2,
-            "unknown field `admin`, expected one of `runtime`, `limits`, `listeners`, `upstreams`, `routes`, `rate_limits`, `redis`".into(),
+            "unknown field `metrics`, expected one of `runtime`, `limits`, `listeners`, `upstreams`, `routes`, `rate_limits`, `redis`, `admin`".into(),
         ),
         (
             "bad duration",

@@ -527,6 +527,11 @@ fn a_second_signal_exits_at_once_with_status_1() {
         "info",
     );
     let mut stuck = connect(proxy.addr);
+    // One whole exchange first, so the connection is surely accepted before the signal.
+    stuck
+        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stuck).status, 200);
     stuck.write_all(b"GET / HTTP/1.1\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(100));
     proxy.signal(libc::SIGTERM);

@@ -290,6 +290,11 @@ impl Proxy {
         self.child.id() as i32
     }
 
+    /// The config file the proxy was started with (rewrite it, then reload).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.0.join("coregate.toml")
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
