@@ -213,6 +213,34 @@ fn metrics_parse_with_prometheus_client_and_match_the_traffic() {
     .unwrap();
     assert_eq!(buckets.last().unwrap().1, count);
     assert_eq!(count, 37.0 + 5.0 + 3.0);
+    // Bytes from clients: exactly the heads sent; to clients: the bodies and the heads.
+    let received: usize = (0..37)
+        .map(|i| get_req("a", &format!("/api/{i}"), "").len())
+        .chain((0..5).map(|i| get_req("a", &format!("/none/{i}"), "").len()))
+        .chain((0..3).map(|i| {
+            format!("GET /gone/{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").len()
+        }))
+        .sum();
+    assert_eq!(
+        sample(
+            &samples,
+            "coregate_received_bytes_total",
+            &[("listener", "main")]
+        ),
+        Some(received as f64),
+        "{page}"
+    );
+    let bodies: usize = (0..37).map(|i| format!("backend saw /api/{i}").len()).sum();
+    let sent = sample(
+        &samples,
+        "coregate_sent_bytes_total",
+        &[("listener", "main")],
+    )
+    .unwrap();
+    assert!(
+        sent > (bodies + 45 * 40) as f64 && sent < (bodies + 45 * 400) as f64,
+        "{sent} bytes sent for {bodies} bytes of bodies in 45 answers"
+    );
     assert!(sample(&samples, "process_resident_memory_bytes", &[]).unwrap() > 1e6);
     assert!(sample(&samples, "process_open_fds", &[]).unwrap() > 3.0);
     assert_eq!(

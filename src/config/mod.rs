@@ -6,6 +6,7 @@
 //! `file:line:col` of the offending value.
 
 mod limits;
+mod logs;
 mod schema;
 mod snapshot;
 mod upstreams;
@@ -17,12 +18,13 @@ use std::ops::Range;
 use std::path::Path;
 
 pub use schema::{
-    BalancerKind, DriverKind, EscapedSlashes, LimitHeaders, LimitMode, RedisFallback, RingFlag,
+    BalancerKind, DriverKind, EscapedSlashes, LimitHeaders, LimitMode, LogFormat, RedisFallback,
+    RingFlag,
 };
 pub use snapshot::{
-    redact_url, AdminSettings, Backend, HashOn, HealthCheck, LimitKey, Limits, Listener, Outlier,
-    PoolSettings, RateLimit, RedisSettings, RetryPolicy, RingFlags, RuntimeSettings, Snapshot,
-    Upstream, UpstreamTimeouts, DEFAULT_MAX_RESPONSE_HEAD, DEFAULT_MAX_RESPONSE_HEADERS,
+    redact_url, AccessLog, AdminSettings, Backend, HashOn, HealthCheck, LimitKey, Limits, Listener,
+    Outlier, PoolSettings, RateLimit, RedisSettings, RetryPolicy, RingFlags, RuntimeSettings,
+    Snapshot, Upstream, UpstreamTimeouts, DEFAULT_MAX_RESPONSE_HEAD, DEFAULT_MAX_RESPONSE_HEADERS,
 };
 
 /// A config error with its position (1-based line and column, in characters; line 0: the file

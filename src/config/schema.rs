@@ -216,6 +216,67 @@ pub struct RawListener {
     pub merge_slashes: bool,
     #[serde(default)]
     pub escaped_slashes: EscapedSlashes,
+    pub access_log: Option<Spanned<RawAccessLog>>,
+}
+
+/// `access_log` of a listener or a route: a table, or `"off"` (a route that logs nothing
+/// although its listener does).
+#[derive(Debug)]
+pub enum RawAccessLog {
+    Off,
+    To(RawAccessLogTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLogTable {
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub format: LogFormat,
+    pub buffer: Option<Spanned<Size>>,
+    pub flush: Option<Spanned<Dur<false>>>,
+}
+
+/// The line format of an access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// nginx's and Apache's `combined`, then request time, upstream address, upstream time and
+    /// request id as `key=value`.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+impl<'de> Deserialize<'de> for RawAccessLog {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawAccessLog;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a table { path = \"...\", format = \"combined\" | \"json\" } or \"off\"",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RawAccessLog, E> {
+                match s {
+                    "off" => Ok(RawAccessLog::Off),
+                    _ => Err(E::custom(format!(
+                        "invalid access_log {s:?}: give a table {{ path = \"...\" }} or \"off\""
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawAccessLog, A::Error> {
+                RawAccessLogTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawAccessLog::To)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// What an escaped `/` or `\` (`%2F`, `%5C`) in a request path does. Either way it separates
@@ -398,6 +459,7 @@ pub struct RawRoute {
     pub replace_prefix: Option<Spanned<String>>,
     pub upstream: Spanned<String>,
     pub rate_limits: Option<Vec<Spanned<String>>>,
+    pub access_log: Option<Spanned<RawAccessLog>>,
 }
 
 fn yes() -> bool {

@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub redis: Option<RedisSettings>,
     /// `[admin]`: off when absent.
     pub admin: Option<AdminSettings>,
+    /// Every access log listeners and routes write (they name them by index).
+    pub access_logs: Vec<AccessLog>,
     /// Header fields a connection must have room for: the most of `max_headers` and every
     /// upstream's `max_response_headers` (requests and responses share the storage).
     pub header_slots: usize,
@@ -91,6 +93,39 @@ pub struct Listener {
     pub routes: RouteTable,
     /// How request paths are normalised before routing.
     pub path: PathOptions,
+    /// The access log of requests no route of its own logs (index into
+    /// `Snapshot::access_logs`).
+    pub access_log: Option<usize>,
+    /// Some request on this listener may be logged (by it or by a route): the request line is
+    /// kept until the answer is out.
+    pub logs_any: bool,
+}
+
+impl AccessLog {
+    /// `PATH (FORMAT, buffer N, flush D)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({}, buffer {}, flush {})",
+            self.path.display(),
+            match self.format {
+                super::schema::LogFormat::Combined => "combined",
+                super::schema::LogFormat::Json => "json",
+            },
+            self.buffer,
+            fmt_duration(self.flush)
+        )
+    }
+}
+
+/// An `access_log` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub path: std::sync::Arc<std::path::Path>,
+    pub format: super::schema::LogFormat,
+    /// Each worker's buffer: written out when it holds this much.
+    pub buffer: usize,
+    /// ... or when its oldest line is this old.
+    pub flush: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -390,12 +425,14 @@ impl Snapshot {
             let names: Vec<&str> = li.routes.routes().iter().map(|r| &*r.name).collect();
             let _ = writeln!(
                 s,
-                "  {} {} -> routes [{}] (merge_slashes = {}, escaped_slashes = {})",
+                "  {} {} -> routes [{}] (merge_slashes = {}, escaped_slashes = {}, access_log = {})",
                 li.name,
                 li.addr,
                 names.join(", "),
                 li.path.merge_slashes,
                 li.path.escaped_slashes.as_str(),
+                li.access_log
+                    .map_or("off".to_string(), |i| self.access_logs[i].describe()),
             );
         }
         let _ = writeln!(s, "upstreams: {}", self.upstreams.len());
@@ -503,8 +540,15 @@ impl Snapshot {
         } else {
             format!(", rate limits [{}]", limits.join(", "))
         };
+        let log = match r.access_log {
+            crate::route::LogChoice::Listener => String::new(),
+            crate::route::LogChoice::Off => ", access_log off".to_string(),
+            crate::route::LogChoice::To(i) => {
+                format!(", access_log {}", self.access_logs[i].describe())
+            }
+        };
         format!(
-            "{}: {hosts}, {path}{rewrite}{limits} -> {}",
+            "{}: {hosts}, {path}{rewrite}{limits}{log} -> {}",
             r.name, self.upstreams[r.upstream].name
         )
     }

@@ -524,3 +524,146 @@ fn rate_limit_keys_are_checked() {
         assert!(msg.contains(want), "{limits:?} {route:?}: {msg}");
     }
 }
+
+#[test]
+fn access_logs_are_gathered_per_file() {
+    let src = r#"
+[[listeners]]
+name = "main"
+address = "127.0.0.1:8080"
+access_log = { path = "/var/log/coregate/access.log" }
+
+[[listeners]]
+name = "other"
+address = "127.0.0.1:8081"
+access_log = { path = "/var/log/coregate/access.log" }
+
+[[upstreams]]
+name = "app"
+backends = [ { address = "127.0.0.1:9000" } ]
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+upstream = "app"
+access_log = { path = "/var/log/coregate/api.json", format = "json", buffer = "16KiB", flush = "200ms" }
+
+[[routes]]
+name = "health"
+path_exact = "/health"
+upstream = "app"
+access_log = "off"
+
+[[routes]]
+name = "all"
+upstream = "app"
+"#;
+    let s = parse("t.toml", src).unwrap();
+    assert_eq!(s.access_logs.len(), 2, "one entry per file");
+    let main = &s.access_logs[s.listeners[0].access_log.unwrap()];
+    assert_eq!(
+        &*main.path,
+        std::path::Path::new("/var/log/coregate/access.log")
+    );
+    assert_eq!(main.format, LogFormat::Combined);
+    assert_eq!(main.buffer, 64 * 1024);
+    assert_eq!(main.flush, Duration::from_secs(1));
+    assert_eq!(s.listeners[1].access_log, s.listeners[0].access_log);
+    assert!(s.listeners.iter().all(|l| l.logs_any));
+    use crate::route::LogChoice;
+    let api = &s.routes[0];
+    let LogChoice::To(i) = api.access_log else {
+        panic!("{:?}", api.access_log)
+    };
+    assert_eq!(s.access_logs[i].format, LogFormat::Json);
+    assert_eq!(s.access_logs[i].buffer, 16 * 1024);
+    assert_eq!(s.access_logs[i].flush, Duration::from_millis(200));
+    assert_eq!(s.routes[1].access_log, LogChoice::Off);
+    assert_eq!(s.routes[2].access_log, LogChoice::Listener);
+    let summary = s.summary();
+    assert!(
+        summary.contains("access_log = /var/log/coregate/access.log (combined"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("health: any host, exact /health, access_log off"),
+        "{summary}"
+    );
+
+    // Without any log, nothing is kept per request.
+    let s = parse("t.toml", MINIMAL).unwrap();
+    assert!(s.access_logs.is_empty() && !s.listeners[0].logs_any);
+}
+
+#[test]
+fn access_log_keys_are_checked() {
+    let with = |listener: &str, route: &str| {
+        MINIMAL
+            .replace(
+                "address = \"127.0.0.1:8080\"",
+                &format!("address = \"127.0.0.1:8080\"\n{listener}"),
+            )
+            .replace(
+                "upstream = \"app\"",
+                &format!("upstream = \"app\"\n{route}"),
+            )
+    };
+    for (listener, route, line, col, message) in [
+        (
+            "access_log = { path = \"access.log\" }",
+            "",
+            4,
+            23,
+            "access_log path \"access.log\" must be absolute",
+        ),
+        (
+            "access_log = { path = \"/tmp/a.log\", format = \"xml\" }",
+            "",
+            4,
+            46,
+            "unknown variant `xml`, expected `combined` or `json`",
+        ),
+        (
+            "access_log = \"on\"",
+            "",
+            4,
+            14,
+            "invalid access_log \"on\": give a table { path = \"...\" } or \"off\"",
+        ),
+        (
+            "access_log = { path = \"/tmp/a.log\", buffer = 100 }",
+            "",
+            4,
+            46,
+            "invalid access_log buffer 100: must be from 4KiB to 16MiB",
+        ),
+        (
+            "access_log = { path = \"/tmp/a.log\", flush = \"2m\" }",
+            "",
+            4,
+            45,
+            "access_log flush must be between 10ms and 60s",
+        ),
+        (
+            "access_log = { path = \"/tmp/a.log\", colour = true }",
+            "",
+            4,
+            37,
+            "unknown field `colour`, expected one of `path`, `format`, `buffer`, `flush`",
+        ),
+        (
+            "access_log = { path = \"/tmp/a.log\" }",
+            "access_log = { path = \"/tmp/a.log\", format = \"json\" }",
+            4,
+            14,
+            "access log /tmp/a.log is given elsewhere with another format, buffer or flush",
+        ),
+    ] {
+        let (l, c, m) = error_of(&with(listener, route));
+        assert_eq!(
+            (l, c, m.as_str()),
+            (line, col, message),
+            "{listener} / {route}"
+        );
+    }
+}

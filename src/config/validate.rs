@@ -125,6 +125,7 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
         ));
     }
 
+    let mut logs = super::logs::Logs::default();
     // Routes by name; `None` for a route that was itself invalid (listeners naming it say
     // nothing more about it).
     let mut routes: Vec<Option<Route>> = Vec::with_capacity(raw.routes.len());
@@ -140,7 +141,14 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
         } else {
             route_index.insert(name, routes.len());
         }
-        let route = route(routes.len(), rr, &upstream_index, &limit_index, &mut errs);
+        let route = route(
+            routes.len(),
+            rr,
+            &upstream_index,
+            &limit_index,
+            &mut logs,
+            &mut errs,
+        );
         if let Some(route) = &route {
             let path_at: &Spanned<String> = rr
                 .path_exact
@@ -169,7 +177,7 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
     let mut names: HashMap<String, ()> = HashMap::new();
     let mut addrs: HashMap<SocketAddr, ()> = HashMap::new();
     for (i, l) in raw.listeners.iter().enumerate() {
-        let Some(li) = listener(i, l.get_ref(), &routes, &route_index, &mut errs) else {
+        let Some(li) = listener(i, l.get_ref(), &routes, &route_index, &mut logs, &mut errs) else {
             continue;
         };
         if names.insert(li.name.clone(), ()).is_some() {
@@ -204,6 +212,7 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
                 rate_limits: rate_limits.into_iter().flatten().collect(),
                 redis,
                 admin,
+                access_logs: logs.0,
                 header_slots,
             })
         }
@@ -461,6 +470,7 @@ fn route(
     r: &RawRoute,
     upstreams: &HashMap<&str, usize>,
     limits: &HashMap<&str, usize>,
+    logs: &mut super::logs::Logs,
     errs: &mut Errors,
 ) -> Option<Route> {
     let path = match (&r.path_prefix, &r.path_exact) {
@@ -522,6 +532,7 @@ fn route(
             }
         }
     }
+    let access_log = logs.route(r.access_log.as_ref(), errs);
     if !hosts_ok || !limits_ok {
         return None;
     }
@@ -533,6 +544,7 @@ fn route(
         rewrite: rewrite?,
         upstream: upstream?,
         rate_limits: rate_limits.into(),
+        access_log: access_log?,
     })
 }
 
@@ -560,6 +572,7 @@ fn listener(
     l: &RawListener,
     routes: &[Option<Route>],
     route_index: &HashMap<&str, usize>,
+    logs: &mut super::logs::Logs,
     errs: &mut Errors,
 ) -> Option<Listener> {
     let name = match &l.name {
@@ -604,14 +617,22 @@ fn listener(
         merge_slashes: l.merge_slashes,
         escaped_slashes: l.escaped_slashes,
     };
+    let access_log = logs.listener(l.access_log.as_ref(), errs);
     if !ok {
         return None;
     }
+    let access_log = access_log?;
+    let logs_any = access_log.is_some()
+        || served
+            .iter()
+            .any(|r| matches!(r.access_log, crate::route::LogChoice::To(_)));
     Some(Listener {
         index,
         name,
         addr: addr?,
         routes: RouteTable::new(served),
         path,
+        access_log,
+        logs_any,
     })
 }

@@ -333,7 +333,7 @@ pub fn encode(snapshot: &Snapshot, reg: &Registry, backends: &Shared) -> String 
         &mut out,
         "coregate_config_info",
         "gauge",
-        "The config in force: its SHA-256 (first 16 hex digits).",
+        "The config in force: the xxh3-64 hash of its text, in hex.",
     );
     let _ = writeln!(out, "coregate_config_info{{hash=\"{}\"}} 1", esc(&hash));
     head(
@@ -344,6 +344,17 @@ pub fn encode(snapshot: &Snapshot, reg: &Registry, backends: &Shared) -> String 
     );
     let _ = writeln!(out, "coregate_config_loaded_timestamp_seconds {at}");
 
+    head(
+        &mut out,
+        "coregate_access_log_dropped_lines_total",
+        "counter",
+        "Access-log lines lost: the writer was behind, or the file could not be written.",
+    );
+    let _ = writeln!(
+        out,
+        "coregate_access_log_dropped_lines_total {}",
+        reg.logs.dropped()
+    );
     head(
         &mut out,
         "process_resident_memory_bytes",

@@ -5,6 +5,7 @@
 //! In: each worker's [`WorkerStats`], registered at start; the process-wide tables (backend
 //! health, reloads). Out: the text of `GET /metrics` and the admin endpoints.
 
+pub mod access;
 pub mod admin;
 mod metrics;
 mod stats;
@@ -26,6 +27,8 @@ pub struct Registry {
     pub config: Mutex<(String, u64)>,
     /// Every listener is bound and the workers serve.
     pub ready: std::sync::atomic::AtomicBool,
+    /// The access-log writer (one per process, across reloads).
+    pub logs: access::Writer,
 }
 
 impl Registry {

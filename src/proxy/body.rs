@@ -36,6 +36,7 @@ pub async fn length(
     dst: &mut TcpStream,
     mut remaining: u64,
     idle: Duration,
+    sent: &mut u64,
 ) -> Result<(), RelayFail> {
     while remaining > 0 {
         if buf.is_empty() {
@@ -48,6 +49,7 @@ pub async fn length(
             .await
             .map_err(|_| RelayFail::Dest)?;
         buf.consume(n);
+        *sent += n as u64;
         remaining -= n as u64;
     }
     Ok(())
@@ -62,6 +64,7 @@ pub async fn chunked(
     dechunk: bool,
     max: u64,
     idle: Duration,
+    sent: &mut u64,
 ) -> Result<(), RelayFail> {
     let mut decoder = ChunkedDecoder::default();
     loop {
@@ -80,6 +83,7 @@ pub async fn chunked(
             match chunk {
                 Chunk::Data(r) if dechunk => {
                     let r = start + r.start..start + r.end;
+                    *sent += r.len() as u64;
                     buf.write_range(dst, r, idle)
                         .await
                         .map_err(|_| RelayFail::Dest)?;
@@ -96,6 +100,7 @@ pub async fn chunked(
             buf.write_range(dst, 0..validated, idle)
                 .await
                 .map_err(|_| RelayFail::Dest)?;
+            *sent += validated as u64;
         }
         buf.consume(validated);
         if done {
@@ -113,6 +118,7 @@ pub async fn until_close(
     buf: &mut RecvBuf,
     dst: &mut TcpStream,
     idle: Duration,
+    sent: &mut u64,
 ) -> Result<(), RelayFail> {
     loop {
         if !buf.is_empty() {
@@ -121,6 +127,7 @@ pub async fn until_close(
                 .await
                 .map_err(|_| RelayFail::Dest)?;
             buf.consume(n);
+            *sent += n as u64;
         }
         match buf.read_from(src, idle, BODY_BUF).await {
             Ok(_) => {}
@@ -140,6 +147,7 @@ pub async fn rechunk(
     plan: &mut HeadPlan,
     iovecs: &mut Vec<libc::iovec>,
     idle: Duration,
+    sent: &mut u64,
 ) -> Result<(), RelayFail> {
     let mut first = true;
     loop {
@@ -149,10 +157,12 @@ pub async fn rechunk(
             plan.clear();
             let mut line = [0u8; 24];
             plan.bytes(chunk_line(&mut line, n, first));
+            let framed = plan.len() + n;
             write_head(dst, buf, plan, iovecs, 0..n, idle)
                 .await
                 .map_err(|_| RelayFail::Dest)?;
             buf.consume(n);
+            *sent += framed as u64;
             first = false;
         }
         match buf.read_from(src, idle, BODY_BUF).await {
@@ -168,8 +178,9 @@ pub async fn rechunk(
     };
     write_all(dst, last, idle)
         .await
-        .map(drop)
-        .map_err(|_| RelayFail::Dest)
+        .map_err(|_| RelayFail::Dest)?;
+    *sent += last.len() as u64;
+    Ok(())
 }
 
 /// `[CRLF ending the previous chunk] SIZE-IN-HEX CRLF`, written into `out`.

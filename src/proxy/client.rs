@@ -11,6 +11,8 @@ use crate::http1::{
     ConnectionOptions, Framing, HeadPlan, HeadReader, Header, Method, PlanMark, Request, Status,
     Version,
 };
+use crate::observe::access::{Captured, Entry};
+use crate::route::LogChoice;
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
@@ -67,6 +69,10 @@ pub struct ClientConn<'a> {
     pub(super) pipelining: bool,
     /// The route of the request in progress, once matched.
     pub(super) route: Option<usize>,
+    /// What the request in progress sent, received and got, for the counters and the log.
+    pub(super) tally: Tally,
+    /// The request line and fields its log line needs (when its listener logs).
+    pub(super) captured: Captured,
     /// The generation `state` and `snap` belong to, and the listener's address (stable across
     /// generations, unlike its index).
     gen_id: u64,
@@ -87,7 +93,26 @@ pub struct ConnParts {
     iovecs: Vec<libc::iovec>,
     scratch: PathScratch,
     pipelining: bool,
+    captured: Captured,
     pending: Option<Request>,
+}
+
+/// What one request moved and how it ended (reset after each request).
+#[derive(Default)]
+pub(super) struct Tally {
+    /// Request head and body bytes received.
+    pub(super) bytes_in: u64,
+    /// Bytes written to the client, and how many of them were heads (interim ones included).
+    pub(super) bytes_out: u64,
+    pub(super) head_out: u64,
+    /// The status answered (499: the client went away first; 0: none).
+    pub(super) status: u16,
+    /// The upstream and backend of the last try.
+    pub(super) backend: Option<(usize, usize)>,
+    /// From sending the request to the response head, on the last try.
+    pub(super) upstream_time: Option<Duration>,
+    /// When an error answer was written (closing may linger after it).
+    pub(super) answered: Option<Instant>,
 }
 
 /// How [`ClientConn::run`] ended.
@@ -117,6 +142,7 @@ impl ConnParts {
             iovecs: Vec::with_capacity(16),
             scratch: PathScratch::default(),
             pipelining: false,
+            captured: Captured::default(),
             pending: None,
         }
     }
@@ -201,6 +227,7 @@ impl<'a> ClientConn<'a> {
             iovecs,
             scratch,
             pipelining,
+            captured,
             pending,
         } = parts;
         if headers.len() < snap.header_slots {
@@ -226,6 +253,8 @@ impl<'a> ClientConn<'a> {
                 scratch,
                 pipelining,
                 route: None,
+                tally: Tally::default(),
+                captured,
                 gen_id: gen.id,
                 listen_addr,
             },
@@ -246,6 +275,7 @@ impl<'a> ClientConn<'a> {
             iovecs: self.iovecs,
             scratch: self.scratch,
             pipelining: self.pipelining,
+            captured: self.captured,
             pending,
         }
     }
@@ -277,9 +307,7 @@ impl<'a> ClientConn<'a> {
             let started = Instant::now();
             self.route = None;
             let next = self.forward(req).await;
-            if let Some(h) = self.state.stats.request_seconds.get(self.listener) {
-                h.observe(started.elapsed());
-            }
+            self.finish(started);
             match next {
                 Next::KeepAlive => continue,
                 Next::Close => return Ended::Closed,
@@ -306,7 +334,13 @@ impl<'a> ClientConn<'a> {
                     Ok(Status::Complete(req)) => return Some(req),
                     Ok(Status::Partial) => {}
                     Err(e) => {
+                        self.tally.bytes_in = self.buf.data().len() as u64;
+                        let started = deadline.map_or_else(Instant::now, |d| {
+                            d.checked_sub(limits.client_header_timeout).unwrap_or(d)
+                        });
+                        self.route = None;
                         self.reject(e.status(), e.as_str()).await;
+                        self.finish(started);
                         return None;
                     }
                 }
@@ -342,11 +376,64 @@ impl<'a> ClientConn<'a> {
         }
     }
 
-    /// Steps 2–5 for one parsed request.
+    /// The end of a request that began at `started`: its time and bytes are counted, and its
+    /// line logged when its route or listener has an access log.
+    fn finish(&mut self, started: Instant) {
+        let t = std::mem::take(&mut self.tally);
+        let now = Instant::now();
+        let elapsed = t.answered.unwrap_or(now).saturating_duration_since(started);
+        let stats = &self.state.stats;
+        if let Some(h) = stats.request_seconds.get(self.listener) {
+            h.observe(elapsed);
+        }
+        if let Some(c) = stats.bytes_in.get(self.listener) {
+            c.add(t.bytes_in);
+        }
+        if let Some(c) = stats.bytes_out.get(self.listener) {
+            c.add(t.bytes_out);
+        }
+        let snap = self.snap;
+        let listener = &snap.listeners[self.listener];
+        if !listener.logs_any {
+            return;
+        }
+        let route = self.route.map(|r| &snap.routes[r]);
+        let log = match route.map(|r| r.access_log) {
+            Some(LogChoice::To(i)) => Some(i),
+            Some(LogChoice::Off) => None,
+            _ => listener.access_log,
+        };
+        if let Some(i) = log {
+            let upstream = t.backend.map(|(u, b)| {
+                let u = &snap.upstreams[u];
+                (u.name.as_str(), u.backends[b].address.as_str())
+            });
+            let entry = Entry {
+                client: &self.peer_ip,
+                listener: &listener.name,
+                route: route.map(|r| &*r.name),
+                request: self.captured.line(),
+                status: t.status,
+                bytes_sent: t.bytes_out,
+                body_bytes_sent: t.bytes_out - t.head_out,
+                request_length: t.bytes_in,
+                request_time: elapsed,
+                upstream,
+                upstream_time: t.upstream_time,
+            };
+            let slot = self.state.log_slots[i];
+            self.ctx
+                .logs
+                .log(slot, snap.access_logs[i].format, &entry, now);
+        }
+        self.captured.clear();
+    }
+
     /// Counts an error answer. Those the client caused (4xx, and 501 for a method coregate does
     /// not proxy) are logged at debug level; upstream failures were logged, rate-limited, by
     /// the exchange.
-    fn count_error(&self, status: u16, detail: &str) {
+    fn count_error(&mut self, status: u16, detail: &str) {
+        self.tally.status = status;
         let stats = &self.state.stats;
         stats.error(status);
         stats.request(self.listener, self.route, status);
@@ -365,7 +452,9 @@ impl<'a> ClientConn<'a> {
         self.count_error(status, detail);
         let idle = self.snap.limits.client_idle_timeout;
         let answer = error_response_with(status, detail, Some("close"), extra);
+        let sizes = answer_sizes(&answer);
         if write_all(&mut self.stream, answer, idle).await.is_ok() {
+            self.answered(sizes);
             let _ = self.stream.shutdown().await;
             let mut drained = 0;
             let deadline = Instant::now() + LINGER;
@@ -400,19 +489,16 @@ impl<'a> ClientConn<'a> {
         }
         self.count_error(status, detail);
         let idle = self.snap.limits.client_idle_timeout;
-        match write_all(
-            &mut self.stream,
-            error_response_with(
-                status,
-                detail,
-                (version == Version::Http10).then_some("keep-alive"),
-                extra,
-            ),
-            idle,
-        )
-        .await
-        {
+        let answer = error_response_with(
+            status,
+            detail,
+            (version == Version::Http10).then_some("keep-alive"),
+            extra,
+        );
+        let sizes = answer_sizes(&answer);
+        match write_all(&mut self.stream, answer, idle).await {
             Ok(_) => {
+                self.answered(sizes);
                 self.buf.consume(head_len);
                 Next::KeepAlive
             }
@@ -421,7 +507,20 @@ impl<'a> ClientConn<'a> {
     }
 }
 
+/// (all bytes, head bytes) of an error answer.
+fn answer_sizes(answer: &[u8]) -> (u64, u64) {
+    let head = memchr::memmem::find(answer, b"\r\n\r\n").map_or(answer.len(), |i| i + 4);
+    (answer.len() as u64, head as u64)
+}
+
 impl ClientConn<'_> {
+    /// Counts an error answer that was written.
+    fn answered(&mut self, (all, head): (u64, u64)) {
+        self.tally.bytes_out += all;
+        self.tally.head_out += head;
+        self.tally.answered = Some(Instant::now());
+    }
+
     /// 503 with `Retry-After` when no backend can take the request; the connection stays
     /// open when the request had no body and the client did not ask to close.
     pub(super) async fn reject_unavailable(

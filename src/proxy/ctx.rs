@@ -36,6 +36,8 @@ pub struct WorkerCtx {
     /// Exchanges awaiting a response head, watched for clients that leave (whatever their
     /// generation).
     pub aborts: super::abort::AbortWatch,
+    /// This worker's access-log buffers (they outlive generations).
+    pub logs: crate::observe::access::LogBuffers,
     /// Spare response buffers (leased per request, returned after).
     spare: RefCell<Vec<Vec<u8>>>,
     live: Cell<usize>,
@@ -51,9 +53,12 @@ struct Waiters {
 
 impl WorkerCtx {
     pub fn new(index: usize, snapshot: Arc<Snapshot>, shared: &super::Shared) -> Rc<Self> {
-        let proxy = super::WorkerState::new(&snapshot, index, shared);
+        let mut proxy = super::WorkerState::new(&snapshot, index, shared);
+        let logs = shared.observe.logs.buffers(index);
+        proxy.log_slots = logs.slots_for(&shared.observe.logs, &snapshot.access_logs);
         Rc::new(WorkerCtx {
             index,
+            logs,
             current: RefCell::new(Rc::new(Generation {
                 id: 0,
                 snapshot,
@@ -93,7 +98,10 @@ impl WorkerCtx {
     /// idle pooled connections of backends that stay carried over. Returns the new generation.
     pub fn install(&self, snapshot: Arc<Snapshot>, shared: &super::Shared) -> Rc<Generation> {
         let old = self.current();
-        let proxy = super::WorkerState::new(&snapshot, self.index, shared);
+        let mut proxy = super::WorkerState::new(&snapshot, self.index, shared);
+        proxy.log_slots = self
+            .logs
+            .slots_for(&shared.observe.logs, &snapshot.access_logs);
         proxy
             .upstreams
             .adopt(&snapshot, &old.proxy.upstreams, &old.snapshot);

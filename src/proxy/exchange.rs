@@ -65,6 +65,7 @@ impl<'a> ClientConn<'a> {
                     .await;
             };
             tried.add(backend);
+            self.tally.backend = Some((upstream.index, backend));
             if attempt > 1 {
                 stats.retries[upstream.index].inc();
             }
@@ -115,8 +116,12 @@ impl<'a> ClientConn<'a> {
                     }
                     return r.next;
                 }
-                Err(UpFail::ClientGone) => return Next::Close,
+                Err(UpFail::ClientGone) => {
+                    self.tally.status = CLIENT_CLOSED;
+                    return Next::Close;
+                }
                 Err(UpFail::ClientAborted) => {
+                    self.tally.status = CLIENT_CLOSED;
                     stats.client_aborts.inc();
                     tracing::debug!(
                         client = %self.peer_ip,
@@ -241,6 +246,7 @@ impl<'a> ClientConn<'a> {
     ) -> Result<(), UpFail> {
         self.buf.consume(info.head_len + info.body_in_buf);
         let idle = upstream.timeouts.idle;
+        let received = &mut self.tally.bytes_in;
         let res = match info.framing {
             Framing::Length(n) => {
                 body::length(
@@ -249,6 +255,7 @@ impl<'a> ClientConn<'a> {
                     &mut conn.stream,
                     n - info.body_in_buf as u64,
                     idle,
+                    received,
                 )
                 .await
             }
@@ -261,6 +268,7 @@ impl<'a> ClientConn<'a> {
                     false,
                     max,
                     idle,
+                    received,
                 )
                 .await
             }
@@ -276,6 +284,9 @@ impl<'a> ClientConn<'a> {
         })
     }
 }
+
+/// The status logged when the client went away before its answer (nginx's 499).
+const CLIENT_CLOSED: u16 = 499;
 
 /// The detail of a response-head timeout (a retry condition of its own).
 pub(super) const RESPONSE_TIMEOUT: &str = "upstream response timed out";

@@ -11,6 +11,7 @@ use crate::http1::{
     self, connection_has, ConnectionOptions, Framing, Header, HeaderKind, Method, NewTarget,
     Request, Span, Version,
 };
+use crate::observe::access::Captured;
 use crate::policy::ratelimit::Verdict;
 use crate::route::{self, Normalized};
 use crate::upstream::maglev;
@@ -20,6 +21,10 @@ impl<'a> ClientConn<'a> {
         let snap: &'a Snapshot = self.snap;
         let buf = self.buf.data();
         let hs = &self.headers[..req.header_count];
+        self.tally.bytes_in = req.head_len as u64;
+        if snap.listeners[self.listener].logs_any {
+            capture(&mut self.captured, &req, hs, buf);
+        }
         let framing = match http1::request_framing(&req, hs, buf) {
             Ok(f) => f,
             Err(e) => return self.reject(e.status(), e.as_str()).await,
@@ -207,6 +212,7 @@ impl<'a> ClientConn<'a> {
             Framing::Length(n) => (n.min(available as u64)) as usize,
             _ => 0,
         };
+        self.tally.bytes_in += body_in_buf as u64;
         let idempotent = matches!(
             req.method,
             Method::Get
@@ -242,19 +248,37 @@ impl<'a> ClientConn<'a> {
             && available == 0;
         if needs_continue {
             let idle = self.snap.limits.client_idle_timeout;
-            if write_all(
-                &mut self.stream,
-                &b"HTTP/1.1 100 Continue\r\n\r\n"[..],
-                idle,
-            )
-            .await
-            .is_err()
-            {
+            if write_all(&mut self.stream, CONTINUE, idle).await.is_err() {
                 return Next::Close;
             }
+            self.tally.head_out += CONTINUE.len() as u64;
+            self.tally.bytes_out += CONTINUE.len() as u64;
         }
         self.exchange(upstream, info).await
     }
+}
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Keeps what the request's log line needs (its listener, or one of its routes, logs).
+fn capture(c: &mut Captured, req: &Request, hs: &[Header], buf: &[u8]) {
+    let field = |name: &[u8]| {
+        hs.iter()
+            .find(|h| h.name.of(buf).eq_ignore_ascii_case(name))
+            .map(|h| h.value.of(buf))
+    };
+    c.keep(
+        req.method_span.of(buf),
+        req.target.of(buf),
+        match req.version {
+            Version::Http11 => "HTTP/1.1",
+            Version::Http10 => "HTTP/1.0",
+        },
+        req.host.map(|i| hs[i as usize].value.of(buf)),
+        field(b"referer"),
+        field(b"user-agent"),
+        field(b"x-request-id"),
+    );
 }
 
 /// Request fields forwarded untouched: not hop-by-hop, not one the proxy sets itself.

@@ -87,6 +87,8 @@ pub struct WorkerState {
     pub failures: FailureLog,
     /// This worker's rate limiters.
     pub limits: crate::policy::ratelimit::Limiters,
+    /// The worker's log buffer of each of the snapshot's access logs.
+    pub log_slots: Box<[usize]>,
 }
 
 impl WorkerState {
@@ -101,6 +103,7 @@ impl WorkerState {
             ),
             stats: shared.stats(worker, snapshot),
             failures: FailureLog::default(),
+            log_slots: Box::new([]),
         }
     }
 

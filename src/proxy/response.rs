@@ -73,6 +73,8 @@ impl<'a> ClientConn<'a> {
                             rbuf.write_range(&mut self.stream, 0..r.head_len, idle)
                                 .await
                                 .map_err(|_| UpFail::ClientGone)?;
+                            self.tally.head_out += r.head_len as u64;
+                            self.tally.bytes_out += r.head_len as u64;
                         }
                         rbuf.consume(r.head_len);
                         rbuf.compact();
@@ -186,14 +188,18 @@ impl<'a> ClientConn<'a> {
         };
         let stats = &self.state.stats;
         stats.request(self.listener, self.route, resp.code);
+        let upstream_time = started.elapsed();
         if let Some(h) = stats.upstream_seconds.get(upstream.index) {
-            h.observe(started.elapsed());
+            h.observe(upstream_time);
         }
+        self.tally.status = status;
+        self.tally.upstream_time = Some(upstream_time);
 
         // Write the head and the body bytes that came with it.
         rbuf.compact();
         let (plan, iovecs) = (&mut self.plan, &mut self.iovecs);
         let head = resp.head_len..resp.head_len + tail;
+        let head_bytes = plan.len() as u64;
         if write_head(&mut self.stream, rbuf, plan, iovecs, head, idle)
             .await
             .is_err()
@@ -205,6 +211,9 @@ impl<'a> ClientConn<'a> {
             });
         }
         rbuf.consume(resp.head_len + tail);
+        self.tally.head_out += head_bytes;
+        self.tally.bytes_out += head_bytes + tail as u64;
+        let sent = &mut self.tally.bytes_out;
 
         let relayed = match framing {
             Framing::Length(n) => {
@@ -214,6 +223,7 @@ impl<'a> ClientConn<'a> {
                     &mut self.stream,
                     n - tail as u64,
                     idle,
+                    sent,
                 )
                 .await
             }
@@ -225,15 +235,25 @@ impl<'a> ClientConn<'a> {
                     dechunk,
                     u64::MAX,
                     idle,
+                    sent,
                 )
                 .await
             }
             Framing::UntilClose if rechunk => {
                 let (plan, iovecs) = (&mut self.plan, &mut self.iovecs);
-                body::rechunk(&mut conn.stream, rbuf, &mut self.stream, plan, iovecs, idle).await
+                body::rechunk(
+                    &mut conn.stream,
+                    rbuf,
+                    &mut self.stream,
+                    plan,
+                    iovecs,
+                    idle,
+                    sent,
+                )
+                .await
             }
             Framing::UntilClose => {
-                body::until_close(&mut conn.stream, rbuf, &mut self.stream, idle).await
+                body::until_close(&mut conn.stream, rbuf, &mut self.stream, idle, sent).await
             }
             Framing::None => Ok(()),
         };

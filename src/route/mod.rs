@@ -78,6 +78,20 @@ pub struct Route {
     pub upstream: usize,
     /// Indices into `Snapshot::rate_limits`, in the order they apply.
     pub rate_limits: Box<[usize]>,
+    /// Where the route's requests are logged.
+    pub access_log: LogChoice,
+}
+
+/// A route's `access_log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogChoice {
+    /// The listener's, if it has one.
+    #[default]
+    Listener,
+    /// Not logged.
+    Off,
+    /// This one (index into `Snapshot::access_logs`).
+    To(usize),
 }
 
 /// A rewritten request target in two borrowed pieces: write `prefix` then `rest`. Nothing is

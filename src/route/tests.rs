@@ -20,6 +20,7 @@ fn route(name: &str, hosts: &[&str], path: &str, rewrite: Rewrite) -> Route {
         rewrite,
         upstream: 0,
         rate_limits: Box::new([]),
+        access_log: Default::default(),
     }
 }
 

@@ -43,6 +43,7 @@ impl ProcessParts {
         previous: Option<&ProcessParts>,
         observe: Arc<Registry>,
     ) -> std::io::Result<ProcessParts> {
+        observe.logs.check(&snapshot.access_logs)?;
         let backends = Arc::new(match previous {
             Some(p) => {
                 crate::upstream::Shared::carry_over(&snapshot, &p.snapshot, &p.shared.upstreams)
@@ -196,6 +197,11 @@ impl Control {
             tracing::error!("reload refused, the config in force stays: {line}");
         }
         errors
+    }
+
+    /// Reopens the access logs (`SIGUSR1`).
+    pub fn reopen_logs(&self) {
+        self.observe.logs.reopen();
     }
 
     /// Stops the process-wide parts (at shutdown).

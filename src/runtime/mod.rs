@@ -177,6 +177,8 @@ pub fn run(
         }
     }
     signals.stop();
+    // The workers sent their last access-log lines as they stopped: write them out.
+    control.observe.logs.stop();
     if panicked > 0 {
         return Err(RuntimeError::Worker(format!(
             "{panicked} worker thread(s) panicked"

@@ -1,7 +1,8 @@
 //! Signal handling on a plain std thread. SIGTERM, SIGINT and SIGQUIT: the first one broadcasts
 //! the graceful shutdown to every worker; a second one ends the process at once (exit status
-//! 1). SIGHUP reloads the config (on this thread: the workers never wait on it). SIGUSR1 and
-//! SIGUSR2 are caught (their default action would kill the process) and logged.
+//! 1). SIGHUP reloads the config (on this thread: the workers never wait on it). SIGUSR1 reopens
+//! the access logs (logrotate's convention). SIGUSR2 is caught (its default action would kill
+//! the process) and logged.
 
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -45,7 +46,12 @@ impl Watcher {
                         let _ = control.reload();
                         continue;
                     }
-                    if matches!(sig, SIGUSR1 | SIGUSR2) {
+                    if sig == SIGUSR1 {
+                        tracing::info!("SIGUSR1: reopening the access logs");
+                        control.reopen_logs();
+                        continue;
+                    }
+                    if sig == SIGUSR2 {
                         tracing::info!("{name} received: ignored (no action is bound to it yet)");
                         continue;
                     }

@@ -238,7 +238,8 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
         }
     });
     // Housekeeping on this worker's own timer, off the request path: every ABORT_CHECK the
-    // clients of exchanges that wait for a response head are looked at; every `period`,
+    // clients of exchanges that wait for a response head are looked at and access-log buffers
+    // whose oldest line reached its `flush` age are sent to the writer; every `period`,
     // pooled connections that expired or that their backend closed are closed and counted
     // failures are logged.
     let hk_ctx = ctx.clone();
@@ -251,6 +252,7 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
             tick.tick().await;
             let now = Instant::now();
             hk_ctx.check_aborts(now);
+            hk_ctx.logs.flush_due(now);
             if now >= next {
                 let g = hk_ctx.current();
                 g.proxy.housekeeping(now, &g.snapshot);
@@ -281,6 +283,7 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
     } else {
         tracing::debug!(worker = index, "drained");
     }
+    ctx.logs.flush_all();
     let g = ctx.current();
     tracing::info!("worker {index}: {}", g.proxy.summary(&g.snapshot));
 }
