@@ -341,7 +341,11 @@ fn failover(args: &FailoverArgs) -> Result<(), String> {
         }
     }
     let report = FailoverReport {
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        // One line even when an argument holds newlines (--coregate-extra).
+        command: std::env::args()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace('\n', "\\n"),
         started_utc: started,
         loadavg_start,
         loadavg_end: bench::loadavg(),
