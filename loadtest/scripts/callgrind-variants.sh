@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Instructions per request of coregate's upstream variants (rr, p2c, health), measured with
+# callgrind: one worker, driver io_uring, 3 `loadtest backend` processes. For each variant and
+# N in (20000, 100000): `taskset -c 1 valgrind --tool=callgrind coregate run --exit-after 40s`
+# driven by `taskset -c 0 loadtest run -c 50 -n N`; per request = (Ir(100k) - Ir(20k)) / 80000,
+# which removes start-up and everything timer-driven (housekeeping, sync tick, health checks).
+#
+# usage: loadtest/scripts/callgrind-variants.sh COREGATE LOADTEST OUTDIR [VARIANT...]
+set -euo pipefail
+coregate=$1 loadtest=$2 out=$3
+shift 3
+if [ $# -gt 0 ]; then variants=("$@"); else variants=(rr p2c health); fi
+mkdir -p "$out"
+secs=${EXIT_AFTER:-40}
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+backends=()
+for i in 1 2 3; do
+  p=$(port)
+  taskset -c 0 "$loadtest" backend --listen "127.0.0.1:$p" --workers 1 > "$out/backend$i.log" 2>&1 &
+  pids+=($!)
+  backends+=("127.0.0.1:$p")
+done
+sleep 1
+list=$(printf '{ address = "%s" }, ' "${backends[@]}")
+list="[ ${list%, } ]"
+
+ir() { grep -E '^(summary|totals):' "$1" | tail -1 | awk '{print $2}'; }
+
+for v in "${variants[@]}"; do
+  case $v in
+    rr) upstream='balancer = "round_robin"' extra='' ;;
+    p2c) upstream='balancer = "p2c"' extra='' ;;
+    health) upstream='balancer = "p2c"' extra=$'[upstreams.health]\npath = "/__health"\ninterval = "1s"\n' ;;
+    *) echo "unknown variant $v" >&2; exit 2 ;;
+  esac
+  for n in 20000 100000; do
+    listen=$(port)
+    conf="$out/$v.toml"
+    cat > "$conf" <<TOML
+[runtime]
+workers = 1
+pin = false
+driver = "io_uring"
+
+[[listeners]]
+name = "cg"
+address = "127.0.0.1:$listen"
+
+[[upstreams]]
+name = "backend"
+$upstream
+backends = $list
+[upstreams.pool]
+max_idle = 1024
+$extra
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "backend"
+TOML
+    f="$out/callgrind.$v.$n"
+    taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$f" \
+      "$coregate" run --config "$conf" --exit-after "${secs}s" > "$out/$v.$n.log" 2>&1 &
+    cg=$!
+    for _ in $(seq 200); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$listen") 2>/dev/null && break
+      sleep 0.1
+    done
+    taskset -c 0 "$loadtest" run "http://127.0.0.1:$listen/" -c 50 -n "$n" --quiet \
+      --json "$out/run.$v.$n.json" > /dev/null
+    errors=$(python3 -c "import json; print(json.load(open('$out/run.$v.$n.json'))['errors_total'])")
+    wait "$cg"
+    echo "$v n=$n Ir=$(ir "$f") errors=$errors"
+  done
+  a=$(ir "$out/callgrind.$v.20000") b=$(ir "$out/callgrind.$v.100000")
+  echo "$v: $(( (b - a) / 80000 )) instructions per request" | tee -a "$out/summary.txt"
+done
