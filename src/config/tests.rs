@@ -667,3 +667,66 @@ fn access_log_keys_are_checked() {
         );
     }
 }
+
+#[test]
+fn admin_keys_are_checked() {
+    let with = |admin: &str| format!("{MINIMAL}\n[admin]\n{admin}\n");
+    let s = parse("t.toml", &with("address = \"127.0.0.1:9901\"")).unwrap();
+    let a = s.admin.as_ref().unwrap();
+    assert_eq!(a.addr, "127.0.0.1:9901".parse().unwrap());
+    assert!(a.token.is_none());
+    assert!(!format!("{a:?}").contains("s3cret"));
+    let s = parse(
+        "t.toml",
+        &with("address = \"0.0.0.0:9901\"\ntoken = \"s3cret\""),
+    )
+    .unwrap();
+    let a = s.admin.as_ref().unwrap();
+    assert_eq!(a.token.as_deref(), Some("s3cret"));
+    assert!(
+        !format!("{a:?}").contains("s3cret"),
+        "the token is redacted"
+    );
+    assert!(!s.summary().contains("s3cret"));
+
+    let dir = std::env::temp_dir().join(format!("coregate-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, "  from-file\n").unwrap();
+    let s = parse(
+        "t.toml",
+        &with(&format!(
+            "address = \"0.0.0.0:9901\"\ntoken_file = \"{}\"",
+            file.display()
+        )),
+    )
+    .unwrap();
+    assert_eq!(s.admin.unwrap().token.as_deref(), Some("from-file"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    for (admin, col, message) in [
+        (
+            "address = \"0.0.0.0:9901\"",
+            11,
+            "admin address 0.0.0.0:9901 is not loopback: give token or token_file (anyone who reaches it could change the proxy)",
+        ),
+        (
+            "address = \"127.0.0.1:9901\"\ntoken = \"\"",
+            9,
+            "token must not be empty",
+        ),
+        (
+            "address = \"127.0.0.1:9901\"\ntoken = \"a\"\ntoken_file = \"/x\"",
+            9,
+            "give token or token_file, not both",
+        ),
+        (
+            "address = \"127.0.0.1:9901\"\ntoken_file = \"/nonexistent/coregate-token\"",
+            14,
+            "cannot read token_file \"/nonexistent/coregate-token\": No such file or directory (os error 2)",
+        ),
+    ] {
+        let (_, c, m) = error_of(&with(admin));
+        assert_eq!((c, m.as_str()), (col, message), "{admin}");
+    }
+}
