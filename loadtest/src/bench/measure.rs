@@ -3,9 +3,10 @@
 //! open-loop run with the proxy's CPU time read around it; and the idle-connection memory phase.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::targets::{self, Running};
+use super::accesslog::{self, AccessLog, LogCounts};
+use super::targets::{self, Running, Variant};
 use super::{BenchArgs, IdleRow, Plan, Scenario, ScenarioResult, TargetResult};
 use crate::run::{self, report::Latency, RunArgs, Stats};
 
@@ -14,6 +15,10 @@ struct Target {
     name: String,
     addr: std::net::SocketAddr,
     proc: Option<Running>,
+    /// coregate's configuration.
+    variant: Option<Variant>,
+    /// The access log of a variant that writes one.
+    log: Option<AccessLog>,
 }
 
 /// Starts target `name` in front of `backends` (relay and direct use the first one only).
@@ -26,12 +31,16 @@ fn start_target(
     let backend = *backends.first().ok_or("no backend")?;
     let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let port = || targets::free_port().map_err(|e| format!("free port: {e}"));
+    let variant = Variant::of_target(name);
+    let mut log: Option<std::path::PathBuf> = None;
     let running = match name {
         "direct" => {
             return Ok(Target {
                 name: name.into(),
                 addr: backend,
                 proc: None,
+                variant,
+                log: None,
             })
         }
         "relay" => targets::spawn_self(
@@ -47,20 +56,35 @@ fn start_target(
             ],
             &plan.proxy,
         )?,
-        _ if targets::Variant::of_target(name).is_some() => {
-            let variant = targets::Variant::of_target(name).ok_or("variant")?;
+        _ if variant.is_some() => {
+            let variant = variant.ok_or("variant")?;
             let listen = local(port()?);
             let conf = dir.join(format!("{name}.toml"));
-            std::fs::write(&conf, targets::coregate_config(listen, backends, variant))
-                .map_err(|e| format!("{}: {e}", conf.display()))?;
-            targets::spawn_external(
+            std::fs::write(
+                &conf,
+                targets::coregate_config(listen, backends, variant, dir)?,
+            )
+            .map_err(|e| format!("{}: {e}", conf.display()))?;
+            log = variant.access_log_path(dir);
+            if let Some(l) = &log {
+                // Left by an earlier start (a restarted scenario): count from an empty file.
+                let _ = std::fs::remove_file(l);
+            }
+            let running = targets::spawn_external(
                 name,
                 &plan.coregate,
                 &["run".into(), "--config".into(), conf.display().to_string()],
                 listen,
                 dir,
                 &plan.proxy,
-            )?
+            )?;
+            if let Some(l) = log.as_ref().filter(|l| !l.is_file()) {
+                return Err(format!(
+                    "{name} is running but did not create its access log {}",
+                    l.display()
+                ));
+            }
+            running
         }
         "nginx" => {
             let listen = local(port()?);
@@ -106,6 +130,8 @@ fn start_target(
         name: name.into(),
         addr: running.addr,
         proc: Some(running),
+        variant,
+        log: log.map(AccessLog::new),
     })
 }
 
@@ -191,6 +217,11 @@ pub(super) fn idle_memory(
             bytes_per_connection: r.bytes_per_connection,
             errors: r.errors,
         });
+        let Target { proc, log, .. } = t;
+        drop(proc);
+        if let Some(mut log) = log {
+            let _ = log.cut(LOG_SAMPLE);
+        }
     }
     Ok(rows)
 }
@@ -205,6 +236,41 @@ fn alive(backends: &mut [Running], t: &mut Target) -> Result<(), String> {
     if let Some(st) = t.proc.as_mut().and_then(Running::exited) {
         return Err(format!("{} exited ({st})", t.name));
     }
+    Ok(())
+}
+
+/// Lines of each access log kept in the results folder: after every run the file is cut back to
+/// its first lines (so it does not fill the disk, and shows what the variant wrote).
+const LOG_SAMPLE: usize = 100;
+
+/// After a run of a target that writes an access log: the requests the backends received from
+/// it in the run (their counters `before` and `after` it), the lines in the log when the run
+/// ended and once its last lines have reached the file (up to [`accesslog::SETTLE`]), added to
+/// `round`; then the log is cut back to a sample for the next run.
+fn settle_log(
+    log: &mut AccessLog,
+    before: &[u64],
+    after: &[u64],
+    round: usize,
+    c: &mut LogCounts,
+) -> Result<(), String> {
+    let at_end = log.lines()?;
+    let requests = after
+        .iter()
+        .sum::<u64>()
+        .saturating_sub(before.iter().sum());
+    let waited = Instant::now();
+    let lines = log.wait_for(requests, accesslog::SETTLE)?;
+    c.longest_wait_s = c.longest_wait_s.max(waited.elapsed().as_secs_f64());
+    log.cut(LOG_SAMPLE)?;
+    for v in [&mut c.lines, &mut c.requests, &mut c.buffered_at_end_of_run] {
+        if v.len() <= round {
+            v.resize(round + 1, 0);
+        }
+    }
+    c.lines[round] += lines;
+    c.requests[round] += requests;
+    c.buffered_at_end_of_run[round] += requests.saturating_sub(at_end);
     Ok(())
 }
 
@@ -270,12 +336,41 @@ pub(super) fn scenario(
     let mut sat: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut errors = vec![run::Errors::default(); n];
     let mut unsent = vec![0u64; n];
+    // Requests each backend has received so far (None if one did not answer).
+    let counts = || -> Option<Vec<u64>> {
+        addrs
+            .iter()
+            .map(|&a| targets::backend_counts(a).map(|(r, _)| r))
+            .collect()
+    };
+    let unreadable = || "a backend's counters could not be read".to_string();
+    let mut logs: Vec<Option<LogCounts>> = tgts
+        .iter()
+        .map(|t| {
+            let log = t.log.as_ref()?;
+            Some(LogCounts {
+                path: log.path.display().to_string(),
+                format: t.variant?.access_log_format()?.into(),
+                settle_s: accesslog::SETTLE.as_secs_f64(),
+                ..LogCounts::default()
+            })
+        })
+        .collect();
     for round in 0..plan.rounds {
         for k in 0..n {
             let i = (k + round) % n;
             alive(&mut backends, &mut tgts[i])?;
+            let served_before = match tgts[i].log {
+                Some(_) => Some(counts().ok_or_else(unreadable)?),
+                None => None,
+            };
             let (_, st, secs) = load(&tgts[i], s, None, plan.duration, plan.warmup, threads)?;
             alive(&mut backends, &mut tgts[i])?;
+            if let (Some(log), Some(c), Some(b)) =
+                (tgts[i].log.as_mut(), logs[i].as_mut(), served_before)
+            {
+                settle_log(log, &b, &counts().ok_or_else(unreadable)?, round, c)?;
+            }
             let rps = st.ok as f64 / secs;
             eprintln!(
                 "  round {}/{} {:<9} saturation {:>10.0} req/s  errors {}",
@@ -318,13 +413,6 @@ pub(super) fn scenario(
     let mut achieved = vec![0f64; n];
     let mut gen_cpu = vec![0f64; n];
     let mut per_backend = vec![vec![0u64; addrs.len()]; n];
-    // Requests each backend has received so far (None if one did not answer).
-    let counts = || -> Option<Vec<u64>> {
-        addrs
-            .iter()
-            .map(|&a| targets::backend_counts(a).map(|(r, _)| r))
-            .collect()
-    };
     for round in 0..plan.rounds {
         for k in 0..n {
             let i = (k + round) % n;
@@ -349,10 +437,15 @@ pub(super) fn scenario(
                     cpu[i].push(used * 1e6 / st.ok as f64);
                 }
             }
-            if let (Some(b), Some(a)) = (served_before, counts()) {
-                for (k, (b, a)) in b.iter().zip(&a).enumerate() {
+            let served_after = counts();
+            if let (Some(b), Some(a)) = (&served_before, &served_after) {
+                for (k, (b, a)) in b.iter().zip(a).enumerate() {
                     per_backend[i][k] += a.saturating_sub(*b);
                 }
+            }
+            if let (Some(log), Some(c)) = (tgts[i].log.as_mut(), logs[i].as_mut()) {
+                let (b, a) = served_before.zip(served_after).ok_or_else(unreadable)?;
+                settle_log(log, &b, &a, round, c)?;
             }
             eprintln!(
                 "  round {}/{} {:<9} at {rate} req/s: p99 {}us  errors {}",
@@ -399,7 +492,22 @@ pub(super) fn scenario(
             unsent: unsent[i],
             generator_cpu_us_per_req: gen_cpu[i],
             backend_requests: per_backend[i].clone(),
+            access_log: None,
         });
+    }
+    // Coregate writes out the lines still buffered when it stops gracefully: every run's lines
+    // were counted already, so none should appear now.
+    for (i, t) in tgts.iter_mut().enumerate() {
+        let (Some(log), Some(mut c)) = (t.log.as_mut(), logs[i].take()) else {
+            continue;
+        };
+        c.exit = t
+            .proc
+            .as_mut()
+            .and_then(|p| p.stop(Duration::from_secs(15)));
+        c.lines_after_stop = Some(log.lines()?);
+        log.cut(LOG_SAMPLE)?;
+        out[i].access_log = Some(c);
     }
     drop(tgts);
     drop(backends);

@@ -6,6 +6,7 @@
 //! (utime + stime of its process tree). Results: a table on stdout, JSON and markdown under the
 //! results folder, and with `--record` the markdown appended to docs/benchmarks.md.
 
+mod accesslog;
 mod measure;
 pub(crate) mod report;
 pub(crate) mod targets;
@@ -30,10 +31,13 @@ pub struct BenchArgs {
     /// Also compare with these (nginx, haproxy) when installed.
     #[arg(long, default_value = "")]
     pub compare: String,
-    /// Measure coregate in several upstream configurations side by side, in the same
-    /// alternating rounds, instead of one: any of rr (balancer = "round_robin", what `coregate`
-    /// alone measures), p2c (balancer = "p2c"), health (p2c and [upstreams.health] every 1s).
-    /// Targets are named coregate-rr, coregate-p2c, ...; ratios are against the first listed.
+    /// Measure coregate in several configurations side by side, in the same alternating
+    /// rounds, instead of one: any of rr (balancer = "round_robin", what `coregate` alone
+    /// measures), p2c (balancer = "p2c"), health (p2c and [upstreams.health] every 1s),
+    /// log-combined and log-json (rr and an access log on the listener, format "combined" or
+    /// "json", written to <results>/<scenario>/<variant>.access.log, cut back to its first
+    /// 100 lines after every run). Targets are named coregate-rr, coregate-p2c, ...; ratios are against the first
+    /// listed.
     #[arg(long, default_value = "")]
     pub coregate_variants: String,
     /// Backend processes behind the proxies (one worker each, on the generator's CPUs); coregate,
@@ -168,6 +172,8 @@ pub struct TargetResult {
     pub generator_lag: Latency,
     /// Requests each backend received during this target's fixed-rate runs (all rounds).
     pub backend_requests: Vec<u64>,
+    /// Lines of its access log against the requests it forwarded (log-combined, log-json).
+    pub access_log: Option<accesslog::LogCounts>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -415,6 +421,8 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| root.join("loadtest/results").join(&stamp));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Absolute: coregate's access_log path must be.
+    let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut results = Vec::new();
     for s in &wanted {
         // A scenario whose backend or target died is run again once from scratch.
@@ -525,18 +533,56 @@ mod tests {
         let b: Vec<std::net::SocketAddr> = (1..=3)
             .map(|p| format!("127.0.0.1:900{p}").parse().unwrap())
             .collect();
-        let rr = targets::coregate_config(l, &b, Variant::Rr);
+        let dir = std::path::Path::new("/tmp/r \"x\"");
+        let rr = targets::coregate_config(l, &b, Variant::Rr, dir).unwrap();
         assert!(rr.contains("balancer = \"round_robin\"\n"), "{rr}");
         assert!(
             rr.contains("{ address = \"127.0.0.1:9003\", weight = 1 } ]"),
             "{rr}"
         );
         assert!(!rr.contains("[upstreams.health]"), "{rr}");
-        let h = targets::coregate_config(l, &b, Variant::Health);
+        assert!(!rr.contains("access_log"), "{rr}");
+        let h = targets::coregate_config(l, &b, Variant::Health, dir).unwrap();
         assert!(h.contains("balancer = \"p2c\""), "{h}");
         assert!(h.contains("[upstreams.health]\npath = \"/__health\"\ninterval = \"1s\"\n"));
         // The health table belongs to the upstream: it comes before the routes.
         assert!(h.find("[upstreams.health]") < h.find("[[routes]]"));
+        assert!(!h.contains("access_log"), "{h}");
+        // The log variants are rr plus an access log on the listener, in the given directory.
+        for (v, format) in [
+            (Variant::LogCombined, "combined"),
+            (Variant::LogJson, "json"),
+        ] {
+            let c = targets::coregate_config(l, &b, v, dir).unwrap();
+            assert_eq!(
+                c.replace(
+                    &format!(
+                        "access_log = {{ path = \"/tmp/r \\\"x\\\"/{}.access.log\", \
+                         format = \"{format}\" }}\n",
+                        v.name()
+                    ),
+                    ""
+                ),
+                rr,
+                "{c}"
+            );
+            assert!(
+                c.contains("address = \"127.0.0.1:8000\"\naccess_log = {"),
+                "{c}"
+            );
+            assert!(c.find("access_log") < c.find("[[upstreams]]"), "{c}");
+        }
+        assert!(
+            targets::coregate_config(l, &b, Variant::LogJson, std::path::Path::new("rel")).is_err()
+        );
+        assert_eq!(
+            parse_variants("rr,log-combined,LOG-JSON"),
+            Ok(vec![Variant::Rr, Variant::LogCombined, Variant::LogJson])
+        );
+        assert_eq!(
+            Variant::of_target("coregate-log-json"),
+            Some(Variant::LogJson)
+        );
         let hc = targets::haproxy_config(l, &b);
         assert!(hc.contains("    server b3 127.0.0.1:9003\n"), "{hc}");
         let nc = targets::nginx_config(std::path::Path::new("/tmp/x"), l, &b);

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use super::accesslog::LogCounts;
 use super::measure::median;
 use super::targets::Variant;
 use super::{BenchReport, ScenarioResult, TargetResult};
@@ -129,6 +130,69 @@ fn variants(m: &mut String, s: &ScenarioResult) {
     }
 }
 
+/// The variants that write an access log: its lines against the requests they forwarded.
+fn access_logs(m: &mut String, s: &ScenarioResult) {
+    let logged: Vec<(&TargetResult, &LogCounts)> = s
+        .targets
+        .iter()
+        .filter_map(|t| Some((t, t.access_log.as_ref()?)))
+        .collect();
+    if logged.is_empty() {
+        return;
+    }
+    let settle = logged.first().map_or(0.0, |(_, c)| c.settle_s);
+    let _ = writeln!(
+        m,
+        "\naccess logs: lines each round's runs of the variant wrote (its saturation run with \
+         warm-up, then its fixed-rate run), counted once its last lines reached the file (waiting \
+         up to {settle:.0} s after each run, then the file is cut back to its first 100 lines), against the requests the \
+         backends received from it in the same runs; \"buffered\": lines not yet in the file when \
+         its runs ended; \"after SIGTERM\": lines that appeared when it was stopped at the end \
+         (expected 0):\n"
+    );
+    let _ = writeln!(
+        m,
+        "| variant | format | lines by round | requests by round | equal | buffered at end of runs | longest wait | after SIGTERM |"
+    );
+    let _ = writeln!(m, "|---|---|---|---|---|---|---:|---|");
+    let list = |v: &[u64]| {
+        v.iter()
+            .map(|&x| thousands(x as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (t, c) in logged {
+        let equal = if c.equal() {
+            "yes".to_string()
+        } else {
+            let diff: Vec<String> = c
+                .lines
+                .iter()
+                .zip(&c.requests)
+                .map(|(&l, &r)| format!("{:+}", l as i64 - r as i64))
+                .collect();
+            format!("**no** (lines - requests: {})", diff.join(", "))
+        };
+        let stop = match (c.lines_after_stop, &c.exit) {
+            (Some(n), Some(e)) => format!("{n} lines, {e}"),
+            (Some(n), None) => format!("{n} lines"),
+            _ => "not stopped".into(),
+        };
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {} | {} | {} | {:.2} s | {} |",
+            t.name,
+            c.format,
+            list(&c.lines),
+            list(&c.requests),
+            equal,
+            list(&c.buffered_at_end_of_run),
+            c.longest_wait_s,
+            stop
+        );
+    }
+}
+
 pub fn markdown(b: &BenchReport) -> String {
     let mut m = String::new();
     let _ = writeln!(m, "## loadtest bench, {} UTC\n", b.started_utc);
@@ -226,6 +290,7 @@ pub fn markdown(b: &BenchReport) -> String {
             );
         }
         variants(&mut m, s);
+        access_logs(&mut m, s);
         let lagging: Vec<String> = s
             .targets
             .iter()

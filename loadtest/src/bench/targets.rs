@@ -33,24 +33,38 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Stops the process: SIGTERM, up to `limit` for it to exit, then SIGKILL. How it ended
+    /// ("exit status: 0" after a graceful stop), or None when it was not running.
+    pub fn stop(&mut self, limit: Duration) -> Option<String> {
+        let mut c = self.child.take()?;
+        if let Ok(Some(st)) = c.try_wait() {
+            return Some(st.to_string());
+        }
+        // SIGTERM first so nginx/HAProxy masters take their workers down with them.
+        // SAFETY: kill(2) on the pid of a child we started and have not reaped.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            match c.try_wait() {
+                Ok(Some(st)) => return Some(st.to_string()),
+                Err(e) => return Some(e.to_string()),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        let _ = c.kill();
+        let st = c.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
+        Some(format!(
+            "{st} (killed: still running {limit:?} after SIGTERM)"
+        ))
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            // SIGTERM first so nginx/HAProxy masters take their workers down with them.
-            // SAFETY: kill(2) on the pid of a child we started and have not reaped.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop(Duration::from_secs(3));
     }
 }
 
@@ -138,7 +152,7 @@ pub fn which(prog: &str) -> Option<PathBuf> {
     found
 }
 
-/// How coregate's upstream is set up in a benchmark: `loadtest bench --coregate-variants`.
+/// How coregate is set up in a benchmark: `loadtest bench --coregate-variants`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     /// `balancer = "round_robin"`, no health checks: the configuration bench always measured.
@@ -147,16 +161,28 @@ pub enum Variant {
     P2c,
     /// p2c plus active HTTP health checks every second.
     Health,
+    /// rr plus an access log on the listener, format "combined".
+    LogCombined,
+    /// rr plus an access log on the listener, format "json".
+    LogJson,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 3] = [Variant::Rr, Variant::P2c, Variant::Health];
+    pub const ALL: [Variant; 5] = [
+        Variant::Rr,
+        Variant::P2c,
+        Variant::Health,
+        Variant::LogCombined,
+        Variant::LogJson,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Variant::Rr => "rr",
             Variant::P2c => "p2c",
             Variant::Health => "health",
+            Variant::LogCombined => "log-combined",
+            Variant::LogJson => "log-json",
         }
     }
 
@@ -164,10 +190,12 @@ impl Variant {
         Variant::ALL
             .into_iter()
             .find(|v| v.name() == s)
-            .ok_or_else(|| format!("unknown coregate variant {s:?} (rr, p2c, health)"))
+            .ok_or_else(|| {
+                format!("unknown coregate variant {s:?} (rr, p2c, health, log-combined, log-json)")
+            })
     }
 
-    /// What the variant adds to the `[[upstreams]]` table, in one line for reports.
+    /// What the variant sets, in one line for reports.
     pub fn describe(self) -> &'static str {
         match self {
             Variant::Rr => "balancer = \"round_robin\"",
@@ -175,19 +203,41 @@ impl Variant {
             Variant::Health => {
                 "balancer = \"p2c\", [upstreams.health] path = \"/__health\", interval = \"1s\""
             }
+            Variant::LogCombined => {
+                "balancer = \"round_robin\", listener access_log = { format = \"combined\" }"
+            }
+            Variant::LogJson => {
+                "balancer = \"round_robin\", listener access_log = { format = \"json\" }"
+            }
         }
     }
 
     /// The balancer line and the extra tables of the upstream.
     fn upstream(self) -> (&'static str, &'static str) {
         match self {
-            Variant::Rr => ("round_robin", ""),
+            Variant::Rr | Variant::LogCombined | Variant::LogJson => ("round_robin", ""),
             Variant::P2c => ("p2c", ""),
             Variant::Health => (
                 "p2c",
                 "[upstreams.health]\npath = \"/__health\"\ninterval = \"1s\"\n",
             ),
         }
+    }
+
+    /// The `format` of the listener's access log, for the variants that have one.
+    pub fn access_log_format(self) -> Option<&'static str> {
+        match self {
+            Variant::LogCombined => Some("combined"),
+            Variant::LogJson => Some("json"),
+            _ => None,
+        }
+    }
+
+    /// Where the variant's access log goes when its config is written in `dir`:
+    /// `dir/<variant>.access.log`.
+    pub fn access_log_path(self, dir: &Path) -> Option<PathBuf> {
+        self.access_log_format()
+            .map(|_| dir.join(format!("{}.access.log", self.name())))
     }
 
     /// The variant of a target named "coregate" (rr) or "coregate-NAME".
@@ -197,6 +247,22 @@ impl Variant {
             _ => Variant::parse(name.strip_prefix("coregate-")?).ok(),
         }
     }
+}
+
+/// A TOML basic string: quoted, with `"`, `\\` and control characters escaped.
+pub fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `backends = [ ... ]` for coregate.
@@ -218,6 +284,18 @@ pub fn coregate_toml(
     balancer: Option<&str>,
     extra: &str,
 ) -> String {
+    coregate_toml_listener(writer, listen, "", backends, balancer, extra)
+}
+
+/// [`coregate_toml`] with more keys in the listener's table (`listener`: whole lines).
+fn coregate_toml_listener(
+    writer: &str,
+    listen: SocketAddr,
+    listener: &str,
+    backends: &[SocketAddr],
+    balancer: Option<&str>,
+    extra: &str,
+) -> String {
     let balancer = balancer.map_or(String::new(), |b| format!("balancer = \"{b}\"\n"));
     let list = coregate_backends(backends);
     format!(
@@ -230,7 +308,7 @@ pin = false
 [[listeners]]
 name = "bench"
 address = "{listen}"
-
+{listener}
 [[upstreams]]
 name = "backend"
 {balancer}backends = {list}
@@ -245,9 +323,40 @@ upstream = "backend"
     )
 }
 
-pub fn coregate_config(listen: SocketAddr, backends: &[SocketAddr], variant: Variant) -> String {
+/// The config of `variant`, written in `dir` (where the access log of a log variant goes:
+/// [`Variant::access_log_path`], which must be absolute and UTF-8).
+pub fn coregate_config(
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+    variant: Variant,
+    dir: &Path,
+) -> Result<String, String> {
     let (balancer, extra) = variant.upstream();
-    coregate_toml("loadtest bench", listen, backends, Some(balancer), extra)
+    let mut listener = String::new();
+    if let (Some(format), Some(path)) = (variant.access_log_format(), variant.access_log_path(dir))
+    {
+        if !path.is_absolute() {
+            return Err(format!(
+                "access log {}: not an absolute path",
+                path.display()
+            ));
+        }
+        let path = path
+            .to_str()
+            .ok_or_else(|| format!("access log {}: not UTF-8", path.display()))?;
+        listener = format!(
+            "access_log = {{ path = {}, format = \"{format}\" }}\n",
+            toml_string(path)
+        );
+    }
+    Ok(coregate_toml_listener(
+        "loadtest bench",
+        listen,
+        &listener,
+        backends,
+        Some(balancer),
+        extra,
+    ))
 }
 
 /// The nginx process and its temp paths, around an `http { ... }` block's upstream and server
