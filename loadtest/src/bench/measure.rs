@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::accesslog::{self, AccessLog, LogCounts};
 use super::targets::{self, Running, Variant};
-use super::{BenchArgs, IdleRow, Plan, Scenario, ScenarioResult, TargetResult};
+use super::{
+    BenchArgs, CoregateRun, CoregateSetup, IdleRow, Plan, Scenario, ScenarioResult, TargetResult,
+};
 use crate::run::{self, report::Latency, RunArgs, Stats};
 
 /// A started target: where to send load, and the process to watch (None for direct).
@@ -17,6 +19,8 @@ struct Target {
     proc: Option<Running>,
     /// coregate's configuration.
     variant: Option<Variant>,
+    /// coregate's binary and configuration.
+    coregate: Option<CoregateRun>,
     /// The access log of a variant that writes one.
     log: Option<AccessLog>,
 }
@@ -31,7 +35,8 @@ fn start_target(
     let backend = *backends.first().ok_or("no backend")?;
     let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let port = || targets::free_port().map_err(|e| format!("free port: {e}"));
-    let variant = Variant::of_target(name);
+    let run = plan.coregate_of(name);
+    let variant = run.as_ref().map(|r| r.variant);
     let mut log: Option<std::path::PathBuf> = None;
     let running = match name {
         "direct" => {
@@ -40,6 +45,7 @@ fn start_target(
                 addr: backend,
                 proc: None,
                 variant,
+                coregate: None,
                 log: None,
             })
         }
@@ -56,8 +62,10 @@ fn start_target(
             ],
             &plan.proxy,
         )?,
-        _ if variant.is_some() => {
-            let variant = variant.ok_or("variant")?;
+        _ if run.is_some() => {
+            let CoregateRun {
+                binary, variant, ..
+            } = run.clone().ok_or("coregate")?;
             let listen = local(port()?);
             let conf = dir.join(format!("{name}.toml"));
             std::fs::write(
@@ -72,7 +80,7 @@ fn start_target(
             }
             let running = targets::spawn_external(
                 name,
-                &plan.coregate,
+                &binary,
                 &["run".into(), "--config".into(), conf.display().to_string()],
                 listen,
                 dir,
@@ -131,6 +139,7 @@ fn start_target(
         addr: running.addr,
         proc: Some(running),
         variant,
+        coregate: run,
         log: log.map(AccessLog::new),
     })
 }
@@ -493,6 +502,12 @@ pub(super) fn scenario(
             generator_cpu_us_per_req: gen_cpu[i],
             backend_requests: per_backend[i].clone(),
             access_log: None,
+            coregate: t.coregate.as_ref().map(|c| CoregateSetup {
+                binary: c.binary.display().to_string(),
+                variant: c.variant.name().into(),
+                config: c.variant.describe().into(),
+                extra_bin: c.extra_bin,
+            }),
         });
     }
     // Coregate writes out the lines still buffered when it stops gracefully: every run's lines

@@ -40,6 +40,11 @@ pub struct BenchArgs {
     /// listed.
     #[arg(long, default_value = "")]
     pub coregate_variants: String,
+    /// Another coregate binary (e.g. an older build), run with the rr configuration as target
+    /// coregate-NAME in the same alternating rounds (before the main binary's targets; ratios
+    /// stay against the main binary's first variant). Repeatable.
+    #[arg(long = "coregate-extra-bin", value_name = "NAME=PATH")]
+    pub coregate_extra_bin: Vec<String>,
     /// Backend processes behind the proxies (one worker each, on the generator's CPUs); coregate,
     /// nginx and HAProxy balance over all of them, relay and direct use the first. Default 1,
     /// or 3 with --coregate-variants.
@@ -174,6 +179,19 @@ pub struct TargetResult {
     pub backend_requests: Vec<u64>,
     /// Lines of its access log against the requests it forwarded (log-combined, log-json).
     pub access_log: Option<accesslog::LogCounts>,
+    /// How coregate ran (None for the other targets).
+    pub coregate: Option<CoregateSetup>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CoregateSetup {
+    pub binary: String,
+    /// rr, p2c, ... (rr for --coregate-extra-bin).
+    pub variant: String,
+    /// What the variant sets.
+    pub config: String,
+    /// From --coregate-extra-bin rather than the main binary.
+    pub extra_bin: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -260,6 +278,40 @@ fn parse_variants(s: &str) -> Result<Vec<targets::Variant>, String> {
     Ok(out)
 }
 
+/// `--coregate-extra-bin NAME=PATH`, each: NAME of letters, digits, `-`, `_` or `.`, not a
+/// variant's name, not given twice; PATH an existing file.
+fn parse_extra_bins(specs: &[String]) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for spec in specs {
+        let bad = |why: &str| format!("--coregate-extra-bin {spec:?}: {why}");
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=PATH"))?;
+        let name = name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(bad("NAME must be letters, digits, '-', '_' or '.'"));
+        }
+        if targets::Variant::parse(name).is_ok() {
+            return Err(bad(
+                "NAME is a variant's name (the target would be ambiguous)",
+            ));
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(bad("NAME given twice"));
+        }
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            return Err(bad("no such file"));
+        }
+        out.push((name.to_string(), path));
+    }
+    Ok(out)
+}
+
 pub(crate) fn loadavg() -> String {
     let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
@@ -293,7 +345,40 @@ struct Plan {
     proxy: Vec<usize>,
     targets: Vec<String>,
     coregate: PathBuf,
+    /// --coregate-extra-bin: target coregate-NAME runs this binary with the rr configuration.
+    extra_bins: Vec<(String, PathBuf)>,
     backends: usize,
+}
+
+/// How a coregate target runs.
+#[derive(Debug, Clone)]
+pub(crate) struct CoregateRun {
+    pub binary: PathBuf,
+    pub variant: targets::Variant,
+    /// From --coregate-extra-bin, not the main binary.
+    pub extra_bin: bool,
+}
+
+impl Plan {
+    /// A coregate target's binary and configuration: "coregate" and "coregate-VARIANT" run the
+    /// main binary; "coregate-NAME" of --coregate-extra-bin runs its binary with rr.
+    fn coregate_of(&self, target: &str) -> Option<CoregateRun> {
+        let extra = target
+            .strip_prefix("coregate-")
+            .and_then(|n| self.extra_bins.iter().find(|(name, _)| name == n));
+        match extra {
+            Some((_, bin)) => Some(CoregateRun {
+                binary: bin.clone(),
+                variant: targets::Variant::Rr,
+                extra_bin: true,
+            }),
+            None => Some(CoregateRun {
+                binary: self.coregate.clone(),
+                variant: targets::Variant::of_target(target)?,
+                extra_bin: false,
+            }),
+        }
+    }
 }
 
 pub fn main(args: BenchArgs) -> i32 {
@@ -346,6 +431,18 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
             names.insert(at + k, format!("coregate-{}", v.name()));
         }
     }
+    let extra_bins = parse_extra_bins(&args.coregate_extra_bin)?;
+    if !extra_bins.is_empty() {
+        // Before the main binary's targets (or leading the list when there are none).
+        let at = names
+            .iter()
+            .position(|n| targets::Variant::of_target(n).is_some())
+            .unwrap_or(0);
+        for (k, (name, _)) in extra_bins.iter().enumerate() {
+            names.insert(at + k, format!("coregate-{name}"));
+        }
+    }
+    // The main binary's targets (not those of --coregate-extra-bin).
     let is_coregate = |n: &String| targets::Variant::of_target(n).is_some();
     let mut coregate = args
         .coregate
@@ -405,6 +502,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         proxy: proxy.clone(),
         targets: names,
         coregate,
+        extra_bins,
         backends: args
             .backends
             .unwrap_or(if variants.is_empty() { 1 } else { 3 })
@@ -514,6 +612,60 @@ mod tests {
         assert_eq!(spread_pct(&[90.0, 100.0, 110.0]), 20.0);
         assert_eq!(round_rate(12345.0), 12000.0);
         assert_eq!(round_rate(987.0), 980.0);
+    }
+
+    #[test]
+    fn extra_binaries() {
+        let me = std::env::current_exe().unwrap();
+        let spec = |s: &str| format!("{s}={}", me.display());
+        assert_eq!(
+            parse_extra_bins(&[spec("base"), spec("v1.2_x")]),
+            Ok(vec![
+                ("base".into(), me.clone()),
+                ("v1.2_x".into(), me.clone())
+            ])
+        );
+        for bad in [
+            vec![spec("rr")],
+            vec![spec("log-json")],
+            vec![spec("a b")],
+            vec![spec("")],
+            vec![spec("base"), spec("base")],
+            vec!["base".to_string()],
+            vec!["base=/nonexistent/coregate".to_string()],
+        ] {
+            assert!(parse_extra_bins(&bad).is_err(), "{bad:?}");
+        }
+        let plan = Plan {
+            rounds: 1,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            gen: vec![0],
+            proxy: vec![1],
+            targets: Vec::new(),
+            coregate: PathBuf::from("/main"),
+            extra_bins: vec![("base".into(), PathBuf::from("/old"))],
+            backends: 3,
+        };
+        let run = |t: &str| {
+            plan.coregate_of(t)
+                .map(|r| (r.binary, r.variant, r.extra_bin))
+        };
+        use targets::Variant;
+        assert_eq!(
+            run("coregate-base"),
+            Some((PathBuf::from("/old"), Variant::Rr, true))
+        );
+        assert_eq!(
+            run("coregate-log-json"),
+            Some((PathBuf::from("/main"), Variant::LogJson, false))
+        );
+        assert_eq!(
+            run("coregate"),
+            Some((PathBuf::from("/main"), Variant::Rr, false))
+        );
+        assert_eq!(run("coregate-other"), None);
+        assert_eq!(run("nginx"), None);
     }
 
     #[test]

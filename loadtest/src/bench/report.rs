@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 
 use super::accesslog::LogCounts;
 use super::measure::median;
-use super::targets::Variant;
 use super::{BenchReport, ScenarioResult, TargetResult};
 use crate::util::{fmt_bytes, fmt_us};
 
@@ -56,15 +55,22 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 }
 
 fn is_coregate(t: &TargetResult) -> bool {
-    Variant::of_target(&t.name).is_some()
+    t.coregate.is_some()
 }
 
-/// The reference the ratios are taken against: coregate (its first variant), else the first
-/// proxy, else the first target; only among targets that gave valid responses.
+/// coregate from the main binary (not --coregate-extra-bin).
+fn is_main_coregate(t: &TargetResult) -> bool {
+    t.coregate.as_ref().is_some_and(|c| !c.extra_bin)
+}
+
+/// The reference the ratios are taken against: coregate (the main binary's first variant, else
+/// the first extra binary), else the first proxy, else the first target; only among targets
+/// that gave valid responses.
 fn reference(s: &ScenarioResult) -> Option<&TargetResult> {
     let valid = || s.targets.iter().filter(|t| t.saturation_median > 0.0);
     valid()
-        .find(|t| is_coregate(t))
+        .find(|t| is_main_coregate(t))
+        .or_else(|| valid().find(|t| is_coregate(t)))
         .or_else(|| valid().find(|t| t.cpu_us_per_req_median.is_some()))
         .or_else(|| valid().next())
 }
@@ -84,10 +90,15 @@ fn delta(r: Option<f64>) -> String {
     r.map_or("–".into(), |r| format!("{:+.1}%", (r - 1.0) * 100.0))
 }
 
-/// With two or more coregate variants: each one's CPU per request against the first.
+/// With two or more coregate targets (variants, extra binaries): each one's CPU per request
+/// against the main binary's first variant.
 fn variants(m: &mut String, s: &ScenarioResult) {
     let vs: Vec<&TargetResult> = s.targets.iter().filter(|t| is_coregate(t)).collect();
-    let Some(&first) = vs.first().filter(|_| vs.len() > 1) else {
+    let first = vs
+        .iter()
+        .find(|t| is_main_coregate(t))
+        .or_else(|| vs.first());
+    let Some(&first) = first.filter(|_| vs.len() > 1) else {
         return;
     };
     let _ = writeln!(
@@ -99,10 +110,10 @@ fn variants(m: &mut String, s: &ScenarioResult) {
     );
     let _ = writeln!(
         m,
-        "| variant | upstream | CPU us/req by round | median | vs {0} (medians) | vs {0} (paired) | requests per backend |",
+        "| variant | binary | config | CPU us/req by round | median | vs {0} (medians) | vs {0} (paired) | requests per backend |",
         first.name
     );
-    let _ = writeln!(m, "|---|---|---|---:|---:|---:|---|");
+    let _ = writeln!(m, "|---|---|---|---|---:|---:|---:|---|");
     for t in vs {
         let rounds: Vec<String> = t.cpu_us_per_req.iter().map(|c| format!("{c:.2}")).collect();
         let total: u64 = t.backend_requests.iter().sum();
@@ -113,9 +124,10 @@ fn variants(m: &mut String, s: &ScenarioResult) {
             .collect();
         let _ = writeln!(
             m,
-            "| {} | `{}` | {} | {} | {} | {} | {} |",
+            "| {} | {} | `{}` | {} | {} | {} | {} | {} |",
             t.name,
-            Variant::of_target(&t.name).map_or("", Variant::describe),
+            t.coregate.as_ref().map_or("", |c| c.binary.as_str()),
+            t.coregate.as_ref().map_or("", |c| c.config.as_str()),
             rounds.join(", "),
             t.cpu_us_per_req_median
                 .map_or("–".into(), |c| format!("{c:.2}")),
@@ -279,7 +291,11 @@ pub fn markdown(b: &BenchReport) -> String {
             );
         }
         let find = |n: &str| s.targets.iter().find(|t| t.name == n);
-        let coregate = s.targets.iter().find(|t| is_coregate(t));
+        let coregate = s
+            .targets
+            .iter()
+            .find(|t| is_main_coregate(t))
+            .or_else(|| s.targets.iter().find(|t| is_coregate(t)));
         if let (Some(c), Some(f)) = (coregate, find("relay")) {
             let _ = writeln!(
                 m,
