@@ -5,45 +5,14 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{run_bounded, tempdir, BIN};
-
-/// coregate's release binary, built from the workspace's sources; panics when it cannot be.
-fn coregate_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("COREGATE_BIN") {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "COREGATE_BIN={} is not a file", p.display());
-        return p;
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = root.join("target");
-    let cargo = std::env::var("CARGO")
-        .ok()
-        .or_else(|| option_env!("CARGO").map(String::from))
-        .unwrap_or_else(|| "cargo".into());
-    let started = Instant::now();
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "-p", "coregate"])
-        .current_dir(&root)
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {cargo} to build coregate: {e}"));
-    assert!(
-        status.success(),
-        "`cargo build --release -p coregate` failed ({status}): cannot test failover"
-    );
-    eprintln!("coregate built or up to date in {:?}", started.elapsed());
-    let bin = target.join("release/coregate");
-    assert!(bin.is_file(), "no coregate binary at {}", bin.display());
-    bin
-}
+use common::{coregate_release_bin, run_bounded, tempdir, BIN};
 
 #[test]
 fn killing_a_backend_behind_coregate_fails_no_request() {
-    let bin = coregate_bin();
+    let bin = coregate_release_bin();
     let dir = tempdir();
     let mut cmd = Command::new(BIN);
     cmd.args([

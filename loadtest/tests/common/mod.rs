@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -144,4 +145,36 @@ pub fn u(v: &serde_json::Value, path: &[&str]) -> u64 {
     }
     v.as_u64()
         .unwrap_or_else(|| panic!("no integer at {path:?} in {v}"))
+}
+
+/// coregate's release binary: $COREGATE_BIN, else built from the workspace's sources with
+/// `cargo build --release -p coregate` (a no-op when up to date). Panics when there is none:
+/// the tests that use it never skip coregate.
+pub fn coregate_release_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("COREGATE_BIN") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "COREGATE_BIN={} is not a file", p.display());
+        return p;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = root.join("target");
+    let cargo = std::env::var("CARGO")
+        .ok()
+        .or_else(|| option_env!("CARGO").map(String::from))
+        .unwrap_or_else(|| "cargo".into());
+    let started = Instant::now();
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "coregate"])
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cargo} to build coregate: {e}"));
+    assert!(
+        status.success(),
+        "`cargo build --release -p coregate` failed ({status}): cannot test against coregate"
+    );
+    eprintln!("coregate built or up to date in {:?}", started.elapsed());
+    let bin = target.join("release/coregate");
+    assert!(bin.is_file(), "no coregate binary at {}", bin.display());
+    bin
 }
