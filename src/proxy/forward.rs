@@ -262,11 +262,18 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Keeps what the request's log line needs (its listener, or one of its routes, logs).
 fn capture(c: &mut Captured, req: &Request, hs: &[Header], buf: &[u8]) {
-    let field = |name: &[u8]| {
-        hs.iter()
-            .find(|h| h.name.of(buf).eq_ignore_ascii_case(name))
-            .map(|h| h.value.of(buf))
-    };
+    // One pass over the fields, comparing names only where the length fits.
+    let (mut referer, mut user_agent, mut request_id) = (None, None, None);
+    for h in hs {
+        let name = h.name.of(buf);
+        let slot = match name.len() {
+            7 if name.eq_ignore_ascii_case(b"referer") => &mut referer,
+            10 if name.eq_ignore_ascii_case(b"user-agent") => &mut user_agent,
+            12 if name.eq_ignore_ascii_case(b"x-request-id") => &mut request_id,
+            _ => continue,
+        };
+        slot.get_or_insert(h.value.of(buf));
+    }
     c.keep(
         req.method_span.of(buf),
         req.target.of(buf),
@@ -275,9 +282,9 @@ fn capture(c: &mut Captured, req: &Request, hs: &[Header], buf: &[u8]) {
             Version::Http10 => "HTTP/1.0",
         },
         req.host.map(|i| hs[i as usize].value.of(buf)),
-        field(b"referer"),
-        field(b"user-agent"),
-        field(b"x-request-id"),
+        referer,
+        user_agent,
+        request_id,
     );
 }
 

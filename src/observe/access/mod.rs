@@ -16,9 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::config::{AccessLog, LogFormat};
+use format::{uuid_v7, Clock, Id};
+
+mod format;
 
 /// Buffers in flight to the writer at most (beyond that a worker drops what it would send).
 const QUEUE: usize = 256;
@@ -110,7 +113,7 @@ impl Writer {
             writer_common: self.common.clone(),
             warned: Cell::new(false),
             clock: RefCell::new(Clock::default()),
-            ids: Cell::new(seed(worker)),
+            ids: Cell::new(format::seed(worker)),
         }
     }
 
@@ -265,25 +268,19 @@ impl LogBuffers {
         let Some(s) = slots.get_mut(slot) else {
             return;
         };
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
         let mut clock = self.clock.borrow_mut();
-        clock.set(wall.as_secs());
-        let mut id = [0u8; 36];
-        let request_id: &[u8] = match &e.request {
-            Some(r) if !r.request_id.is_empty() => r.request_id,
+        let wall = clock.wall(now);
+        let mut generated = [0u8; 36];
+        let id = match &e.request {
+            Some(r) if !r.request_id.is_empty() => Id::Received(r.request_id),
             _ => {
                 let n = self.ids.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
                 self.ids.set(n);
-                uuid_v7(&mut id, wall.as_millis() as u64, n);
-                &id
+                Id::Generated(uuid_v7(&mut generated, wall.as_millis() as u64, n))
             }
         };
-        match format {
-            LogFormat::Combined => combined(&mut s.buf, e, &clock, request_id),
-            LogFormat::Json => json(&mut s.buf, e, &clock, wall.subsec_millis(), request_id),
-        }
+        let json = format == LogFormat::Json;
+        format::line(&mut s.buf, json, e, &clock, wall.subsec_millis(), id);
         drop(clock);
         s.since.get_or_insert(now);
         if s.buf.len() >= s.buffer {
@@ -449,424 +446,9 @@ impl Captured {
     }
 }
 
-/// The wall clock as log lines show it, formatted once per second.
-#[derive(Default)]
-struct Clock {
-    secs: u64,
-    /// `01/Dec/2026:16:30:00 +0000`
-    common: [u8; 26],
-    /// `2026-12-01T16:30:00`
-    iso: [u8; 19],
-}
-
-impl Clock {
-    fn set(&mut self, secs: u64) {
-        if secs == self.secs && self.iso[0] != 0 {
-            return;
-        }
-        self.secs = secs;
-        let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-        let t = secs % 86_400;
-        let (h, mi, s) = (t / 3600, t / 60 % 60, t % 60);
-        const MONTHS: [&[u8; 3]; 12] = [
-            b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-            b"Dec",
-        ];
-        let two = |out: &mut [u8], v: u64| {
-            out[0] = b'0' + (v / 10 % 10) as u8;
-            out[1] = b'0' + (v % 10) as u8;
-        };
-        let four = |out: &mut [u8], v: u64| {
-            two(&mut out[..2], v / 100);
-            two(&mut out[2..4], v % 100);
-        };
-        let c = &mut self.common;
-        two(&mut c[0..2], d);
-        c[2] = b'/';
-        c[3..6].copy_from_slice(MONTHS[(mo - 1) as usize]);
-        c[6] = b'/';
-        four(&mut c[7..11], y);
-        c[11] = b':';
-        two(&mut c[12..14], h);
-        c[14] = b':';
-        two(&mut c[15..17], mi);
-        c[17] = b':';
-        two(&mut c[18..20], s);
-        c[20..26].copy_from_slice(b" +0000");
-        let i = &mut self.iso;
-        four(&mut i[0..4], y);
-        i[4] = b'-';
-        two(&mut i[5..7], mo);
-        i[7] = b'-';
-        two(&mut i[8..10], d);
-        i[10] = b'T';
-        two(&mut i[11..13], h);
-        i[13] = b':';
-        two(&mut i[14..16], mi);
-        i[16] = b':';
-        two(&mut i[17..19], s);
-    }
-}
-
-/// (year, month 1–12, day 1–31) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (u64, u64, u64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y.max(0) as u64, m as u64, d as u64)
-}
-
-/// A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 bits from `n` (scrambled).
-fn uuid_v7(out: &mut [u8; 36], ms: u64, n: u64) -> &[u8] {
-    let r = splitmix(n);
-    let hi = (ms << 16) | 0x7000 | (r >> 52);
-    let lo = (r & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    let v = ((hi as u128) << 64) | lo as u128;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut j = 0;
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
-            out[j] = b'-';
-            j += 1;
-        }
-        out[j] = HEX[((v >> (124 - 4 * i)) & 15) as usize];
-        j += 1;
-    }
-    &out[..]
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A per-worker start for request ids (different in every process and worker).
-fn seed(worker: usize) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_usize(worker);
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
-}
-
-fn decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
-}
-
-/// Seconds with millisecond resolution: `0.003`.
-fn seconds(out: &mut Vec<u8>, d: Duration) {
-    let ms = d.as_millis() as u64;
-    decimal(out, ms / 1000);
-    let f = ms % 1000;
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (f / 100) as u8,
-        b'0' + (f / 10 % 10) as u8,
-        b'0' + (f % 10) as u8,
-    ]);
-}
-
-const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
-
-/// A quoted field of the combined format: `"`, `\`, control and non-ASCII bytes as `\xHH`
-/// (as nginx writes them), empty or absent as `-`.
-fn quoted(out: &mut Vec<u8>, v: Option<&[u8]>) {
-    out.push(b'"');
-    match v {
-        None | Some([]) => out.push(b'-'),
-        Some(v) => escaped(out, v),
-    }
-    out.push(b'"');
-}
-
-fn escaped(out: &mut Vec<u8>, v: &[u8]) {
-    let mut run = 0;
-    for (i, &b) in v.iter().enumerate() {
-        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            out.extend_from_slice(&v[run..i]);
-            out.extend_from_slice(&[
-                b'\\',
-                b'x',
-                HEX_UPPER[(b >> 4) as usize],
-                HEX_UPPER[(b & 15) as usize],
-            ]);
-            run = i + 1;
-        }
-    }
-    out.extend_from_slice(&v[run..]);
-}
-
-/// `client - - [time] "METHOD TARGET PROTOCOL" status body_bytes "referer" "user agent"
-/// rt=SECONDS upstream=ADDR urt=SECONDS id=REQUEST-ID`
-fn combined(out: &mut Vec<u8>, e: &Entry<'_>, clock: &Clock, id: &[u8]) {
-    out.extend_from_slice(e.client.as_bytes());
-    out.extend_from_slice(b" - - [");
-    out.extend_from_slice(&clock.common);
-    out.extend_from_slice(b"] \"");
-    match &e.request {
-        Some(r) => {
-            escaped(out, r.method);
-            out.push(b' ');
-            escaped(out, r.target);
-            out.push(b' ');
-            out.extend_from_slice(r.protocol.as_bytes());
-        }
-        None => out.push(b'-'),
-    }
-    out.extend_from_slice(b"\" ");
-    decimal(out, e.status as u64);
-    out.push(b' ');
-    decimal(out, e.body_bytes_sent);
-    out.push(b' ');
-    let r = e.request.as_ref();
-    quoted(out, r.and_then(|r| r.referer));
-    out.push(b' ');
-    quoted(out, r.and_then(|r| r.user_agent));
-    out.extend_from_slice(b" rt=");
-    seconds(out, e.request_time);
-    out.extend_from_slice(b" upstream=");
-    match e.upstream {
-        Some((_, addr)) => escaped(out, addr.as_bytes()),
-        None => out.push(b'-'),
-    }
-    out.extend_from_slice(b" urt=");
-    match e.upstream_time {
-        Some(t) => seconds(out, t),
-        None => out.push(b'-'),
-    }
-    out.extend_from_slice(b" id=");
-    escaped(out, id);
-    out.push(b'\n');
-}
-
-/// A JSON string: `"`, `\` and control bytes escaped; bytes that are not UTF-8 as `\u00HH`, so
-/// that every line is valid JSON whatever the client sent.
-fn json_str(out: &mut Vec<u8>, v: &[u8]) {
-    let utf8 = std::str::from_utf8(v).is_ok();
-    out.push(b'"');
-    let mut run = 0;
-    for (i, &b) in v.iter().enumerate() {
-        let esc: Option<&[u8]> = match b {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            0..0x20 | 0x7f => None,
-            0x80.. if !utf8 => None,
-            _ => continue,
-        };
-        out.extend_from_slice(&v[run..i]);
-        match esc {
-            Some(s) => out.extend_from_slice(s),
-            None => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX_UPPER[(b >> 4) as usize],
-                HEX_UPPER[(b & 15) as usize],
-            ]),
-        }
-        run = i + 1;
-    }
-    out.extend_from_slice(&v[run..]);
-    out.push(b'"');
-}
-
-fn json_opt(out: &mut Vec<u8>, v: Option<&[u8]>) {
-    match v {
-        Some(v) => json_str(out, v),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// One JSON object per line.
-fn json(out: &mut Vec<u8>, e: &Entry<'_>, clock: &Clock, millis: u32, id: &[u8]) {
-    out.extend_from_slice(b"{\"time\":\"");
-    out.extend_from_slice(&clock.iso);
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (millis / 100) as u8,
-        b'0' + (millis / 10 % 10) as u8,
-        b'0' + (millis % 10) as u8,
-        b'Z',
-        b'"',
-    ]);
-    out.extend_from_slice(b",\"client\":");
-    json_str(out, e.client.as_bytes());
-    out.extend_from_slice(b",\"listener\":");
-    json_str(out, e.listener.as_bytes());
-    out.extend_from_slice(b",\"route\":");
-    json_opt(out, e.route.map(str::as_bytes));
-    let r = e.request.as_ref();
-    out.extend_from_slice(b",\"method\":");
-    json_opt(out, r.map(|r| r.method));
-    out.extend_from_slice(b",\"target\":");
-    json_opt(out, r.map(|r| r.target));
-    out.extend_from_slice(b",\"protocol\":");
-    json_opt(out, r.map(|r| r.protocol.as_bytes()));
-    out.extend_from_slice(b",\"host\":");
-    json_opt(out, r.and_then(|r| r.host));
-    out.extend_from_slice(b",\"status\":");
-    decimal(out, e.status as u64);
-    out.extend_from_slice(b",\"bytes_sent\":");
-    decimal(out, e.bytes_sent);
-    out.extend_from_slice(b",\"body_bytes_sent\":");
-    decimal(out, e.body_bytes_sent);
-    out.extend_from_slice(b",\"request_length\":");
-    decimal(out, e.request_length);
-    out.extend_from_slice(b",\"request_time\":");
-    seconds(out, e.request_time);
-    out.extend_from_slice(b",\"upstream\":");
-    json_opt(out, e.upstream.map(|u| u.0.as_bytes()));
-    out.extend_from_slice(b",\"upstream_addr\":");
-    json_opt(out, e.upstream.map(|u| u.1.as_bytes()));
-    out.extend_from_slice(b",\"upstream_time\":");
-    match e.upstream_time {
-        Some(t) => seconds(out, t),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"referer\":");
-    json_opt(out, r.and_then(|r| r.referer));
-    out.extend_from_slice(b",\"user_agent\":");
-    json_opt(out, r.and_then(|r| r.user_agent));
-    out.extend_from_slice(b",\"request_id\":");
-    json_str(out, id);
-    out.extend_from_slice(b"}\n");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entry<'a>(request: Option<RequestLine<'a>>) -> Entry<'a> {
-        Entry {
-            client: "127.0.0.1",
-            listener: "main",
-            route: Some("api"),
-            request,
-            status: 200,
-            bytes_sent: 120,
-            body_bytes_sent: 5,
-            request_length: 78,
-            request_time: Duration::from_micros(3_456),
-            upstream: Some(("app", "127.0.0.1:9001")),
-            upstream_time: Some(Duration::from_millis(2)),
-        }
-    }
-
-    fn line<'a>() -> RequestLine<'a> {
-        RequestLine {
-            method: b"GET",
-            target: b"/a\"b?c=\x01",
-            protocol: "HTTP/1.1",
-            host: Some(b"example.com"),
-            referer: None,
-            user_agent: Some(b"curl/8 \xff"),
-            request_id: b"abc",
-        }
-    }
-
-    #[test]
-    fn clock_formats_utc() {
-        let mut c = Clock::default();
-        c.set(1_796_142_600); // 2026-12-01T16:30:00Z
-        assert_eq!(&c.common, b"01/Dec/2026:16:30:00 +0000");
-        assert_eq!(&c.iso, b"2026-12-01T16:30:00");
-        c.set(951_782_400); // 2000-02-29T00:00:00Z
-        assert_eq!(&c.iso, b"2000-02-29T00:00:00");
-        c.set(0);
-        assert_eq!(&c.common, b"01/Jan/1970:00:00:00 +0000");
-    }
-
-    #[test]
-    fn combined_line_escapes_like_nginx() {
-        let mut c = Clock::default();
-        c.set(1_796_142_600);
-        let mut out = Vec::new();
-        combined(&mut out, &entry(Some(line())), &c, b"abc");
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "127.0.0.1 - - [01/Dec/2026:16:30:00 +0000] \"GET /a\\x22b?c=\\x01 HTTP/1.1\" 200 5 \"-\" \"curl/8 \\xFF\" rt=0.003 upstream=127.0.0.1:9001 urt=0.002 id=abc\n"
-        );
-        let mut out = Vec::new();
-        let mut e = entry(None);
-        e.status = 400;
-        e.upstream = None;
-        e.upstream_time = None;
-        combined(&mut out, &e, &c, b"x");
-        let s = String::from_utf8(out).unwrap();
-        assert!(
-            s.contains("] \"-\" 400 5 \"-\" \"-\" rt=0.003 upstream=- urt=- id=x\n"),
-            "{s}"
-        );
-    }
-
-    #[test]
-    fn json_lines_parse_whatever_the_bytes() {
-        let mut c = Clock::default();
-        c.set(1_796_142_600);
-        let mut out = Vec::new();
-        json(&mut out, &entry(Some(line())), &c, 7, b"abc");
-        let v: serde_json::Value = serde_json::from_slice(&out[..out.len() - 1]).unwrap();
-        assert_eq!(v["time"], "2026-12-01T16:30:00.007Z");
-        assert_eq!(v["target"], "/a\"b?c=\u{1}");
-        assert_eq!(v["user_agent"], "curl/8 \u{ff}");
-        assert_eq!(v["referer"], serde_json::Value::Null);
-        assert_eq!(v["status"], 200);
-        assert_eq!(v["request_time"], 0.003);
-        assert_eq!(v["upstream_addr"], "127.0.0.1:9001");
-        assert_eq!(v["request_id"], "abc");
-        let mut out = Vec::new();
-        json(
-            &mut out,
-            &entry(Some(RequestLine {
-                user_agent: Some("é".as_bytes()),
-                ..line()
-            })),
-            &c,
-            0,
-            b"x",
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["user_agent"], "é");
-    }
-
-    #[test]
-    fn request_ids_are_uuid_v7() {
-        let mut out = [0u8; 36];
-        let s = std::str::from_utf8(uuid_v7(&mut out, 0x0192_3456_789a, 1))
-            .unwrap()
-            .to_string();
-        assert_eq!(s.len(), 36);
-        assert!(s.starts_with("01923456-789a-7"), "{s}");
-        assert!(matches!(s.as_bytes()[19], b'8' | b'9' | b'a' | b'b'), "{s}");
-        let mut other = [0u8; 36];
-        assert_ne!(uuid_v7(&mut other, 0x0192_3456_789a, 2), s.as_bytes());
-    }
 
     #[test]
     fn captured_fields_round_trip() {
