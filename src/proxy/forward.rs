@@ -272,20 +272,21 @@ fn capture(c: &mut Captured, req: &Request, hs: &[Header], buf: &[u8]) {
             12 if name.eq_ignore_ascii_case(b"x-request-id") => &mut request_id,
             _ => continue,
         };
-        slot.get_or_insert(h.value.of(buf));
+        slot.get_or_insert(h.value);
     }
-    c.keep(
-        req.method_span.of(buf),
-        req.target.of(buf),
-        match req.version {
-            Version::Http11 => "HTTP/1.1",
-            Version::Http10 => "HTTP/1.0",
-        },
-        req.host.map(|i| hs[i as usize].value.of(buf)),
+    let protocol = match req.version {
+        Version::Http11 => "HTTP/1.1",
+        Version::Http10 => "HTTP/1.0",
+    };
+    let fields = [
+        Some(req.method_span),
+        Some(req.target),
+        req.host.map(|i| hs[i as usize].value),
         referer,
         user_agent,
         request_id,
-    );
+    ];
+    c.keep(&buf[..req.head_len], fields, protocol);
 }
 
 /// Request fields forwarded untouched: not hop-by-hop, not one the proxy sets itself.

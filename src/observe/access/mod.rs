@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{AccessLog, LogFormat};
+use crate::http1::Span;
 use format::{uuid_v7, Clock, Id};
 
 mod format;
@@ -368,51 +369,30 @@ pub struct RequestLine<'a> {
     pub request_id: &'a [u8],
 }
 
-/// The parts of a request a log line needs, copied out of the connection's buffer before the
-/// body moves it (one buffer per connection, reused).
+/// The parts of a request a log line needs: its head copied out of the connection's buffer
+/// before the body moves it (one copy, into a buffer per connection, reused) and where each
+/// field lies in it.
 #[derive(Default)]
 pub struct Captured {
-    bytes: Vec<u8>,
-    /// End offsets in `bytes` of method, target, host, referer, user agent, request id; `u32::MAX`
-    /// for an absent field.
-    ends: [u32; 6],
-    starts: [u32; 6],
+    head: Vec<u8>,
+    /// Method, target, host, referer, user agent, request id.
+    spans: [Span; 6],
+    /// Bit `i`: field `i` is present.
+    present: u8,
     protocol: &'static str,
     valid: bool,
 }
 
 impl Captured {
-    /// Keeps the fields of a request (`None`: absent).
-    #[allow(clippy::too_many_arguments)]
-    pub fn keep(
-        &mut self,
-        method: &[u8],
-        target: &[u8],
-        protocol: &'static str,
-        host: Option<&[u8]>,
-        referer: Option<&[u8]>,
-        user_agent: Option<&[u8]>,
-        request_id: Option<&[u8]>,
-    ) {
-        self.bytes.clear();
-        for (i, f) in [
-            Some(method),
-            Some(target),
-            host,
-            referer,
-            user_agent,
-            request_id,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            match f {
-                Some(v) => {
-                    self.starts[i] = self.bytes.len() as u32;
-                    self.bytes.extend_from_slice(v);
-                    self.ends[i] = self.bytes.len() as u32;
-                }
-                None => (self.starts[i], self.ends[i]) = (u32::MAX, u32::MAX),
+    /// Keeps a request head and where its fields lie in it (`None`: absent).
+    pub fn keep(&mut self, head: &[u8], fields: [Option<Span>; 6], protocol: &'static str) {
+        self.head.clear();
+        self.head.extend_from_slice(head);
+        self.present = 0;
+        for (i, f) in fields.into_iter().enumerate() {
+            if let Some(span) = f {
+                self.spans[i] = span;
+                self.present |= 1 << i;
             }
         }
         self.protocol = protocol;
@@ -425,8 +405,11 @@ impl Captured {
     }
 
     fn field(&self, i: usize) -> Option<&[u8]> {
-        (self.ends[i] != u32::MAX)
-            .then(|| &self.bytes[self.starts[i] as usize..self.ends[i] as usize])
+        if self.present & (1 << i) == 0 {
+            return None;
+        }
+        let s = self.spans[i];
+        self.head.get(s.start as usize..s.end as usize)
     }
 
     /// The request's fields, when some were kept.
@@ -454,7 +437,18 @@ mod tests {
     fn captured_fields_round_trip() {
         let mut c = Captured::default();
         assert!(c.line().is_none());
-        c.keep(b"POST", b"/x", "HTTP/1.0", None, Some(b"r"), None, None);
+        let head = b"POST /x HTTP/1.0\r\nReferer: r\r\n\r\n";
+        let span = |from: usize, to: usize| {
+            Some(Span {
+                start: from as u32,
+                end: to as u32,
+            })
+        };
+        c.keep(
+            head,
+            [span(0, 4), span(5, 7), None, span(27, 28), None, None],
+            "HTTP/1.0",
+        );
         let l = c.line().unwrap();
         assert_eq!(
             (l.method, l.target, l.protocol),
