@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Instructions per request of coregate's upstream variants (rr, p2c, health), measured with
+# Instructions per request of coregate's variants (rr, p2c, health, limit), measured with
 # callgrind: one worker, driver io_uring, 3 `loadtest backend` processes. For each variant and
 # N in (20000, 100000): `taskset -c 1 valgrind --tool=callgrind coregate run --exit-after 40s`
 # driven by `taskset -c 0 loadtest run -c 50 -n N`; per request = (Ir(100k) - Ir(20k)) / 80000,
 # which removes start-up and everything timer-driven (housekeeping, sync tick, health checks).
+# Variants as `loadtest bench --coregate-variants`: rr = balancer "round_robin"; p2c; health = p2c
+# and [upstreams.health] every 1s; limit = rr and a [[rate_limits]] table that never trips
+# (client_ip, rate = 100000000 per 1s, mode = "sync") named by the route.
 #
 # usage: loadtest/scripts/callgrind-variants.sh COREGATE LOADTEST OUTDIR [VARIANT...]
 set -euo pipefail
@@ -32,11 +35,15 @@ list="[ ${list%, } ]"
 
 ir() { grep -E '^(summary|totals):' "$1" | tail -1 | awk '{print $2}'; }
 
+never=$'[[rate_limits]]\nname = "never"\nkey = "client_ip"\nrate = 100000000\nperiod = "1s"\nmode = "sync"\n'
+
 for v in "${variants[@]}"; do
+  tables='' route=''
   case $v in
     rr) upstream='balancer = "round_robin"' extra='' ;;
     p2c) upstream='balancer = "p2c"' extra='' ;;
     health) upstream='balancer = "p2c"' extra=$'[upstreams.health]\npath = "/__health"\ninterval = "1s"\n' ;;
+    limit) upstream='balancer = "round_robin"' extra='' tables=$never route='rate_limits = ["never"]' ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
   for n in 20000 100000; do
@@ -52,6 +59,7 @@ driver = "io_uring"
 name = "cg"
 address = "127.0.0.1:$listen"
 
+$tables
 [[upstreams]]
 name = "backend"
 $upstream
@@ -63,6 +71,7 @@ $extra
 name = "all"
 path_prefix = "/"
 upstream = "backend"
+$route
 TOML
     f="$out/callgrind.$v.$n"
     taskset -c 1 valgrind --tool=callgrind --callgrind-out-file="$f" \

@@ -423,19 +423,7 @@ fn start_proxy(
             )
         }
         "nginx" => {
-            for d in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-                let _ = std::fs::create_dir_all(dir.join(d));
-            }
-            let conf = write("nginx.conf", nginx_config(dir, listen, backends))?;
-            let prog = targets::which("nginx").ok_or("nginx not installed")?;
-            targets::spawn_external(
-                "nginx",
-                &prog,
-                &["-p".into(), dir.display().to_string(), "-c".into(), conf],
-                listen,
-                dir,
-                &s.proxy,
-            )
+            targets::spawn_nginx(&nginx_config(dir, listen, backends), dir, listen, &s.proxy)
         }
         other => Err(format!("unknown proxy {other}")),
     }

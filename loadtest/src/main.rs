@@ -6,12 +6,15 @@
 //! - `idle`: holds many keep-alive connections to measure a proxy's memory per connection.
 //! - `bench`: runs backend, proxies and generator together and prints the comparison.
 //! - `failover`: kills a backend under load behind each proxy and reports the failed requests.
+//! - `ratelimit`: how closely coregate's limit modes and nginx's `limit_req` hold a limit when
+//!   one keep-alive connection (one worker) carries all the load.
 
 mod backend;
 mod bench;
 mod failover;
 mod http;
 mod idle;
+mod ratelimit;
 mod relay;
 mod run;
 mod util;
@@ -39,6 +42,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Kill one of three backends under load behind coregate, HAProxy and nginx; count failures.
     Failover(failover::FailoverArgs),
+    /// Admitted per second under a limit, all the load on one keep-alive connection: coregate
+    /// sync, exact, local against nginx limit_req.
+    Ratelimit(ratelimit::RateLimitArgs),
 }
 
 fn main() {
@@ -50,6 +56,7 @@ fn main() {
         Cmd::Idle(a) => idle::main(a),
         Cmd::Bench(a) => bench::main(a),
         Cmd::Failover(a) => failover::main(a),
+        Cmd::Ratelimit(a) => ratelimit::main(a),
     };
     std::process::exit(code);
 }

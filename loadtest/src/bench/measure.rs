@@ -96,24 +96,10 @@ fn start_target(
         }
         "nginx" => {
             let listen = local(port()?);
-            for d in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-                let _ = std::fs::create_dir_all(dir.join(d));
-            }
-            let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, targets::nginx_config(dir, listen, backends))
-                .map_err(|e| format!("{}: {e}", conf.display()))?;
-            let prog = targets::which("nginx").ok_or("nginx not installed")?;
-            targets::spawn_external(
-                "nginx",
-                &prog,
-                &[
-                    "-p".into(),
-                    dir.display().to_string(),
-                    "-c".into(),
-                    conf.display().to_string(),
-                ],
-                listen,
+            targets::spawn_nginx(
+                &targets::nginx_config(dir, listen, backends),
                 dir,
+                listen,
                 &plan.proxy,
             )?
         }

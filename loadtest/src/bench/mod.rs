@@ -36,8 +36,9 @@ pub struct BenchArgs {
     /// measures), p2c (balancer = "p2c"), health (p2c and [upstreams.health] every 1s),
     /// log-combined and log-json (rr and an access log on the listener, format "combined" or
     /// "json", written to <results>/<scenario>/<variant>.access.log, cut back to its first
-    /// 100 lines after every run). Targets are named coregate-rr, coregate-p2c, ...; ratios are against the first
-    /// listed.
+    /// 100 lines after every run), limit (rr and a [[rate_limits]] table that never trips:
+    /// client_ip, rate = 100000000 per 1s, mode = "sync", named by the route). Targets are
+    /// named coregate-rr, coregate-p2c, ...; ratios are against the first listed.
     #[arg(long, default_value = "")]
     pub coregate_variants: String,
     /// Another coregate binary (e.g. an older build), run with the rr configuration as target
@@ -734,6 +735,42 @@ mod tests {
         assert_eq!(
             Variant::of_target("coregate-log-json"),
             Some(Variant::LogJson)
+        );
+        // limit: rr plus the never-tripping limit before the upstream, named by the route.
+        let lim = targets::coregate_config(l, &b, Variant::Limit, dir).unwrap();
+        assert_eq!(
+            lim.replace(targets::NEVER_LIMIT, "")
+                .replace("rate_limits = [\"never\"]\n", ""),
+            rr,
+            "{lim}"
+        );
+        assert!(
+            lim.contains(
+                "[[rate_limits]]\nname = \"never\"\nkey = \"client_ip\"\nrate = 100000000\n\
+                 period = \"1s\"\nmode = \"sync\"\n\n[[upstreams]]"
+            ),
+            "{lim}"
+        );
+        assert!(
+            lim.ends_with("upstream = \"backend\"\nrate_limits = [\"never\"]\n"),
+            "{lim}"
+        );
+        assert_eq!(
+            parse_variants("rr,limit"),
+            Ok(vec![Variant::Rr, Variant::Limit])
+        );
+        assert_eq!(Variant::of_target("coregate-limit"), Some(Variant::Limit));
+        // The rr config is what bench always wrote (the comparison across builds holds).
+        assert!(rr.starts_with(
+            "# Written by `loadtest bench`: one worker (pinned from outside), one listener,\n"
+        ));
+        assert!(rr.ends_with(
+            "max_idle = 1024\n\n[[routes]]\nname = \"all\"\npath_prefix = \"/\"\n\
+             upstream = \"backend\"\n"
+        ));
+        assert!(
+            rr.contains("address = \"127.0.0.1:8000\"\n\n[[upstreams]]\n"),
+            "{rr}"
         );
         let hc = targets::haproxy_config(l, &b);
         assert!(hc.contains("    server b3 127.0.0.1:9003\n"), "{hc}");

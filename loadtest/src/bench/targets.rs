@@ -165,15 +165,19 @@ pub enum Variant {
     LogCombined,
     /// rr plus an access log on the listener, format "json".
     LogJson,
+    /// rr plus a `[[rate_limits]]` table (sync mode, by client_ip) that never trips, named by
+    /// the route: the cost of a limit's bookkeeping on every request.
+    Limit,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 6] = [
         Variant::Rr,
         Variant::P2c,
         Variant::Health,
         Variant::LogCombined,
         Variant::LogJson,
+        Variant::Limit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -183,6 +187,7 @@ impl Variant {
             Variant::Health => "health",
             Variant::LogCombined => "log-combined",
             Variant::LogJson => "log-json",
+            Variant::Limit => "limit",
         }
     }
 
@@ -191,7 +196,10 @@ impl Variant {
             .into_iter()
             .find(|v| v.name() == s)
             .ok_or_else(|| {
-                format!("unknown coregate variant {s:?} (rr, p2c, health, log-combined, log-json)")
+                format!(
+                    "unknown coregate variant {s:?} (rr, p2c, health, log-combined, log-json, \
+                     limit)"
+                )
             })
     }
 
@@ -209,18 +217,33 @@ impl Variant {
             Variant::LogJson => {
                 "balancer = \"round_robin\", listener access_log = { format = \"json\" }"
             }
+            Variant::Limit => {
+                "balancer = \"round_robin\", [[rate_limits]] name = \"never\", key = \"client_ip\", \
+                 rate = 100000000, period = \"1s\", mode = \"sync\"; route rate_limits = [\"never\"]"
+            }
         }
     }
 
     /// The balancer line and the extra tables of the upstream.
     fn upstream(self) -> (&'static str, &'static str) {
         match self {
-            Variant::Rr | Variant::LogCombined | Variant::LogJson => ("round_robin", ""),
+            Variant::Rr | Variant::LogCombined | Variant::LogJson | Variant::Limit => {
+                ("round_robin", "")
+            }
             Variant::P2c => ("p2c", ""),
             Variant::Health => (
                 "p2c",
                 "[upstreams.health]\npath = \"/__health\"\ninterval = \"1s\"\n",
             ),
+        }
+    }
+
+    /// The top-level tables (`[[rate_limits]]`) and the route's extra lines of the variants
+    /// that limit: [`NEVER_LIMIT`] and the route naming it.
+    pub fn rate_limit(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Variant::Limit => Some((NEVER_LIMIT, "rate_limits = [\"never\"]\n")),
+            _ => None,
         }
     }
 
@@ -284,32 +307,82 @@ pub fn coregate_toml(
     balancer: Option<&str>,
     extra: &str,
 ) -> String {
-    coregate_toml_listener(writer, listen, "", backends, balancer, extra)
+    CoregateToml {
+        balancer,
+        extra,
+        ..CoregateToml::new(writer, listen, backends)
+    }
+    .render()
 }
 
-/// [`coregate_toml`] with more keys in the listener's table (`listener`: whole lines).
-fn coregate_toml_listener(
-    writer: &str,
-    listen: SocketAddr,
-    listener: &str,
-    backends: &[SocketAddr],
-    balancer: Option<&str>,
-    extra: &str,
-) -> String {
-    let balancer = balancer.map_or(String::new(), |b| format!("balancer = \"{b}\"\n"));
-    let list = coregate_backends(backends);
-    format!(
-        r#"# Written by `{writer}`: one worker (pinned from outside), one listener,
+/// A coregate configuration: `workers` workers (not pinned by coregate: pinned from outside),
+/// one listener, one upstream holding the backends, one catch-all route. Every text field holds
+/// whole lines (each ending in a newline) or nothing.
+#[derive(Debug, Clone)]
+pub struct CoregateToml<'a> {
+    pub writer: &'a str,
+    pub workers: usize,
+    pub listen: SocketAddr,
+    /// More keys of the listener's table.
+    pub listener: &'a str,
+    /// Top-level tables between the listener and the upstream (`[[rate_limits]]`), each ending
+    /// in an empty line.
+    pub tables: &'a str,
+    pub backends: &'a [SocketAddr],
+    /// None leaves the key out (coregate's default).
+    pub balancer: Option<&'a str>,
+    /// More tables of the upstream (`[upstreams.health]`, ...), after its pool.
+    pub extra: &'a str,
+    /// More keys of the route's table (`rate_limits = [...]`).
+    pub route: &'a str,
+}
+
+impl<'a> CoregateToml<'a> {
+    pub fn new(writer: &'a str, listen: SocketAddr, backends: &'a [SocketAddr]) -> Self {
+        CoregateToml {
+            writer,
+            workers: 1,
+            listen,
+            listener: "",
+            tables: "",
+            backends,
+            balancer: None,
+            extra: "",
+            route: "",
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let CoregateToml {
+            writer,
+            workers,
+            listen,
+            listener,
+            tables,
+            backends,
+            balancer,
+            extra,
+            route,
+        } = *self;
+        let balancer = balancer.map_or(String::new(), |b| format!("balancer = \"{b}\"\n"));
+        let list = coregate_backends(backends);
+        let who = if workers == 1 {
+            "one worker".to_string()
+        } else {
+            format!("{workers} workers")
+        };
+        format!(
+            r#"# Written by `{writer}`: {who} (pinned from outside), one listener,
 # one upstream holding the backends, one catch-all route.
 [runtime]
-workers = 1
+workers = {workers}
 pin = false
 
 [[listeners]]
 name = "bench"
 address = "{listen}"
 {listener}
-[[upstreams]]
+{tables}[[upstreams]]
 name = "backend"
 {balancer}backends = {list}
 [upstreams.pool]
@@ -319,9 +392,21 @@ max_idle = 1024
 name = "all"
 path_prefix = "/"
 upstream = "backend"
-"#
-    )
+{route}"#
+        )
+    }
 }
+
+/// The limit of [`Variant::Limit`]: by client address, sync mode (coregate's default), a rate
+/// no benchmark reaches, so it never trips and only its bookkeeping is measured.
+pub const NEVER_LIMIT: &str = "[[rate_limits]]
+name = \"never\"
+key = \"client_ip\"
+rate = 100000000
+period = \"1s\"
+mode = \"sync\"
+
+";
 
 /// The config of `variant`, written in `dir` (where the access log of a log variant goes:
 /// [`Variant::access_log_path`], which must be absolute and UTF-8).
@@ -349,14 +434,16 @@ pub fn coregate_config(
             toml_string(path)
         );
     }
-    Ok(coregate_toml_listener(
-        "loadtest bench",
-        listen,
-        &listener,
-        backends,
-        Some(balancer),
+    let (tables, route) = variant.rate_limit().unwrap_or(("", ""));
+    Ok(CoregateToml {
+        listener: &listener,
+        tables,
+        balancer: Some(balancer),
         extra,
-    ))
+        route,
+        ..CoregateToml::new("loadtest bench", listen, backends)
+    }
+    .render())
 }
 
 /// The nginx process and its temp paths, around an `http { ... }` block's upstream and server
@@ -370,14 +457,74 @@ pub fn nginx_conf(
     server_opts: &str,
     location: &str,
 ) -> String {
-    let d = dir.display();
-    let servers: String = backends
-        .iter()
-        .map(|b| format!("        server {b}{server_opts};\n"))
-        .collect();
-    format!(
-        r#"# Written by `{writer}`: 1 worker, upstream keepalive, no access log.
-worker_processes 1;
+    NginxConf {
+        server_opts,
+        location,
+        ..NginxConf::new(writer, dir, listen, backends)
+    }
+    .render()
+}
+
+/// An nginx configuration: `workers` worker processes, upstream keepalive, no access log, temp
+/// paths under `dir`. Text fields hold whole lines (each ending in a newline) or nothing, except
+/// `server_opts`, which follows each `server ADDR` of the upstream.
+#[derive(Debug, Clone)]
+pub struct NginxConf<'a> {
+    pub writer: &'a str,
+    pub dir: &'a Path,
+    pub workers: usize,
+    pub listen: SocketAddr,
+    pub backends: &'a [SocketAddr],
+    /// Directives of the `http` block before the upstream (`limit_req_zone ...`), indented.
+    pub http: &'a str,
+    pub server_opts: &'a str,
+    /// Directives of `location /`, indented.
+    pub location: &'a str,
+}
+
+impl<'a> NginxConf<'a> {
+    pub fn new(
+        writer: &'a str,
+        dir: &'a Path,
+        listen: SocketAddr,
+        backends: &'a [SocketAddr],
+    ) -> Self {
+        NginxConf {
+            writer,
+            dir,
+            workers: 1,
+            listen,
+            backends,
+            http: "",
+            server_opts: "",
+            location: "",
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let NginxConf {
+            writer,
+            dir,
+            workers,
+            listen,
+            backends,
+            http,
+            server_opts,
+            location,
+        } = *self;
+        let d = dir.display();
+        let servers: String = backends
+            .iter()
+            .map(|b| format!("        server {b}{server_opts};\n"))
+            .collect();
+        let who = if workers == 1 {
+            "1 worker".to_string()
+        } else {
+            format!("{workers} workers")
+        };
+        format!(
+            r#"# Written by `{writer}`: {who}, upstream keepalive, no access log.
+worker_processes {workers};
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/nginx-error.log warn;
@@ -391,7 +538,7 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     keepalive_requests 1000000;
-    upstream backend {{
+{http}    upstream backend {{
 {servers}        keepalive 1024;
         keepalive_requests 1000000;
     }}
@@ -406,7 +553,8 @@ http {{
     }}
 }}
 "#
-    )
+        )
+    }
 }
 
 pub fn nginx_config(dir: &Path, listen: SocketAddr, backends: &[SocketAddr]) -> String {
@@ -567,6 +715,36 @@ pub fn spawn_external(
         child: Some(child),
         addr: listen,
     })
+}
+
+/// Starts nginx (found on PATH or in /usr/sbin) with `conf` written to `dir/nginx.conf`, its
+/// prefix and temp directories in `dir` (as [`NginxConf`] names them), logging to
+/// `dir/nginx.log`, pinned to `cpus`.
+pub fn spawn_nginx(
+    conf: &str,
+    dir: &Path,
+    listen: SocketAddr,
+    cpus: &[usize],
+) -> Result<Running, String> {
+    for d in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+        let _ = std::fs::create_dir_all(dir.join(d));
+    }
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).map_err(|e| format!("{}: {e}", path.display()))?;
+    let prog = which("nginx").ok_or("nginx not installed")?;
+    spawn_external(
+        "nginx",
+        &prog,
+        &[
+            "-p".into(),
+            dir.display().to_string(),
+            "-c".into(),
+            path.display().to_string(),
+        ],
+        listen,
+        dir,
+        cpus,
+    )
 }
 
 fn clock_ticks() -> f64 {
