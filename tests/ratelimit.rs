@@ -78,6 +78,26 @@ fn rejections_carry_retry_after_and_the_ratelimit_fields() {
     assert_eq!(c.response().status, 200);
 }
 
+/// A limit far above the traffic never answers 429, not even in a new key's first sync tick
+/// (with 2 workers and no burst, a worker's first grant to itself must hold its share of one
+/// tick's rate, not just its half of `burst + 1`).
+#[test]
+fn a_limit_far_above_the_traffic_never_trips() {
+    let backend = TestBackend::echo();
+    let proxy = proxy_with_limit("rate = 1000000\nperiod = \"1s\"", backend.port, 2);
+    let mut statuses = Vec::new();
+    for round in 0..4 {
+        let mut c = Client::connect(proxy.addr);
+        let batch: String = (0..50)
+            .map(|i| get_req("a", &format!("/{round}/{i}"), ""))
+            .collect();
+        c.send(batch);
+        statuses.extend((0..50).map(|_| c.response().status));
+    }
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert_eq!(backend.requests().len(), 200);
+}
+
 /// Which worker accepted the latest connection (from the accept trace in the log).
 fn last_accepting_worker(proxy: &Proxy, before: usize) -> Option<usize> {
     let log = proxy.log_text();

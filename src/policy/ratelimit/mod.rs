@@ -72,7 +72,8 @@ struct PerLimit {
     touched: RefCell<Vec<u64>>,
     params: Params,
     /// `sync`/`redis`: what a worker grants itself for a key it has never heard of: its equal
-    /// share of the burst (its equal share of the rate refills it from there).
+    /// share of a full bucket (burst + 1 + one sync interval of the rate, since the coarse clock
+    /// refills nothing before the next tick); its equal share of the rate refills it from there.
     first_grant: f64,
     /// Tokens of the whole rate per millisecond, and the bucket's capacity.
     per_ms: f64,
@@ -120,7 +121,7 @@ impl Limiters {
                     keys: RefCell::new(HashMap::default()),
                     touched: RefCell::new(Vec::new()),
                     params: Params::new(l.rate, l.burst, period_ns, share),
-                    first_grant: (l.burst + 1) as f64 / workers as f64,
+                    first_grant: sync::capacity(l) / workers as f64,
                     per_ms: l.rate as f64 / l.period.as_secs_f64() / 1000.0,
                     capacity: sync::capacity(l),
                     exact: shared.exact.get(l.index).cloned().flatten(),

@@ -467,6 +467,8 @@ mod tests {
             next_round: Instant::now(),
         };
         let refill = rate_per_sec(l) * l.sync_interval.as_secs_f64();
+        // A worker's first grant to itself is its share of a full bucket (`Limiters::new`):
+        // the burst's share here, and the interval's refill added at the top of the round.
         let mut allowance = vec![(l.burst + 1) as f64 / workers as f64; workers];
         let mut share = vec![1.0 / workers as f64; workers];
         let mut t = Instant::now();
