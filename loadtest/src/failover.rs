@@ -301,6 +301,8 @@ fn failover(args: &FailoverArgs) -> Result<(), String> {
             .join(format!("failover-{stamp}"))
     });
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // nginx resolves its paths against its prefix (the trial's folder): they must be absolute.
+    let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let s = Setup {
         gen: gen.clone(),
         proxy: proxy.clone(),
