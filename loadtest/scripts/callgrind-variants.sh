@@ -6,7 +6,8 @@
 # which removes start-up and everything timer-driven (housekeeping, sync tick, health checks).
 # Variants as `loadtest bench --coregate-variants`: rr = balancer "round_robin"; p2c; health = p2c
 # and [upstreams.health] every 1s; limit = rr and a [[rate_limits]] table that never trips
-# (client_ip, rate = 100000000 per 1s, mode = "sync") named by the route.
+# (client_ip, rate = 100000000 per 1s, mode = "sync") named by the route; limit-exact = the same
+# limit in mode = "exact" (one shared atomic bucket per key: the accuracy baseline's cost).
 #
 # usage: loadtest/scripts/callgrind-variants.sh COREGATE LOADTEST OUTDIR [VARIANT...]
 set -euo pipefail
@@ -44,6 +45,7 @@ for v in "${variants[@]}"; do
     p2c) upstream='balancer = "p2c"' extra='' ;;
     health) upstream='balancer = "p2c"' extra=$'[upstreams.health]\npath = "/__health"\ninterval = "1s"\n' ;;
     limit) upstream='balancer = "round_robin"' extra='' tables=$never route='rate_limits = ["never"]' ;;
+    limit-exact) upstream='balancer = "round_robin"' extra='' tables=${never/\"sync\"/\"exact\"} route='rate_limits = ["never"]' ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
   for n in 20000 100000; do
