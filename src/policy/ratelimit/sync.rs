@@ -310,11 +310,14 @@ fn round(
     let rate = rate_per_sec(l);
     let workers = out.len();
     let window = unix_ms() / (l.period.as_millis().max(1) as u64);
+    // A key reported for the first time has been spending since before the previous round (its
+    // report came in then): its full bucket refills from there, not from now.
+    let first_seen = now.checked_sub(l.sync_interval).unwrap_or(now);
     // New reports first: they create keys and refresh demand.
     for (key, (admitted, demand)) in state.pending.drain() {
         let g = state.keys.entry(key).or_insert(Global {
             tokens: cap,
-            last: now,
+            last: first_seen,
             seen: now,
             demand: vec![0.0; workers],
             last_reported: false,
