@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::bench::{self, report, targets};
+use crate::bench::{self, targets};
 use crate::run::{self, report::Latency, RunArgs};
 use crate::util::{self, fmt_us, parse_duration};
 
@@ -278,31 +278,15 @@ fn failover(args: &FailoverArgs) -> Result<(), String> {
             }
         }
     }
-    for prog in ["nginx", "haproxy"] {
-        if names.iter().any(|n| n == prog) && targets::which(prog).is_none() {
-            let n = format!(
-                "{prog} skipped: not installed (install with `apt-get install nginx haproxy`)"
-            );
-            eprintln!("{n}");
-            notes.push(n);
-            names.retain(|n| n != prog);
-        }
-    }
+    bench::drop_missing(&mut names, &mut notes, &["nginx", "haproxy"]);
     if names.is_empty() {
         return Err("no proxy left to test".into());
     }
-    util::set_affinity(0, &gen).map_err(|e| format!("pinning to CPUs {gen:?}: {e}"))?;
-    util::raise_nofile();
-    let started = report::utc_now();
-    let loadavg_start = bench::loadavg();
-    let stamp = started.replace([':', '-'], "").replace(' ', "-");
-    let dir = args.results.clone().unwrap_or_else(|| {
-        root.join("loadtest/results")
-            .join(format!("failover-{stamp}"))
-    });
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // nginx resolves its paths against its prefix (the trial's folder): they must be absolute.
-    let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let bench::RunStart {
+        started,
+        loadavg_start,
+        dir,
+    } = bench::begin_run(&gen, args.results.as_deref(), &root, "failover-")?;
     let s = Setup {
         gen: gen.clone(),
         proxy: proxy.clone(),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::bench::{self, report, targets};
+use crate::bench::{self, targets};
 use crate::http;
 use crate::run;
 use crate::util::{self, parse_duration};
@@ -529,27 +529,15 @@ fn ratelimit(args: &RateLimitArgs) -> Result<(), String> {
             }
         }
     }
-    if names.iter().any(|n| n == "nginx") && targets::which("nginx").is_none() {
-        let n = "nginx skipped: not installed (install with `apt-get install nginx`)".to_string();
-        eprintln!("{n}");
-        notes.push(n);
-        names.retain(|n| n != "nginx");
-    }
+    bench::drop_missing(&mut names, &mut notes, &["nginx"]);
     if names.is_empty() {
         return Err("no target left to measure".into());
     }
-    util::set_affinity(0, &gen).map_err(|e| format!("pinning to CPUs {gen:?}: {e}"))?;
-    util::raise_nofile();
-    let started = report::utc_now();
-    let loadavg_start = bench::loadavg();
-    let stamp = started.replace([':', '-'], "").replace(' ', "-");
-    let dir = args.results.clone().unwrap_or_else(|| {
-        root.join("loadtest/results")
-            .join(format!("ratelimit-{stamp}"))
-    });
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // nginx resolves its paths against its prefix (the trial's folder): they must be absolute.
-    let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let bench::RunStart {
+        started,
+        loadavg_start,
+        dir,
+    } = bench::begin_run(&gen, args.results.as_deref(), &root, "ratelimit-")?;
     let s = Setup {
         gen: gen.clone(),
         proxy: proxy.clone(),

@@ -313,6 +313,57 @@ fn parse_extra_bins(specs: &[String]) -> Result<Vec<(String, PathBuf)>, String> 
     Ok(out)
 }
 
+/// Drops from `names` the external proxies among `progs` that are not installed, noting why.
+pub(crate) fn drop_missing(names: &mut Vec<String>, notes: &mut Vec<String>, progs: &[&str]) {
+    for &prog in progs {
+        if names.iter().any(|n| n == prog) && targets::which(prog).is_none() {
+            let n =
+                format!("{prog} skipped: not installed (install with `apt-get install {prog}`)");
+            eprintln!("{n}");
+            notes.push(n);
+            names.retain(|n| n != prog);
+        }
+    }
+}
+
+/// How a measuring run began.
+pub(crate) struct RunStart {
+    pub started: String,
+    pub loadavg_start: String,
+    /// The results folder, made and absolute (nginx resolves its paths against its prefix and
+    /// coregate's access_log path must be absolute).
+    pub dir: std::path::PathBuf,
+}
+
+/// Pins this process (generator threads, backends it starts) to `gen`, raises its file limit,
+/// and makes the results folder: `results`, or `<root>/loadtest/results/<prefix><UTC time>`.
+pub(crate) fn begin_run(
+    gen: &[usize],
+    results: Option<&std::path::Path>,
+    root: &std::path::Path,
+    prefix: &str,
+) -> Result<RunStart, String> {
+    util::set_affinity(0, gen).map_err(|e| format!("pinning to CPUs {gen:?}: {e}"))?;
+    util::raise_nofile();
+    let started = report::utc_now();
+    let loadavg_start = loadavg();
+    let stamp = started.replace([':', '-'], "").replace(' ', "-");
+    let dir = results.map_or_else(
+        || {
+            root.join("loadtest/results")
+                .join(format!("{prefix}{stamp}"))
+        },
+        |p| p.to_path_buf(),
+    );
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(RunStart {
+        started,
+        loadavg_start,
+        dir,
+    })
+}
+
 pub(crate) fn loadavg() -> String {
     let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
@@ -461,16 +512,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
             }
         }
     }
-    for prog in ["nginx", "haproxy"] {
-        if names.iter().any(|n| n == prog) && targets::which(prog).is_none() {
-            let n = format!(
-                "{prog} skipped: not installed (install with `apt-get install nginx haproxy`)"
-            );
-            eprintln!("{n}");
-            notes.push(n);
-            names.retain(|n| n != prog);
-        }
-    }
+    drop_missing(&mut names, &mut notes, &["nginx", "haproxy"]);
     if names.is_empty() {
         return Err("no target left to measure".into());
     }
@@ -510,18 +552,11 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
             .clamp(1, 64),
     };
     // Everything this process runs from now on (generator threads, backend) stays on `gen`.
-    util::set_affinity(0, &gen).map_err(|e| format!("pinning to CPUs {gen:?}: {e}"))?;
-    util::raise_nofile();
-    let started = report::utc_now();
-    let loadavg_start = loadavg();
-    let stamp = started.replace([':', '-'], "").replace(' ', "-");
-    let dir = args
-        .results
-        .clone()
-        .unwrap_or_else(|| root.join("loadtest/results").join(&stamp));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    // Absolute: coregate's access_log path must be.
-    let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let RunStart {
+        started,
+        loadavg_start,
+        dir,
+    } = begin_run(&gen, args.results.as_deref(), &root, "")?;
     let mut results = Vec::new();
     for s in &wanted {
         // A scenario whose backend or target died is run again once from scratch.
