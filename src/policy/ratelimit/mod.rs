@@ -303,14 +303,17 @@ impl Limiters {
             let mut keys = p.keys.borrow_mut();
             if let Some(e) = keys.get_mut(&g.key) {
                 // The grant was reckoned from this worker's last report: what it spent since
-                // comes out of it (unless it is a fixed budget).
+                // comes out of it (unless it is a fixed budget). The refill runs on from where
+                // it was last applied (`e.at` stays), so between two grants a worker refills
+                // for the whole interval, whatever the phase of its tick against the rounds:
+                // were it restarted here, the part since its last tick would be lost and the
+                // global bucket would settle one interval's rate fuller, holding back the burst.
                 e.allowance = if g.fixed {
                     g.allowance as f64
                 } else {
                     g.allowance as f64 - e.admitted as f64
                 };
                 e.share = g.share;
-                e.at = at;
             } else if keys.len() < l.max_keys {
                 keys.insert(
                     g.key,
