@@ -348,14 +348,7 @@ fn failover(args: &FailoverArgs) -> Result<(), String> {
         trials,
         notes,
     };
-    let md = markdown(&report);
-    print!("{md}");
-    let json = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
-    for (file, text) in [("failover.json", &json), ("failover.md", &md)] {
-        let p = dir.join(file);
-        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
-    }
-    eprintln!("results written to {}", dir.display());
+    bench::write_report(&dir, "failover", &report, &markdown(&report))?;
     if report.trials.is_empty() {
         return Err("no trial completed".into());
     }

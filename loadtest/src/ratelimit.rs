@@ -591,14 +591,7 @@ fn ratelimit(args: &RateLimitArgs) -> Result<(), String> {
         trials,
         notes,
     };
-    let md = markdown(&report);
-    print!("{md}");
-    let json = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
-    for (file, text) in [("ratelimit.json", &json), ("ratelimit.md", &md)] {
-        let p = dir.join(file);
-        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
-    }
-    eprintln!("results written to {}", dir.display());
+    bench::write_report(&dir, "ratelimit", &report, &markdown(&report))?;
     if report.trials.is_empty() {
         return Err("no trial completed".into());
     }

@@ -326,6 +326,23 @@ pub(crate) fn drop_missing(names: &mut Vec<String>, notes: &mut Vec<String>, pro
     }
 }
 
+/// Prints a run's report (`md`) and writes it to `dir` as NAME.json and NAME.md.
+pub(crate) fn write_report<T: serde::Serialize>(
+    dir: &std::path::Path,
+    name: &str,
+    report: &T,
+    md: &str,
+) -> Result<(), String> {
+    print!("{md}");
+    let json = serde_json::to_string_pretty(report).unwrap_or_default() + "\n";
+    for (ext, text) in [("json", json.as_str()), ("md", md)] {
+        let p = dir.join(format!("{name}.{ext}"));
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    eprintln!("results written to {}", dir.display());
+    Ok(())
+}
+
 /// How a measuring run began.
 pub(crate) struct RunStart {
     pub started: String,
@@ -609,14 +626,7 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         notes,
     };
     let md = report::markdown(&bench);
-    print!("{md}");
-    let json = serde_json::to_string_pretty(&bench).unwrap_or_default() + "\n";
-    let write = |p: PathBuf, text: &str| {
-        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
-    };
-    write(dir.join("results.json"), &json)?;
-    write(dir.join("results.md"), &md)?;
-    eprintln!("results written to {}", dir.display());
+    write_report(&dir, "results", &bench, &md)?;
     if args.record {
         let path = root.join("docs/benchmarks.md");
         use std::io::Write;
