@@ -93,6 +93,13 @@ fn invalid_cases() -> Vec<(&'static str, String, usize, usize, String)> {
             "unknown field `metrics`, expected one of `runtime`, `limits`, `listeners`, `upstreams`, `routes`, `rate_limits`, `redis`, `admin`".into(),
         ),
         (
+            "proxy_protocol not a bool",
+            r("address = \"127.0.0.1:18080\"", "address = \"127.0.0.1:18080\"\nproxy_protocol = \"v2\""),
+            11,
+            18,
+            "invalid type: string \"v2\", expected a boolean".into(),
+        ),
+        (
             "bad duration",
             r("\"5s\"", "\"5 seconds\""),
             3,

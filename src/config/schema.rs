@@ -217,6 +217,8 @@ pub struct RawListener {
     #[serde(default)]
     pub escaped_slashes: EscapedSlashes,
     pub access_log: Option<Spanned<RawAccessLog>>,
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// `access_log` of a listener or a route: a table, or `"off"` (a route that logs nothing

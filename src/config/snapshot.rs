@@ -99,6 +99,8 @@ pub struct Listener {
     /// Some request on this listener may be logged (by it or by a route): the request line is
     /// kept until the answer is out.
     pub logs_any: bool,
+    /// Every connection opens with a PROXY protocol header (v1 or v2) naming the client.
+    pub proxy_protocol: bool,
 }
 
 impl AccessLog {
@@ -425,7 +427,7 @@ impl Snapshot {
             let names: Vec<&str> = li.routes.routes().iter().map(|r| &*r.name).collect();
             let _ = writeln!(
                 s,
-                "  {} {} -> routes [{}] (merge_slashes = {}, escaped_slashes = {}, access_log = {})",
+                "  {} {} -> routes [{}] (merge_slashes = {}, escaped_slashes = {}, access_log = {}{})",
                 li.name,
                 li.addr,
                 names.join(", "),
@@ -433,6 +435,11 @@ impl Snapshot {
                 li.path.escaped_slashes.as_str(),
                 li.access_log
                     .map_or("off".to_string(), |i| self.access_logs[i].describe()),
+                if li.proxy_protocol {
+                    ", proxy_protocol = true"
+                } else {
+                    ""
+                },
             );
         }
         let _ = writeln!(s, "upstreams: {}", self.upstreams.len());

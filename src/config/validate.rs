@@ -634,5 +634,6 @@ fn listener(
         path,
         access_log,
         logs_any,
+        proxy_protocol: l.proxy_protocol,
     })
 }

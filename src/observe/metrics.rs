@@ -180,6 +180,11 @@ pub fn encode(snapshot: &Snapshot, reg: &Registry, backends: &Shared) -> String 
             "Clients that closed while their response was awaited (nginx's 499).",
             |w: &WorkerStats| w.client_aborts.get(),
         ),
+        (
+            "coregate_proxy_protocol_errors_total",
+            "Connections closed on a listener with proxy_protocol = true for a missing, invalid or late PROXY header.",
+            |w: &WorkerStats| w.proxy_protocol_errors.get(),
+        ),
     ] {
         head(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", sum(&|w| f(w)));

@@ -130,6 +130,8 @@ pub struct WorkerStats {
     pub client_connections: Gauge,
     pub client_timeouts: Counter,
     pub client_aborts: Counter,
+    /// Connections closed for a missing or invalid PROXY protocol header.
+    pub proxy_protocol_errors: Counter,
 }
 
 /// Statuses of the answers coregate generates itself.
@@ -175,6 +177,7 @@ impl WorkerStats {
             client_connections: Gauge::default(),
             client_timeouts: Counter::default(),
             client_aborts: Counter::default(),
+            proxy_protocol_errors: Counter::default(),
         }
     }
 
@@ -283,6 +286,8 @@ impl WorkerStats {
         }
         self.client_timeouts.set(old.client_timeouts.get());
         self.client_aborts.set(old.client_aborts.get());
+        self.proxy_protocol_errors
+            .set(old.proxy_protocol_errors.get());
     }
 
     /// Position of a backend in the per-backend arrays.

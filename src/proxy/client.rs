@@ -129,11 +129,11 @@ impl ConnParts {
         listen_addr: SocketAddr,
         snap: &Snapshot,
     ) -> Self {
-        let ip = peer.ip().to_canonical().to_string();
+        let (peer_ip, peer_key) = peer_fields(peer);
         ConnParts {
             stream,
-            peer_key: crate::upstream::maglev::hash_key(ip.as_bytes()),
-            peer_ip: ip,
+            peer_key,
+            peer_ip,
             listen_addr,
             buf: RecvBuf::with_capacity(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024))),
             headers: vec![Header::default(); snap.header_slots],
@@ -146,6 +146,43 @@ impl ConnParts {
             pending: None,
         }
     }
+
+    /// Reads the PROXY protocol header that opens a connection on a listener that expects one,
+    /// within `timeout` in all; the client it names becomes the connection's peer (for
+    /// `X-Forwarded-For`, the access log and rate-limit keys), and what follows it is the first
+    /// request. `Err`: the connection is to be closed (no header, a bad one, or none in time).
+    pub async fn read_proxy_header(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match super::proxy_protocol::parse(self.buf.data()) {
+                Ok(Some(p)) => {
+                    self.buf.consume(p.len);
+                    if let Some(source) = p.source {
+                        (self.peer_ip, self.peer_key) = peer_fields(source);
+                    }
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let max = super::proxy_protocol::V2_MAX;
+            match self.buf.read_from(&mut self.stream, left, max).await {
+                Ok(_) => {}
+                Err(IoFail::TimedOut) => return Err("no PROXY protocol header in time".into()),
+                Err(IoFail::Eof) => return Err("closed before a PROXY protocol header".into()),
+                Err(IoFail::Io(e)) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+/// A client address as the request path uses it: its text (IPv4-mapped IPv6 shown as IPv4) and
+/// its hash (the key of `client_ip` rate limits and hashing).
+fn peer_fields(peer: SocketAddr) -> (String, u64) {
+    let ip = peer.ip().to_canonical().to_string();
+    let key = crate::upstream::maglev::hash_key(ip.as_bytes());
+    (ip, key)
 }
 
 /// What the response path needs to know about the request, copied out of the buffer.

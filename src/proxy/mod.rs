@@ -24,6 +24,7 @@ mod error;
 mod exchange;
 mod forward;
 mod io;
+pub mod proxy_protocol;
 mod response;
 pub(crate) mod sys;
 
@@ -181,6 +182,19 @@ pub async fn serve_connection(
 ) {
     let mut gen = ctx.current();
     let mut parts = client::ConnParts::new(stream, peer, addr, &gen.snapshot);
+    let snap = &gen.snapshot;
+    if snap
+        .listeners
+        .iter()
+        .any(|l| l.addr == addr && l.proxy_protocol)
+    {
+        let timeout = snap.limits.client_header_timeout;
+        if let Err(e) = parts.read_proxy_header(timeout).await {
+            gen.proxy.stats.proxy_protocol_errors.inc();
+            tracing::debug!(%peer, listener = %addr, "connection closed: {e}");
+            return;
+        }
+    }
     loop {
         let Ok((conn, pending)) = client::ClientConn::resume(parts, &ctx, &gen) else {
             break; // not reached: a connection moves only to a generation with its listener
