@@ -100,6 +100,13 @@ fn invalid_cases() -> Vec<(&'static str, String, usize, usize, String)> {
             "invalid type: string \"v2\", expected a boolean".into(),
         ),
         (
+            "unknown PROXY protocol version",
+            r("name = \"app\"", "name = \"app\"\nproxy_protocol = \"v3\""),
+            14,
+            18,
+            "unknown variant `v3`, expected `v1` or `v2`".into(),
+        ),
+        (
             "bad duration",
             r("\"5s\"", "\"5 seconds\""),
             3,

@@ -167,3 +167,172 @@ fn plain_listener_refuses_a_header(driver: &str) {
 }
 
 both_drivers!(proxied, plain_listener_refuses_a_header);
+
+/// A backend that expects a PROXY protocol header (v1 or v2) first on each connection, then
+/// answers each GET with "conn N from ADDR": N counts its connections, ADDR is the header's
+/// source. Its own reader, independent of coregate's parser.
+struct PpBackend {
+    port: u16,
+    headers: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl PpBackend {
+    fn start() -> PpBackend {
+        use std::io::{BufRead, BufReader, Read};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let headers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = headers.clone();
+        std::thread::spawn(move || {
+            for (n, s) in l.incoming().enumerate().take(64) {
+                let Ok(s) = s else { return };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let mut w = s.try_clone().unwrap();
+                    let mut r = BufReader::new(s);
+                    let mut first = [0u8; 12];
+                    if r.read_exact(&mut first[..6]).is_err() {
+                        return;
+                    }
+                    let (raw, source) = if &first[..6] == b"PROXY " {
+                        let mut line = Vec::new();
+                        r.read_until(b'\n', &mut line).unwrap();
+                        let text = String::from_utf8(line.clone()).unwrap();
+                        let f: Vec<&str> = text.trim_end().split(' ').collect();
+                        let ip = if f[0] == "TCP6" {
+                            format!("[{}]", f[1])
+                        } else {
+                            f[1].to_string()
+                        };
+                        ([&first[..6], &line[..]].concat(), format!("{ip}:{}", f[3]))
+                    } else {
+                        r.read_exact(&mut first[6..]).unwrap();
+                        assert_eq!(&first, b"\r\n\r\n\0\r\nQUIT\n");
+                        let mut fixed = [0u8; 4];
+                        r.read_exact(&mut fixed).unwrap();
+                        let len = u16::from_be_bytes([fixed[2], fixed[3]]) as usize;
+                        let mut a = vec![0u8; len];
+                        r.read_exact(&mut a).unwrap();
+                        let source = match fixed[1] {
+                            0x11 => format!(
+                                "{}.{}.{}.{}:{}",
+                                a[0],
+                                a[1],
+                                a[2],
+                                a[3],
+                                u16::from_be_bytes([a[8], a[9]])
+                            ),
+                            _ => {
+                                let mut o = [0u8; 16];
+                                o.copy_from_slice(&a[..16]);
+                                format!(
+                                    "[{}]:{}",
+                                    std::net::Ipv6Addr::from(o),
+                                    u16::from_be_bytes([a[32], a[33]])
+                                )
+                            }
+                        };
+                        ([&first[..], &fixed[..], &a[..]].concat(), source)
+                    };
+                    seen.lock().unwrap().push(raw);
+                    loop {
+                        let mut head = Vec::new();
+                        while !head.ends_with(b"\r\n\r\n") {
+                            let mut line = Vec::new();
+                            if r.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.extend_from_slice(&line);
+                        }
+                        let body = format!("conn {n} from {source}");
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if w.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        PpBackend { port, headers }
+    }
+}
+
+/// Upstreams with `proxy_protocol = "v1"` and `"v2"`: each new connection to the backend opens
+/// with a header naming the client (the one a PROXY header named to coregate, or the socket's);
+/// a connection kept for one client connection is reused by it and by no other.
+fn sends_to_upstreams(driver: &str) {
+    let (b1, b2) = (PpBackend::start(), PpBackend::start());
+    let port = free_port();
+    let text = format!(
+        "[runtime]\nworkers = 1\npin = false\ndriver = \"{driver}\"\n\n\
+         [[listeners]]\nname = \"lb\"\naddress = \"127.0.0.1:{port}\"\nproxy_protocol = true\n\n\
+         [[upstreams]]\nname = \"one\"\nproxy_protocol = \"v1\"\nbackends = [ {{ address = \"127.0.0.1:{}\" }} ]\n\n\
+         [[upstreams]]\nname = \"two\"\nproxy_protocol = \"v2\"\nbackends = [ {{ address = \"127.0.0.1:{}\" }} ]\n\n\
+         [[routes]]\nname = \"v2\"\npath_prefix = \"/v2/\"\nupstream = \"two\"\n\n\
+         [[routes]]\nname = \"v1\"\npath_prefix = \"/\"\nupstream = \"one\"\n",
+        b1.port, b2.port
+    );
+    let proxy = Proxy::start(&text, port, "info");
+    let client = |header: &str| {
+        let mut c = Client::connect(proxy.addr);
+        c.send(header);
+        c
+    };
+    let get = |c: &mut Client, path: &str| {
+        c.send(get_req("a", path, ""));
+        let r = c.response();
+        assert_eq!(r.status, 200);
+        r.text()
+    };
+    let a_header = "PROXY TCP4 192.0.2.7 198.51.100.1 1111 443\r\n";
+    let mut a = client(a_header);
+    let a1 = get(&mut a, "/x");
+    assert!(a1.ends_with(" from 192.0.2.7:1111"), "{a1}");
+    assert_eq!(
+        get(&mut a, "/y"),
+        a1,
+        "the same client reuses its connection"
+    );
+    let mut b = client("PROXY TCP6 2001:db8::9 2001:db8::1 2222 443\r\n");
+    let b1_text = get(&mut b, "/x");
+    assert!(b1_text.ends_with(" from [2001:db8::9]:2222"), "{b1_text}");
+    assert_ne!(b1_text, a1, "another client gets a connection of its own");
+    // The same address again, on a new connection: not the first one's upstream connection.
+    let mut a_again = client(a_header);
+    let a2 = get(&mut a_again, "/x");
+    assert!(a2.ends_with(" from 192.0.2.7:1111"), "{a2}");
+    assert_ne!(a2, a1);
+    assert_eq!(get(&mut a, "/z"), a1);
+    // v2, and a client whose header was LOCAL: the socket's own address.
+    let a_v2 = get(&mut a, "/v2/x");
+    assert!(a_v2.ends_with(" from 192.0.2.7:1111"), "{a_v2}");
+    let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+    let mut l = Client::connect(proxy.addr);
+    l.send(local);
+    let l_v2 = get(&mut l, "/v2/x");
+    assert!(l_v2.contains(" from 127.0.0.1:"), "{l_v2}");
+    let h1 = b1.headers.lock().unwrap().clone();
+    assert_eq!(
+        h1.len(),
+        3,
+        "three client connections, three upstream connections"
+    );
+    assert_eq!(
+        h1[0],
+        b"PROXY TCP4 192.0.2.7 127.0.0.1 1111 "
+            .iter()
+            .chain(port.to_string().as_bytes())
+            .chain(b"\r\n")
+            .copied()
+            .collect::<Vec<u8>>()
+    );
+    let h2 = b2.headers.lock().unwrap().clone();
+    assert_eq!(h2.len(), 2);
+    assert_eq!(&h2[0][12..16], &[0x21, 0x11, 0, 12]);
+}
+
+both_drivers!(sends_to_upstreams);

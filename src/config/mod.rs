@@ -18,8 +18,8 @@ use std::ops::Range;
 use std::path::Path;
 
 pub use schema::{
-    BalancerKind, DriverKind, EscapedSlashes, LimitHeaders, LimitMode, LogFormat, RedisFallback,
-    RingFlag,
+    BalancerKind, DriverKind, EscapedSlashes, LimitHeaders, LimitMode, LogFormat, ProxyVersion,
+    RedisFallback, RingFlag,
 };
 pub use snapshot::{
     redact_url, AccessLog, AdminSettings, Backend, HashOn, HealthCheck, LimitKey, Limits, Listener,

@@ -329,6 +329,23 @@ impl BalancerKind {
     }
 }
 
+/// The PROXY protocol version an upstream expects on its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+impl ProxyVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyVersion::V1 => "v1",
+            ProxyVersion::V2 => "v2",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
@@ -344,6 +361,7 @@ pub struct RawUpstream {
     pub timeouts: RawTimeouts,
     pub max_response_head_bytes: Option<Spanned<Size>>,
     pub max_response_headers: Option<Spanned<u32>>,
+    pub proxy_protocol: Option<ProxyVersion>,
     pub health: Option<Spanned<RawHealth>>,
     #[serde(default)]
     pub outlier: RawOutlier,

@@ -147,6 +147,9 @@ pub struct Upstream {
     pub max_response_head: usize,
     /// Most header fields accepted in a response head.
     pub max_response_headers: usize,
+    /// Each new connection opens with a PROXY protocol header naming the client; such
+    /// connections are reused only by the client connection they were opened for.
+    pub proxy_protocol: Option<super::schema::ProxyVersion>,
     pub health: Option<HealthCheck>,
     pub outlier: Outlier,
     pub retry: RetryPolicy,
@@ -446,7 +449,7 @@ impl Snapshot {
         for u in &self.upstreams {
             let _ = writeln!(
                 s,
-                "  {} ({}, pool max_idle = {}, idle_timeout = {}; timeouts connect = {}, response_head = {}, idle = {}; max_response_head_bytes = {}, max_response_headers = {})",
+                "  {} ({}, pool max_idle = {}, idle_timeout = {}; timeouts connect = {}, response_head = {}, idle = {}; max_response_head_bytes = {}, max_response_headers = {}{})",
                 u.name,
                 u.describe_balancer(),
                 u.pool.max_idle,
@@ -456,6 +459,8 @@ impl Snapshot {
                 fmt_duration(u.timeouts.idle),
                 u.max_response_head,
                 u.max_response_headers,
+                u.proxy_protocol
+                    .map_or(String::new(), |v| format!(", proxy_protocol = {}", v.as_str())),
             );
             let _ = writeln!(s, "    {}", u.describe_resilience());
             for b in &u.backends {

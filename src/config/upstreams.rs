@@ -144,6 +144,7 @@ pub(super) fn upstream(index: usize, u: &RawUpstream, errs: &mut Errors) -> Opti
         },
         max_response_head: max_response_head?,
         max_response_headers: max_response_headers?,
+        proxy_protocol: u.proxy_protocol,
         health: match &u.health {
             Some(_) => Some(health?),
             None => None,

@@ -53,6 +53,11 @@ pub struct ClientConn<'a> {
     pub(super) peer_ip: String,
     /// The client address hashed once (the key of `client_ip` rate limits).
     pub(super) peer_key: u64,
+    /// The client's address and port (from the PROXY protocol header when the listener takes
+    /// one), for a PROXY protocol header sent upstream.
+    pub(super) peer: SocketAddr,
+    /// This connection's number on the worker (the owner of upstream connections kept for it).
+    pub(super) conn_id: u64,
     pub(super) listener: usize,
     pub(super) ctx: &'a WorkerCtx,
     pub(super) state: &'a WorkerState,
@@ -76,7 +81,7 @@ pub struct ClientConn<'a> {
     /// The generation `state` and `snap` belong to, and the listener's address (stable across
     /// generations, unlike its index).
     gen_id: u64,
-    listen_addr: SocketAddr,
+    pub(super) listen_addr: SocketAddr,
 }
 
 /// What a connection keeps when it moves to a new generation: everything but the borrowed
@@ -85,6 +90,8 @@ pub struct ConnParts {
     stream: TcpStream,
     peer_ip: String,
     peer_key: u64,
+    peer: SocketAddr,
+    conn_id: u64,
     listen_addr: SocketAddr,
     buf: RecvBuf,
     headers: Vec<Header>,
@@ -126,6 +133,7 @@ impl ConnParts {
     pub fn new(
         stream: TcpStream,
         peer: SocketAddr,
+        conn_id: u64,
         listen_addr: SocketAddr,
         snap: &Snapshot,
     ) -> Self {
@@ -134,6 +142,8 @@ impl ConnParts {
             stream,
             peer_key,
             peer_ip,
+            peer,
+            conn_id,
             listen_addr,
             buf: RecvBuf::with_capacity(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024))),
             headers: vec![Header::default(); snap.header_slots],
@@ -159,6 +169,7 @@ impl ConnParts {
                     self.buf.consume(p.len);
                     if let Some(source) = p.source {
                         (self.peer_ip, self.peer_key) = peer_fields(source);
+                        self.peer = source;
                     }
                     return Ok(());
                 }
@@ -256,6 +267,8 @@ impl<'a> ClientConn<'a> {
             stream,
             peer_ip,
             peer_key,
+            peer,
+            conn_id,
             listen_addr,
             buf,
             mut headers,
@@ -278,6 +291,8 @@ impl<'a> ClientConn<'a> {
                 stream,
                 peer_ip,
                 peer_key,
+                peer,
+                conn_id,
                 listener,
                 ctx,
                 state: &gen.proxy,
@@ -304,6 +319,8 @@ impl<'a> ClientConn<'a> {
             stream: self.stream,
             peer_ip: self.peer_ip,
             peer_key: self.peer_key,
+            peer: self.peer,
+            conn_id: self.conn_id,
             listen_addr: self.listen_addr,
             buf: self.buf,
             headers: self.headers,

@@ -41,6 +41,9 @@ pub struct WorkerCtx {
     /// Spare response buffers (leased per request, returned after).
     spare: RefCell<Vec<Vec<u8>>>,
     live: Cell<usize>,
+    /// Connections accepted so far: each gets the next number (never 0), unique on this worker
+    /// for its lifetime (upstream connections kept for one client are tagged with it).
+    accepted: Cell<u64>,
     shutting_down: Cell<bool>,
     waiters: RefCell<Waiters>,
 }
@@ -68,6 +71,7 @@ impl WorkerCtx {
             aborts: super::abort::AbortWatch::default(),
             spare: RefCell::new(Vec::new()),
             live: Cell::new(0),
+            accepted: Cell::new(0),
             shutting_down: Cell::new(false),
             waiters: RefCell::new(Waiters::default()),
         })
@@ -174,6 +178,12 @@ impl WorkerCtx {
         for w in wakers {
             w.wake();
         }
+    }
+
+    /// A new connection's number on this worker (1, 2, ...).
+    pub fn next_connection_id(&self) -> u64 {
+        self.accepted.set(self.accepted.get() + 1);
+        self.accepted.get()
     }
 
     /// Counts a connection as live until the guard drops.

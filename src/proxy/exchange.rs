@@ -16,7 +16,7 @@ use super::client::{ClientConn, Next, ReqInfo, UpFail};
 use super::io::{write_head, IoFail};
 use crate::config::Upstream;
 use crate::http1::Framing;
-use crate::upstream::{CheckoutError, Conn, Tried};
+use crate::upstream::{CheckoutError, ClientEnds, Conn, Tried};
 use std::time::Duration;
 
 /// What became of a relayed response.
@@ -69,7 +69,12 @@ impl<'a> ClientConn<'a> {
             if attempt > 1 {
                 stats.retries[upstream.index].inc();
             }
-            let mut conn = match ups.checkout(upstream, backend).await {
+            let client = ClientEnds {
+                source: self.peer,
+                destination: self.listen_addr,
+                owner: self.conn_id,
+            };
+            let mut conn = match ups.checkout(upstream, backend, &client).await {
                 Ok(c) => c,
                 Err(CheckoutError::Connect(e)) => {
                     let failure = connect_status(&e);

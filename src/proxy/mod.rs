@@ -181,7 +181,8 @@ pub async fn serve_connection(
     ctx: Rc<WorkerCtx>,
 ) {
     let mut gen = ctx.current();
-    let mut parts = client::ConnParts::new(stream, peer, addr, &gen.snapshot);
+    let id = ctx.next_connection_id();
+    let mut parts = client::ConnParts::new(stream, peer, id, addr, &gen.snapshot);
     let snap = &gen.snapshot;
     if snap
         .listeners

@@ -4,6 +4,7 @@
 //! first bytes are not a complete, valid header is closed. The address it gives replaces the
 //! socket's peer for `X-Forwarded-For`, the access log and rate-limit keys.
 
+use crate::config::ProxyVersion;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The v2 signature: `\r\n\r\n\0\r\nQUIT\n`.
@@ -159,6 +160,58 @@ fn v2(buf: &[u8]) -> Result<Option<Parsed>, &'static str> {
     Ok(Some(Parsed { source, len }))
 }
 
+/// Appends the header that tells a backend the client `src` connected to `dst`: v1 text or v2
+/// binary (PROXY command, TCP). When one address is IPv4 and the other IPv6, both are sent as
+/// IPv6 (the IPv4 one mapped), as the specification asks.
+pub fn write(version: ProxyVersion, src: SocketAddr, dst: SocketAddr, out: &mut Vec<u8>) {
+    let canon = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let (src, dst) = (canon(src), canon(dst));
+    let v6 = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    let both_v4 = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Some((s, d)),
+        _ => None,
+    };
+    match version {
+        ProxyVersion::V1 => {
+            use std::io::Write;
+            let _ = match both_v4 {
+                Some((s, d)) => write!(out, "PROXY TCP4 {s} {d} {} {}\r\n", src.port(), dst.port()),
+                None => write!(
+                    out,
+                    "PROXY TCP6 {} {} {} {}\r\n",
+                    v6(src.ip()),
+                    v6(dst.ip()),
+                    src.port(),
+                    dst.port()
+                ),
+            };
+        }
+        ProxyVersion::V2 => {
+            out.extend_from_slice(V2_SIG);
+            out.push(0x21); // version 2, PROXY
+            match both_v4 {
+                Some((s, d)) => {
+                    out.push(0x11);
+                    out.extend_from_slice(&12u16.to_be_bytes());
+                    out.extend_from_slice(&s.octets());
+                    out.extend_from_slice(&d.octets());
+                }
+                None => {
+                    out.push(0x21);
+                    out.extend_from_slice(&36u16.to_be_bytes());
+                    out.extend_from_slice(&v6(src.ip()).octets());
+                    out.extend_from_slice(&v6(dst.ip()).octets());
+                }
+            }
+            out.extend_from_slice(&src.port().to_be_bytes());
+            out.extend_from_slice(&dst.port().to_be_bytes());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +317,35 @@ mod tests {
         assert!(parse(&huge).is_err());
         // A signature that goes wrong part way.
         assert!(parse(b"\r\n\r\n\0\r\nQUIX\n").is_err());
+    }
+
+    #[test]
+    fn what_is_written_parses_back() {
+        let cases = [
+            ("192.0.2.7:56324", "198.51.100.1:443", "192.0.2.7:56324"),
+            ("[2001:db8::1]:1", "[2001:db8::2]:80", "[2001:db8::1]:1"),
+            // Mixed families: both as IPv6, the IPv4 one mapped.
+            ("192.0.2.7:5", "[2001:db8::2]:80", "[::ffff:192.0.2.7]:5"),
+            // A mapped IPv4 peer of a dual-stack listener is plain IPv4.
+            ("[::ffff:192.0.2.7]:5", "192.0.2.1:80", "192.0.2.7:5"),
+        ];
+        for v in [ProxyVersion::V1, ProxyVersion::V2] {
+            for (src, dst, want) in cases {
+                let mut out = b"x".to_vec();
+                write(v, src.parse().unwrap(), dst.parse().unwrap(), &mut out);
+                let p = parse(&out[1..]).unwrap().unwrap();
+                assert_eq!(p.source, Some(want.parse().unwrap()), "{v:?} {src}");
+                assert_eq!(p.len, out.len() - 1);
+            }
+        }
+        let mut out = Vec::new();
+        write(
+            ProxyVersion::V1,
+            "192.0.2.7:56324".parse().unwrap(),
+            "198.51.100.1:443".parse().unwrap(),
+            &mut out,
+        );
+        assert_eq!(out, b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n");
     }
 
     proptest::proptest! {

@@ -108,6 +108,17 @@ pub struct Conn<'a> {
     /// are not pooled again).
     gen: u32,
     slot: Slot<'a>,
+    /// The client connection it serves alone (PROXY protocol upstreams), 0 for anyone.
+    owner: u64,
+}
+
+/// The client side of a request, as a PROXY protocol header sent upstream describes it: the
+/// client's address, the address it connected to, and a number for its connection (the owner
+/// of the upstream connections opened for it).
+pub struct ClientEnds {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub owner: u64,
 }
 
 /// A request's place on a backend: in flight until dropped, and one open connection unless
@@ -186,7 +197,13 @@ impl Upstreams {
     /// upstream name, same address) from the previous generation's state.
     pub fn adopt(&self, snapshot: &Snapshot, old: &Upstreams, old_snapshot: &Snapshot) {
         for u in &snapshot.upstreams {
-            let Some(ou) = old_snapshot.upstreams.iter().find(|o| o.name == u.name) else {
+            // A connection that began with a PROXY protocol header (or without one) is only
+            // good for an upstream that still sends the same.
+            let Some(ou) = old_snapshot
+                .upstreams
+                .iter()
+                .find(|o| o.name == u.name && o.proxy_protocol == u.proxy_protocol)
+            else {
                 continue;
             };
             for b in &u.backends {
@@ -207,8 +224,8 @@ impl Upstreams {
                     .set(old_live.open.get().saturating_sub(moved.len() as u32));
                 let now = Instant::now();
                 let mut to = to.borrow_mut();
-                for stream in moved {
-                    let closed = to.put(stream, now);
+                for (stream, owner) in moved {
+                    let closed = to.put(stream, now, owner);
                     live.open.set(live.open.get() + 1 - closed.min(1));
                 }
             }
@@ -318,13 +335,23 @@ impl Upstreams {
 
     /// A connection to `backend` of `u`: a pooled one that is still open, else a new one
     /// within the connect timeout, unless `max_connections` stands in the way.
-    pub async fn checkout(&self, u: &Upstream, backend: usize) -> Result<Conn<'_>, CheckoutError> {
+    pub async fn checkout(
+        &self,
+        u: &Upstream,
+        backend: usize,
+        client: &ClientEnds,
+    ) -> Result<Conn<'_>, CheckoutError> {
         let st = &self.states[u.index];
         let live = &st.live[backend];
         let mut closed = 0;
+        let owner = if u.proxy_protocol.is_some() {
+            client.owner
+        } else {
+            0
+        };
         let pooled = st.pools[backend]
             .borrow_mut()
-            .take(Instant::now(), &mut closed);
+            .take(Instant::now(), owner, &mut closed);
         live.open.set(live.open.get().saturating_sub(closed));
         live.in_flight.set(live.in_flight.get() + 1);
         let mut slot = Slot {
@@ -340,6 +367,7 @@ impl Upstreams {
                 reused: true,
                 gen,
                 slot,
+                owner,
             });
         }
         if live.open.get() >= u.max_connections {
@@ -347,7 +375,7 @@ impl Upstreams {
             // A connection may have come back to the pool meanwhile.
             let pooled = st.pools[backend]
                 .borrow_mut()
-                .take(Instant::now(), &mut closed);
+                .take(Instant::now(), owner, &mut closed);
             live.open.set(live.open.get().saturating_sub(closed));
             if let Some(stream) = pooled {
                 slot.counts_open = true;
@@ -357,20 +385,27 @@ impl Upstreams {
                     reused: true,
                     gen,
                     slot,
+                    owner,
                 });
             }
         }
         live.open.set(live.open.get() + 1);
         slot.counts_open = true;
-        let stream = connect(live.addr.get(), u)
+        let mut stream = connect(live.addr.get(), u)
             .await
             .map_err(CheckoutError::Connect)?;
+        if let Some(version) = u.proxy_protocol {
+            send_proxy_header(&mut stream, version, client, u)
+                .await
+                .map_err(CheckoutError::Connect)?;
+        }
         Ok(Conn {
             stream,
             backend,
             reused: false,
             gen,
             slot,
+            owner,
         })
     }
 
@@ -406,14 +441,16 @@ impl Upstreams {
             backend,
             gen,
             mut slot,
+            owner,
             ..
         } = conn;
         if gen != slot.live.gen.get() {
             return; // the backend moved: dropped, not pooled
         }
-        let closed = self.states[u.index].pools[backend]
-            .borrow_mut()
-            .put(stream, Instant::now());
+        let closed =
+            self.states[u.index].pools[backend]
+                .borrow_mut()
+                .put(stream, Instant::now(), owner);
         // The slot no longer counts the connection: the pool does, minus what it closed.
         slot.counts_open = false;
         let live = slot.live;
@@ -575,6 +612,26 @@ fn seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Writes the PROXY protocol header that opens a connection to a backend of `u`, within its
+/// connect timeout.
+async fn send_proxy_header(
+    stream: &mut TcpStream,
+    version: crate::config::ProxyVersion,
+    client: &ClientEnds,
+    u: &Upstream,
+) -> io::Result<()> {
+    use monoio::io::AsyncWriteRentExt;
+    let mut header = Vec::with_capacity(64);
+    crate::proxy::proxy_protocol::write(version, client.source, client.destination, &mut header);
+    match monoio::time::timeout(u.timeouts.connect, stream.write_all(header)).await {
+        Ok((r, _)) => r.map(drop),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "PROXY protocol header not written in time",
+        )),
+    }
 }
 
 async fn connect(addr: SocketAddr, u: &Upstream) -> io::Result<TcpStream> {

@@ -10,10 +10,13 @@ use std::time::Instant;
 
 use monoio::net::TcpStream;
 
-/// An idle connection and when it became idle.
+/// An idle connection, when it became idle, and whom it may serve: 0 for anyone, else the
+/// client connection it was opened for (a connection that began with a PROXY protocol header
+/// speaks for that client only).
 struct Pooled {
     stream: TcpStream,
     since: Instant,
+    owner: u64,
 }
 
 pub struct Pool {
@@ -29,10 +32,28 @@ impl Pool {
         }
     }
 
-    /// The most recent idle connection that is still open and not expired; `closed` counts
-    /// the ones dropped on the way.
-    pub fn take(&mut self, now: Instant, closed: &mut u32) -> Option<TcpStream> {
+    /// The most recent idle connection of `owner` (0: the shared ones) that is still open and
+    /// not expired; `closed` counts the ones dropped on the way.
+    pub fn take(&mut self, now: Instant, owner: u64, closed: &mut u32) -> Option<TcpStream> {
+        if owner != 0 {
+            return self.take_owned(now, owner, closed);
+        }
         while let Some(p) = self.idle.pop_back() {
+            if now.duration_since(p.since) < self.settings.idle_timeout
+                && super::sys::peer_still_open(&p.stream)
+            {
+                return Some(p.stream);
+            }
+            *closed += 1;
+        }
+        None
+    }
+
+    /// [`Pool::take`] among connections kept for one client connection (PROXY protocol
+    /// upstreams): the most recent of its own, found by a scan of the idle list.
+    fn take_owned(&mut self, now: Instant, owner: u64, closed: &mut u32) -> Option<TcpStream> {
+        while let Some(i) = self.idle.iter().rposition(|p| p.owner == owner) {
+            let p = self.idle.remove(i)?;
             if now.duration_since(p.since) < self.settings.idle_timeout
                 && super::sys::peer_still_open(&p.stream)
             {
@@ -56,7 +77,7 @@ impl Pool {
 
     /// Keeps `stream` for reuse, dropping expired entries and the oldest beyond `max_idle`.
     /// Returns how many connections were closed (`stream` itself when nothing is kept).
-    pub fn put(&mut self, stream: TcpStream, now: Instant) -> u32 {
+    pub fn put(&mut self, stream: TcpStream, now: Instant, owner: u64) -> u32 {
         let mut closed = 0;
         while self
             .idle
@@ -73,7 +94,11 @@ impl Pool {
             self.idle.pop_front();
             closed += 1;
         }
-        self.idle.push_back(Pooled { stream, since: now });
+        self.idle.push_back(Pooled {
+            stream,
+            since: now,
+            owner,
+        });
         closed
     }
 
@@ -86,8 +111,8 @@ impl Pool {
     }
 
     /// Takes every idle connection out (most recent last).
-    pub fn drain(&mut self) -> Vec<TcpStream> {
-        self.idle.drain(..).map(|p| p.stream).collect()
+    pub fn drain(&mut self) -> Vec<(TcpStream, u64)> {
+        self.idle.drain(..).map(|p| (p.stream, p.owner)).collect()
     }
 
     /// Closes every idle connection (their backend moved); returns how many.
