@@ -174,6 +174,8 @@ both_drivers!(proxied, plain_listener_refuses_a_header);
 struct PpBackend {
     port: u16,
     headers: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    /// Connections coregate closed (EOF seen), by number.
+    closed: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
 }
 
 impl PpBackend {
@@ -182,11 +184,12 @@ impl PpBackend {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let headers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = headers.clone();
+        let closed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (seen, ended) = (headers.clone(), closed.clone());
         std::thread::spawn(move || {
             for (n, s) in l.incoming().enumerate().take(64) {
                 let Ok(s) = s else { return };
-                let seen = seen.clone();
+                let (seen, ended) = (seen.clone(), ended.clone());
                 std::thread::spawn(move || {
                     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                     let mut w = s.try_clone().unwrap();
@@ -200,12 +203,12 @@ impl PpBackend {
                         r.read_until(b'\n', &mut line).unwrap();
                         let text = String::from_utf8(line.clone()).unwrap();
                         let f: Vec<&str> = text.trim_end().split(' ').collect();
-                        let ip = if f[0] == "TCP6" {
-                            format!("[{}]", f[1])
-                        } else {
-                            f[1].to_string()
+                        let source = match f[0] {
+                            "UNKNOWN" => "unknown".to_string(),
+                            "TCP6" => format!("[{}]:{}", f[1], f[3]),
+                            _ => format!("{}:{}", f[1], f[3]),
                         };
-                        ([&first[..6], &line[..]].concat(), format!("{ip}:{}", f[3]))
+                        ([&first[..6], &line[..]].concat(), source)
                     } else {
                         r.read_exact(&mut first[6..]).unwrap();
                         assert_eq!(&first, b"\r\n\r\n\0\r\nQUIT\n");
@@ -215,6 +218,7 @@ impl PpBackend {
                         let mut a = vec![0u8; len];
                         r.read_exact(&mut a).unwrap();
                         let source = match fixed[1] {
+                            _ if fixed[0] == 0x20 => "local".to_string(),
                             0x11 => format!(
                                 "{}.{}.{}.{}:{}",
                                 a[0],
@@ -241,6 +245,7 @@ impl PpBackend {
                         while !head.ends_with(b"\r\n\r\n") {
                             let mut line = Vec::new();
                             if r.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                                ended.lock().unwrap().push(n);
                                 return;
                             }
                             head.extend_from_slice(&line);
@@ -257,7 +262,11 @@ impl PpBackend {
                 });
             }
         });
-        PpBackend { port, headers }
+        PpBackend {
+            port,
+            headers,
+            closed,
+        }
     }
 }
 
@@ -335,4 +344,66 @@ fn sends_to_upstreams(driver: &str) {
     assert_eq!(&h2[0][12..16], &[0x21, 0x11, 0, 12]);
 }
 
-both_drivers!(sends_to_upstreams);
+/// What a PROXY protocol upstream does with the connections it keeps per client: a client
+/// connection that ends takes its idle connections with it (also after `Connection: close`),
+/// another client's idle connection gives way under `max_connections`, and health checks open
+/// with a LOCAL header.
+fn owned_connections_end_with_their_client(driver: &str) {
+    let (b1, b2) = (PpBackend::start(), PpBackend::start());
+    let port = free_port();
+    let text = format!(
+        "[runtime]\nworkers = 1\npin = false\ndriver = \"{driver}\"\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n\
+         [[upstreams]]\nname = \"one\"\nproxy_protocol = \"v1\"\nmax_connections = 1\n\
+         backends = [ {{ address = \"127.0.0.1:{}\" }} ]\n\n\
+         [[upstreams]]\nname = \"two\"\nproxy_protocol = \"v2\"\n\
+         backends = [ {{ address = \"127.0.0.1:{}\" }} ]\n\
+         [upstreams.health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n\n\
+         [[routes]]\nname = \"two\"\npath_prefix = \"/two/\"\nupstream = \"two\"\n\n\
+         [[routes]]\nname = \"one\"\npath_prefix = \"/\"\nupstream = \"one\"\n",
+        b1.port, b2.port
+    );
+    let proxy = Proxy::start(&text, port, "info");
+    let get = |c: &mut Client, path: &str, extra: &str| {
+        c.send(get_req("a", path, extra));
+        let r = c.response();
+        assert_eq!(r.status, 200, "{r:?}");
+        r.text()
+    };
+    let wait_closed = |b: &PpBackend, n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while !b.closed.lock().unwrap().contains(&n) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "connection {n} still open"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // Client A keeps its connection (conn 0) idle; B, under max_connections = 1, gets one of
+    // its own after A's idle one is closed.
+    let mut a = Client::connect(proxy.addr);
+    assert!(get(&mut a, "/a", "").starts_with("conn 0 "));
+    let mut b = Client::connect(proxy.addr);
+    assert!(get(&mut b, "/b", "").starts_with("conn 1 "));
+    wait_closed(&b1, 0);
+    // B leaves: its idle connection is closed with it.
+    drop(b);
+    wait_closed(&b1, 1);
+    // A's request with Connection: close: its connection closes with the client's.
+    assert!(get(&mut a, "/a2", "Connection: close\r\n").starts_with("conn 2 "));
+    wait_closed(&b1, 2);
+    // Health checks on the v2 upstream open with a LOCAL header; it stays up and serves.
+    std::thread::sleep(Duration::from_millis(400));
+    let mut c = Client::connect(proxy.addr);
+    let text = get(&mut c, "/two/x", "");
+    assert!(text.contains(" from 127.0.0.1:"), "{text}");
+    let h2 = b2.headers.lock().unwrap().clone();
+    let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+    assert!(
+        h2.iter().filter(|h| h.as_slice() == local).count() >= 2,
+        "{h2:?}"
+    );
+}
+
+both_drivers!(sends_to_upstreams, owned_connections_end_with_their_client);

@@ -116,7 +116,10 @@ impl<'a> ClientConn<'a> {
                     } else {
                         ups.success(upstream, backend);
                     }
-                    if r.reusable {
+                    // A connection kept for this client alone is not kept when the client
+                    // connection is closing.
+                    let owned = upstream.proxy_protocol.is_some();
+                    if r.reusable && !(owned && matches!(r.next, Next::Close)) {
                         ups.release(upstream, conn);
                     }
                     return r.next;

@@ -190,7 +190,11 @@ pub async fn serve_connection(
         .any(|l| l.addr == addr && l.proxy_protocol)
     {
         let timeout = snap.limits.client_header_timeout;
-        if let Err(e) = parts.read_proxy_header(timeout).await {
+        let read = monoio::select! {
+            r = parts.read_proxy_header(timeout) => r,
+            _ = ctx.shutdown_signal() => return,
+        };
+        if let Err(e) = read {
             gen.proxy.stats.proxy_protocol_errors.inc();
             tracing::debug!(%peer, listener = %addr, "connection closed: {e}");
             return;
@@ -201,7 +205,12 @@ pub async fn serve_connection(
             break; // not reached: a connection moves only to a generation with its listener
         };
         match conn.run(pending).await {
-            client::Ended::Closed => break,
+            client::Ended::Closed => {
+                // Idle upstream connections kept for this client alone go with it.
+                let gen = ctx.current();
+                gen.proxy.upstreams.forget_client(&gen.snapshot, id);
+                break;
+            }
             client::Ended::NewGeneration(p) => {
                 parts = *p;
                 gen = ctx.current();

@@ -78,10 +78,22 @@ async fn run(snapshot: Arc<Snapshot>, shared: Arc<Shared>, stop: Arc<AtomicBool>
                 name: format!("upstream {} backend {}", u.name, b.address),
                 request: check.path.as_ref().map(|path| {
                     let host = check.host.as_deref().unwrap_or(&b.address);
-                    format!(
-                        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: coregate-health\r\nConnection: close\r\n\r\n"
-                    )
-                    .into_bytes()
+                    // A backend that expects a PROXY protocol header gets one saying the
+                    // check is coregate's own (LOCAL, UNKNOWN), as HAProxy's check-send-proxy.
+                    let mut r = match u.proxy_protocol {
+                        Some(crate::config::ProxyVersion::V1) => b"PROXY UNKNOWN\r\n".to_vec(),
+                        Some(crate::config::ProxyVersion::V2) => {
+                            b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec()
+                        }
+                        None => Vec::new(),
+                    };
+                    r.extend_from_slice(
+                        format!(
+                            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: coregate-health\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    );
+                    r
                 }),
             };
             // Spread the first checks over the interval so backends are not all hit at once.

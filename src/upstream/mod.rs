@@ -199,13 +199,17 @@ impl Upstreams {
         for u in &snapshot.upstreams {
             // A connection that began with a PROXY protocol header (or without one) is only
             // good for an upstream that still sends the same.
-            let Some(ou) = old_snapshot
-                .upstreams
-                .iter()
-                .find(|o| o.name == u.name && o.proxy_protocol == u.proxy_protocol)
-            else {
+            let Some(ou) = old_snapshot.upstreams.iter().find(|o| o.name == u.name) else {
                 continue;
             };
+            if ou.proxy_protocol != u.proxy_protocol {
+                for (b, pool) in old.states[ou.index].pools.iter().enumerate() {
+                    let closed = pool.borrow_mut().clear();
+                    let live = &old.states[ou.index].live[b];
+                    live.open.set(live.open.get().saturating_sub(closed));
+                }
+                continue;
+            }
             for b in &u.backends {
                 let Some(ob) = ou.backends.iter().find(|o| o.address == b.address) else {
                     continue;
@@ -370,8 +374,15 @@ impl Upstreams {
                 owner,
             });
         }
+        if owner != 0
+            && live.open.get() >= u.max_connections
+            && st.pools[backend].borrow_mut().evict_other(owner)
+        {
+            // Another client connection's idle connection makes room for this one.
+            live.open.set(live.open.get().saturating_sub(1));
+        }
         if live.open.get() >= u.max_connections {
-            self.wait_for_room(u, backend).await?;
+            self.wait_for_room(u, backend, owner).await?;
             // A connection may have come back to the pool meanwhile.
             let pooled = st.pools[backend]
                 .borrow_mut()
@@ -412,7 +423,12 @@ impl Upstreams {
     /// Waits (polling, bounded by the connect timeout) until `backend` has room under
     /// `max_connections`; `Full` when too many wait already or the time runs out. Only an
     /// overloaded backend gets here.
-    async fn wait_for_room(&self, u: &Upstream, backend: usize) -> Result<(), CheckoutError> {
+    async fn wait_for_room(
+        &self,
+        u: &Upstream,
+        backend: usize,
+        owner: u64,
+    ) -> Result<(), CheckoutError> {
         let live = &self.states[u.index].live[backend];
         if live.pending.get() >= u.max_pending {
             return Err(CheckoutError::Full);
@@ -421,7 +437,7 @@ impl Upstreams {
         let deadline = Instant::now() + u.timeouts.connect;
         let result = loop {
             if live.open.get() < u.max_connections
-                || !self.states[u.index].pools[backend].borrow().is_empty()
+                || self.states[u.index].pools[backend].borrow().has_for(owner)
             {
                 break Ok(());
             }
@@ -432,6 +448,23 @@ impl Upstreams {
         };
         live.pending.set(live.pending.get() - 1);
         result
+    }
+
+    /// A client connection ended: the idle connections kept for it alone (PROXY protocol
+    /// upstreams) are closed. Nothing to do, and no cost, for other upstreams.
+    pub fn forget_client(&self, snapshot: &Snapshot, owner: u64) {
+        for u in snapshot
+            .upstreams
+            .iter()
+            .filter(|u| u.proxy_protocol.is_some())
+        {
+            let st = &self.states[u.index];
+            for (b, pool) in st.pools.iter().enumerate() {
+                let closed = pool.borrow_mut().forget(owner);
+                let live = &st.live[b];
+                live.open.set(live.open.get().saturating_sub(closed));
+            }
+        }
     }
 
     /// Returns a connection that finished a request cleanly and may carry another.

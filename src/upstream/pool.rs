@@ -106,13 +106,35 @@ impl Pool {
         self.idle.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.idle.is_empty()
-    }
-
     /// Takes every idle connection out (most recent last).
     pub fn drain(&mut self) -> Vec<(TcpStream, u64)> {
         self.idle.drain(..).map(|p| (p.stream, p.owner)).collect()
+    }
+
+    /// Closes the idle connections kept for client connection `owner` (it has ended); returns
+    /// how many.
+    pub fn forget(&mut self, owner: u64) -> u32 {
+        let before = self.idle.len();
+        self.idle.retain(|p| p.owner != owner);
+        (before - self.idle.len()) as u32
+    }
+
+    /// Closes the oldest idle connection kept for a client connection other than `owner`, to
+    /// make room for one of `owner`'s under `max_connections`; true when one was closed.
+    pub fn evict_other(&mut self, owner: u64) -> bool {
+        match self.idle.iter().position(|p| p.owner != owner) {
+            Some(i) => self.idle.remove(i).is_some(),
+            None => false,
+        }
+    }
+
+    /// An idle connection `owner` may take (0: any shared one) is waiting.
+    pub fn has_for(&self, owner: u64) -> bool {
+        if owner == 0 {
+            !self.idle.is_empty()
+        } else {
+            self.idle.iter().any(|p| p.owner == owner)
+        }
     }
 
     /// Closes every idle connection (their backend moved); returns how many.
