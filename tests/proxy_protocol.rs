@@ -330,18 +330,16 @@ fn sends_to_upstreams(driver: &str) {
         3,
         "three client connections, three upstream connections"
     );
-    assert_eq!(
-        h1[0],
-        b"PROXY TCP4 192.0.2.7 127.0.0.1 1111 "
-            .iter()
-            .chain(port.to_string().as_bytes())
-            .chain(b"\r\n")
-            .copied()
-            .collect::<Vec<u8>>()
-    );
+    // The destination is the one the client's own header gave (HAProxy passes it on too).
+    assert_eq!(h1[0], b"PROXY TCP4 192.0.2.7 198.51.100.1 1111 443\r\n");
     let h2 = b2.headers.lock().unwrap().clone();
     assert_eq!(h2.len(), 2);
     assert_eq!(&h2[0][12..16], &[0x21, 0x11, 0, 12]);
+    // The LOCAL client: its socket's ends, the listener's address as destination.
+    let mut want = vec![0x21, 0x11, 0, 12, 127, 0, 0, 1, 127, 0, 0, 1];
+    want.extend_from_slice(&h2[1][24..26]);
+    want.extend_from_slice(&port.to_be_bytes());
+    assert_eq!(&h2[1][12..], &want[..]);
 }
 
 /// What a PROXY protocol upstream does with the connections it keeps per client: a client

@@ -58,6 +58,9 @@ pub struct ClientConn<'a> {
     pub(super) peer: SocketAddr,
     /// This connection's number on the worker (the owner of upstream connections kept for it).
     pub(super) conn_id: u64,
+    /// The address the client connected to, for a PROXY protocol header sent upstream: the one
+    /// its own PROXY header gave, else the socket's (read once, when first needed).
+    pub(super) local: Option<SocketAddr>,
     pub(super) listener: usize,
     pub(super) ctx: &'a WorkerCtx,
     pub(super) state: &'a WorkerState,
@@ -92,6 +95,7 @@ pub struct ConnParts {
     peer_key: u64,
     peer: SocketAddr,
     conn_id: u64,
+    local: Option<SocketAddr>,
     listen_addr: SocketAddr,
     buf: RecvBuf,
     headers: Vec<Header>,
@@ -144,6 +148,7 @@ impl ConnParts {
             peer_ip,
             peer,
             conn_id,
+            local: None,
             listen_addr,
             buf: RecvBuf::with_capacity(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024))),
             headers: vec![Header::default(); snap.header_slots],
@@ -170,6 +175,7 @@ impl ConnParts {
                     if let Some(source) = p.source {
                         (self.peer_ip, self.peer_key) = peer_fields(source);
                         self.peer = source;
+                        self.local = p.destination;
                     }
                     return Ok(());
                 }
@@ -269,6 +275,7 @@ impl<'a> ClientConn<'a> {
             peer_key,
             peer,
             conn_id,
+            local,
             listen_addr,
             buf,
             mut headers,
@@ -293,6 +300,7 @@ impl<'a> ClientConn<'a> {
                 peer_key,
                 peer,
                 conn_id,
+                local,
                 listener,
                 ctx,
                 state: &gen.proxy,
@@ -321,6 +329,7 @@ impl<'a> ClientConn<'a> {
             peer_key: self.peer_key,
             peer: self.peer,
             conn_id: self.conn_id,
+            local: self.local,
             listen_addr: self.listen_addr,
             buf: self.buf,
             headers: self.headers,

@@ -71,7 +71,10 @@ impl<'a> ClientConn<'a> {
             }
             let client = ClientEnds {
                 source: self.peer,
-                destination: self.listen_addr,
+                destination: match upstream.proxy_protocol {
+                    Some(_) => self.local_addr(),
+                    None => self.listen_addr,
+                },
                 owner: self.conn_id,
             };
             let mut conn = match ups.checkout(upstream, backend, &client).await {
@@ -186,6 +189,22 @@ impl<'a> ClientConn<'a> {
     }
 
     /// Sends the head (and body) on `conn` and relays the response.
+    /// The address the client connected to (for a PROXY protocol header sent upstream): what
+    /// its own PROXY header said, else the listener's address, else — on a wildcard listener —
+    /// the socket's local address, read once per connection.
+    fn local_addr(&mut self) -> std::net::SocketAddr {
+        if let Some(a) = self.local {
+            return a;
+        }
+        let a = if self.listen_addr.ip().is_unspecified() {
+            self.stream.local_addr().unwrap_or(self.listen_addr)
+        } else {
+            self.listen_addr
+        };
+        self.local = Some(a);
+        a
+    }
+
     async fn send_and_relay(
         &mut self,
         conn: &mut Conn<'_>,

@@ -21,6 +21,8 @@ pub struct Parsed {
     /// The client's address, when the header gives one (`None`: `UNKNOWN`, `LOCAL`, or a
     /// family other than TCP over IPv4/IPv6: the connection's own peer stands).
     pub source: Option<SocketAddr>,
+    /// The address the client connected to, as the header gives it (with `source`).
+    pub destination: Option<SocketAddr>,
     /// The header's length: the HTTP request starts after it.
     pub len: usize,
 }
@@ -65,7 +67,11 @@ fn v1(buf: &[u8]) -> Result<Option<Parsed>, &'static str> {
     let line = std::str::from_utf8(&line[6..]).map_err(|_| "PROXY v1 line not ASCII")?;
     let len = end + 2;
     if line == "UNKNOWN" || line.starts_with("UNKNOWN ") {
-        return Ok(Some(Parsed { source: None, len }));
+        return Ok(Some(Parsed {
+            source: None,
+            destination: None,
+            len,
+        }));
     }
     let mut f = line.split(' ');
     let (Some(proto), Some(src), Some(dst), Some(sport), Some(dport), None) =
@@ -73,8 +79,7 @@ fn v1(buf: &[u8]) -> Result<Option<Parsed>, &'static str> {
     else {
         return Err("PROXY v1 line does not have 5 fields");
     };
-    // The destination is checked, not used.
-    let (src, _dst): (IpAddr, IpAddr) = match proto {
+    let (src, dst): (IpAddr, IpAddr) = match proto {
         "TCP4" => (
             IpAddr::V4(src.parse().map_err(|_| "PROXY v1 bad IPv4 address")?),
             IpAddr::V4(dst.parse().map_err(|_| "PROXY v1 bad IPv4 address")?),
@@ -85,10 +90,10 @@ fn v1(buf: &[u8]) -> Result<Option<Parsed>, &'static str> {
         ),
         _ => return Err("PROXY v1 protocol is not TCP4, TCP6 or UNKNOWN"),
     };
-    let sport = port(sport)?;
-    port(dport)?;
+    let (sport, dport) = (port(sport)?, port(dport)?);
     Ok(Some(Parsed {
         source: Some(SocketAddr::new(src, sport)),
+        destination: Some(SocketAddr::new(dst, dport)),
         len,
     }))
 }
@@ -127,18 +132,23 @@ fn v2(buf: &[u8]) -> Result<Option<Parsed>, &'static str> {
     let a = &buf[16..len];
     // LOCAL (a health check by the balancer itself): the connection's endpoints stand.
     if cmd == 0 {
-        return Ok(Some(Parsed { source: None, len }));
+        return Ok(Some(Parsed {
+            source: None,
+            destination: None,
+            len,
+        }));
     }
-    let source = match buf[13] {
+    let port = |i: usize| u16::from_be_bytes([a[i], a[i + 1]]);
+    let ends = match buf[13] {
         // TCP over IPv4: src, dst, sport, dport.
         0x11 => {
             if a.len() < 12 {
                 return Err("PROXY v2 IPv4 addresses truncated");
             }
-            let ip = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
-            Some(SocketAddr::new(
-                IpAddr::V4(ip),
-                u16::from_be_bytes([a[8], a[9]]),
+            let ip = |i: usize| IpAddr::V4(Ipv4Addr::new(a[i], a[i + 1], a[i + 2], a[i + 3]));
+            Some((
+                SocketAddr::new(ip(0), port(8)),
+                SocketAddr::new(ip(4), port(10)),
             ))
         }
         // TCP over IPv6.
@@ -146,18 +156,25 @@ fn v2(buf: &[u8]) -> Result<Option<Parsed>, &'static str> {
             if a.len() < 36 {
                 return Err("PROXY v2 IPv6 addresses truncated");
             }
-            let mut o = [0u8; 16];
-            o.copy_from_slice(&a[..16]);
-            Some(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(o)),
-                u16::from_be_bytes([a[32], a[33]]),
+            let ip = |i: usize| {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(&a[i..i + 16]);
+                IpAddr::V6(Ipv6Addr::from(o))
+            };
+            Some((
+                SocketAddr::new(ip(0), port(32)),
+                SocketAddr::new(ip(16), port(34)),
             ))
         }
         // UNSPEC, UDP, UNIX: accepted, the connection's own peer stands (as the spec asks).
         0x00 | 0x12 | 0x22 | 0x31 | 0x32 => None,
         _ => return Err("PROXY v2 unknown address family or transport"),
     };
-    Ok(Some(Parsed { source, len }))
+    Ok(Some(Parsed {
+        source: ends.map(|e| e.0),
+        destination: ends.map(|e| e.1),
+        len,
+    }))
 }
 
 /// Appends the header that tells a backend the client `src` connected to `dst`: v1 text or v2
@@ -231,6 +248,7 @@ mod tests {
         let h = b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\nGET / HTTP/1.1\r\n";
         let p = parse(h).unwrap().unwrap();
         assert_eq!(p.source, Some("192.0.2.7:56324".parse().unwrap()));
+        assert_eq!(p.destination, Some("198.51.100.1:443".parse().unwrap()));
         assert_eq!(&h[p.len..p.len + 3], b"GET");
         let h = b"PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n";
         let p = parse(h).unwrap().unwrap();
@@ -278,6 +296,7 @@ mod tests {
         .concat();
         let p = parse(&h).unwrap().unwrap();
         assert_eq!(p.source, Some("192.0.2.7:56324".parse().unwrap()));
+        assert_eq!(p.destination, Some("198.51.100.1:443".parse().unwrap()));
         assert_eq!(&h[p.len..], b"GET");
         let mut v6 = Vec::new();
         v6.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
@@ -285,6 +304,7 @@ mod tests {
         v6.extend_from_slice(&[0, 80, 1, 187]);
         let p = parse(&v2_header(1, 0x21, &v6, &[])).unwrap().unwrap();
         assert_eq!(p.source, Some("[2001:db8::1]:80".parse().unwrap()));
+        assert_eq!(p.destination, Some("[2001:db8::2]:443".parse().unwrap()));
         // LOCAL: the connection's own peer stands, whatever the addresses say.
         let p = parse(&v2_header(0, 0x11, &v4, &[])).unwrap().unwrap();
         assert_eq!((p.source, p.len), (None, 28));
