@@ -119,10 +119,7 @@ impl<'a> ClientConn<'a> {
                     } else {
                         ups.success(upstream, backend);
                     }
-                    // A connection kept for this client alone is not kept when the client
-                    // connection is closing.
-                    let owned = upstream.proxy_protocol.is_some();
-                    if r.reusable && !(owned && matches!(r.next, Next::Close)) {
+                    if r.reusable {
                         ups.release(upstream, conn);
                     }
                     return r.next;
@@ -188,7 +185,6 @@ impl<'a> ClientConn<'a> {
         }
     }
 
-    /// Sends the head (and body) on `conn` and relays the response.
     /// The address the client connected to (for a PROXY protocol header sent upstream): what
     /// its own PROXY header said, else the listener's address, else — on a wildcard listener —
     /// the socket's local address, read once per connection.
@@ -205,6 +201,7 @@ impl<'a> ClientConn<'a> {
         a
     }
 
+    /// Sends the head (and body) on `conn` and relays the response.
     async fn send_and_relay(
         &mut self,
         conn: &mut Conn<'_>,

@@ -177,6 +177,15 @@ fn v2(buf: &[u8]) -> Result<Option<Parsed>, &'static str> {
     }))
 }
 
+/// The header of a connection that speaks for no client (a health check by coregate itself):
+/// `UNKNOWN` in v1, `LOCAL` in v2.
+pub fn local_header(version: ProxyVersion) -> &'static [u8] {
+    match version {
+        ProxyVersion::V1 => b"PROXY UNKNOWN\r\n",
+        ProxyVersion::V2 => b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00",
+    }
+}
+
 /// Appends the header that tells a backend the client `src` connected to `dst`: v1 text or v2
 /// binary (PROXY command, TCP). When one address is IPv4 and the other IPv6, both are sent as
 /// IPv6 (the IPv4 one mapped), as the specification asks.
@@ -366,6 +375,21 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n");
+    }
+
+    #[test]
+    fn local_headers_name_no_client() {
+        for v in [ProxyVersion::V1, ProxyVersion::V2] {
+            let h = local_header(v);
+            assert_eq!(
+                parse(h),
+                Ok(Some(Parsed {
+                    source: None,
+                    destination: None,
+                    len: h.len()
+                }))
+            );
+        }
     }
 
     proptest::proptest! {

@@ -80,13 +80,9 @@ async fn run(snapshot: Arc<Snapshot>, shared: Arc<Shared>, stop: Arc<AtomicBool>
                     let host = check.host.as_deref().unwrap_or(&b.address);
                     // A backend that expects a PROXY protocol header gets one saying the
                     // check is coregate's own (LOCAL, UNKNOWN), as HAProxy's check-send-proxy.
-                    let mut r = match u.proxy_protocol {
-                        Some(crate::config::ProxyVersion::V1) => b"PROXY UNKNOWN\r\n".to_vec(),
-                        Some(crate::config::ProxyVersion::V2) => {
-                            b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec()
-                        }
-                        None => Vec::new(),
-                    };
+                    let mut r = u
+                        .proxy_protocol
+                        .map_or(Vec::new(), |v| crate::proxy::proxy_protocol::local_header(v).to_vec());
                     r.extend_from_slice(
                         format!(
                             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: coregate-health\r\nConnection: close\r\n\r\n"

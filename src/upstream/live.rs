@@ -36,6 +36,11 @@ pub struct BackendLive {
 }
 
 impl BackendLive {
+    /// `n` of its open connections were closed.
+    pub fn closed(&self, n: u32) {
+        self.open.set(self.open.get().saturating_sub(n));
+    }
+
     pub fn new(weight: u32, addr: SocketAddr, up: bool) -> BackendLive {
         BackendLive {
             addr: Cell::new(addr),

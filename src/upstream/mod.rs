@@ -133,7 +133,7 @@ impl Drop for Slot<'_> {
         let l = self.live;
         l.in_flight.set(l.in_flight.get().saturating_sub(1));
         if self.counts_open {
-            l.open.set(l.open.get().saturating_sub(1));
+            l.closed(1);
         }
     }
 }
@@ -197,16 +197,16 @@ impl Upstreams {
     /// upstream name, same address) from the previous generation's state.
     pub fn adopt(&self, snapshot: &Snapshot, old: &Upstreams, old_snapshot: &Snapshot) {
         for u in &snapshot.upstreams {
-            // A connection that began with a PROXY protocol header (or without one) is only
-            // good for an upstream that still sends the same.
             let Some(ou) = old_snapshot.upstreams.iter().find(|o| o.name == u.name) else {
                 continue;
             };
+            // A connection that began with a PROXY protocol header (or without one) is only
+            // good for an upstream that still sends the same.
             if ou.proxy_protocol != u.proxy_protocol {
                 for (b, pool) in old.states[ou.index].pools.iter().enumerate() {
                     let closed = pool.borrow_mut().clear();
                     let live = &old.states[ou.index].live[b];
-                    live.open.set(live.open.get().saturating_sub(closed));
+                    live.closed(closed);
                 }
                 continue;
             }
@@ -356,7 +356,7 @@ impl Upstreams {
         let pooled = st.pools[backend]
             .borrow_mut()
             .take(Instant::now(), owner, &mut closed);
-        live.open.set(live.open.get().saturating_sub(closed));
+        live.closed(closed);
         live.in_flight.set(live.in_flight.get() + 1);
         let mut slot = Slot {
             live,
@@ -379,7 +379,7 @@ impl Upstreams {
             && st.pools[backend].borrow_mut().evict_other(owner)
         {
             // Another client connection's idle connection makes room for this one.
-            live.open.set(live.open.get().saturating_sub(1));
+            live.closed(1);
         }
         if live.open.get() >= u.max_connections {
             self.wait_for_room(u, backend, owner).await?;
@@ -387,7 +387,7 @@ impl Upstreams {
             let pooled = st.pools[backend]
                 .borrow_mut()
                 .take(Instant::now(), owner, &mut closed);
-            live.open.set(live.open.get().saturating_sub(closed));
+            live.closed(closed);
             if let Some(stream) = pooled {
                 slot.counts_open = true;
                 return Ok(Conn {
@@ -462,7 +462,7 @@ impl Upstreams {
             for (b, pool) in st.pools.iter().enumerate() {
                 let closed = pool.borrow_mut().forget(owner);
                 let live = &st.live[b];
-                live.open.set(live.open.get().saturating_sub(closed));
+                live.closed(closed);
             }
         }
     }
@@ -487,7 +487,7 @@ impl Upstreams {
         // The slot no longer counts the connection: the pool does, minus what it closed.
         slot.counts_open = false;
         let live = slot.live;
-        live.open.set(live.open.get().saturating_sub(closed));
+        live.closed(closed);
     }
 
     /// The backend answered: its run of failures ends.
@@ -562,7 +562,7 @@ impl Upstreams {
                     l.gen.set(gen);
                     l.addr.set(sb.addr());
                     let closed = st.pools[i].borrow_mut().clear();
-                    l.open.set(l.open.get().saturating_sub(closed));
+                    l.closed(closed);
                 }
                 let up = sb.up.load(Relaxed) && !sb.draining.load(Relaxed);
                 l.up.set(up);
@@ -612,7 +612,7 @@ impl Upstreams {
         for st in &self.states {
             for (pool, live) in st.pools.iter().zip(&st.live) {
                 let closed = pool.borrow_mut().reap(now);
-                live.open.set(live.open.get().saturating_sub(closed as u32));
+                live.closed(closed as u32);
                 total += closed;
             }
         }

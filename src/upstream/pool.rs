@@ -19,6 +19,11 @@ struct Pooled {
     owner: u64,
 }
 
+/// Not expired, and the backend has not closed it (nor sent bytes on it).
+fn usable(p: &Pooled, now: Instant, idle_timeout: std::time::Duration) -> bool {
+    now.duration_since(p.since) < idle_timeout && super::sys::peer_still_open(&p.stream)
+}
+
 pub struct Pool {
     idle: VecDeque<Pooled>,
     settings: PoolSettings,
@@ -33,30 +38,13 @@ impl Pool {
     }
 
     /// The most recent idle connection of `owner` (0: the shared ones) that is still open and
-    /// not expired; `closed` counts the ones dropped on the way.
+    /// not expired; `closed` counts the ones dropped on the way. A pool holds shared
+    /// connections only, or (PROXY protocol upstreams) owned ones only, so for the shared case
+    /// the search stops at the last entry.
     pub fn take(&mut self, now: Instant, owner: u64, closed: &mut u32) -> Option<TcpStream> {
-        if owner != 0 {
-            return self.take_owned(now, owner, closed);
-        }
-        while let Some(p) = self.idle.pop_back() {
-            if now.duration_since(p.since) < self.settings.idle_timeout
-                && super::sys::peer_still_open(&p.stream)
-            {
-                return Some(p.stream);
-            }
-            *closed += 1;
-        }
-        None
-    }
-
-    /// [`Pool::take`] among connections kept for one client connection (PROXY protocol
-    /// upstreams): the most recent of its own, found by a scan of the idle list.
-    fn take_owned(&mut self, now: Instant, owner: u64, closed: &mut u32) -> Option<TcpStream> {
         while let Some(i) = self.idle.iter().rposition(|p| p.owner == owner) {
             let p = self.idle.remove(i)?;
-            if now.duration_since(p.since) < self.settings.idle_timeout
-                && super::sys::peer_still_open(&p.stream)
-            {
+            if usable(&p, now, self.settings.idle_timeout) {
                 return Some(p.stream);
             }
             *closed += 1;
@@ -69,9 +57,7 @@ impl Pool {
     pub fn reap(&mut self, now: Instant) -> usize {
         let before = self.idle.len();
         let timeout = self.settings.idle_timeout;
-        self.idle.retain(|p| {
-            now.duration_since(p.since) < timeout && super::sys::peer_still_open(&p.stream)
-        });
+        self.idle.retain(|p| usable(p, now, timeout));
         before - self.idle.len()
     }
 
@@ -130,11 +116,7 @@ impl Pool {
 
     /// An idle connection `owner` may take (0: any shared one) is waiting.
     pub fn has_for(&self, owner: u64) -> bool {
-        if owner == 0 {
-            !self.idle.is_empty()
-        } else {
-            self.idle.iter().any(|p| p.owner == owner)
-        }
+        self.idle.iter().any(|p| p.owner == owner)
     }
 
     /// Closes every idle connection (their backend moved); returns how many.
