@@ -59,7 +59,7 @@ pub struct ClientConn<'a> {
     /// This connection's number on the worker (the owner of upstream connections kept for it).
     pub(super) conn_id: u64,
     /// The address the client connected to, for a PROXY protocol header sent upstream: the one
-    /// its own PROXY header gave, else the socket's (read once, when first needed).
+    /// its own PROXY header gave, else set when first needed (`ClientConn::local_addr`).
     pub(super) local: Option<SocketAddr>,
     pub(super) listener: usize,
     pub(super) ctx: &'a WorkerCtx,
