@@ -115,12 +115,25 @@ fn has_bare_cr(head: &[u8]) -> bool {
 }
 
 fn valid_host(v: &[u8]) -> bool {
-    let (host, port) = match v.iter().rposition(|&b| b == b':') {
-        Some(c) if !v.starts_with(b"[") => (&v[..c], Some(&v[c + 1..])),
-        _ => (v, None),
+    let (host, port) = if v.starts_with(b"[") {
+        // IP-literal: `[` address `]`, then an optional `:port`.
+        match v.iter().position(|&b| b == b']') {
+            Some(c) if v.len() > c + 1 && v[c + 1] == b':' => (&v[..=c], Some(&v[c + 2..])),
+            Some(c) if v.len() == c + 1 => (v, None),
+            _ => return false,
+        }
+    } else {
+        match v.iter().rposition(|&b| b == b':') {
+            Some(c) => (&v[..c], Some(&v[c + 1..])),
+            None => (v, None),
+        }
     };
-    let host_ok = if host.starts_with(b"[") {
-        host.ends_with(b"]")
+    let host_ok = if let Some(lit) = host.strip_prefix(b"[") {
+        let lit = &lit[..lit.len() - 1];
+        !lit.is_empty()
+            && lit
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b":.".contains(&b))
     } else {
         host.iter()
             .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+;=".contains(&b))
