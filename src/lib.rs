@@ -10,6 +10,7 @@ pub mod policy;
 pub mod proxy;
 pub mod route;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;
 
 /// Helpers shared by unit tests.

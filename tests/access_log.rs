@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -333,16 +333,6 @@ fn sigusr1_after_a_move_reopens_and_loses_no_line() {
     }
 }
 
-/// Admin page `/metrics`, read plainly.
-fn metrics(admin: SocketAddr) -> String {
-    let mut s = connect(admin);
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 #[test]
 fn a_log_that_cannot_be_written_fails_no_request_and_is_reported_once() {
     let backend = TestBackend::hello();
@@ -365,11 +355,11 @@ fn a_log_that_cannot_be_written_fails_no_request_and_is_reported_once() {
         std::thread::sleep(Duration::from_millis(60));
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut page = metrics(admin);
+    let mut page = scrape(admin);
     while !page.contains("coregate_access_log_dropped_lines_total 40") && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
-        page = metrics(admin);
+        page = scrape(admin);
     }
     assert!(
         page.contains("coregate_access_log_dropped_lines_total 40\n"),

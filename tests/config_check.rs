@@ -77,7 +77,85 @@ fn invalid_cases() -> Vec<(&'static str, String, usize, usize, String)> {
         assert!(BASE.contains(from), "{from}");
         BASE.replacen(from, to, 1)
     };
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/config/certs");
+    // The column of `needle` on line 11 (the paths' length depends on the checkout).
+    let col = |text: &str, needle: &str| text.lines().nth(10).unwrap().find(needle).unwrap() + 1;
+    let tls = |extra: &str| {
+        r(
+            "address = \"127.0.0.1:18080\"",
+            &format!("address = \"127.0.0.1:18080\"\ntls = {{ certificates = [ {{ cert = \"{certs}/edge-ecdsa.pem\", key = \"{certs}/edge-ecdsa.key\" }} ]{extra} }}"),
+        )
+    };
+    let mismatch = r(
+        "address = \"127.0.0.1:18080\"",
+        &format!("address = \"127.0.0.1:18080\"\ntls = {{ certificates = [ {{ cert = \"{certs}/edge-ecdsa.pem\", key = \"{certs}/edge-rsa.key\" }} ] }}"),
+    );
+    let suites = tls(", cipher_suites = [\"TLS_RSA_WITH_RC4_128_SHA\"]");
+    let subject = tls(", client_subject_header = \"X-Client\"");
+    let version = tls(", min_version = \"1.1\"");
     vec![
+        (
+            "missing certificate file",
+            r(
+                "address = \"127.0.0.1:18080\"",
+                "address = \"127.0.0.1:18080\"\ntls = { certificates = [ { cert = \"/nonexistent/c.pem\", key = \"/nonexistent/c.key\" } ] }",
+            ),
+            11,
+            35,
+            "cannot read certificate file \"/nonexistent/c.pem\": No such file or directory (os error 2)".into(),
+        ),
+        (
+            "a key that belongs to another certificate",
+            mismatch.clone(),
+            11,
+            col(&mismatch, "key = ") + 6,
+            String::new(),
+        ),
+        (
+            "unknown cipher suite",
+            suites.clone(),
+            11,
+            col(&suites, "[\"TLS_RSA") + 1,
+            String::new(),
+        ),
+        (
+            "client_subject_header without client_ca",
+            subject.clone(),
+            11,
+            col(&subject, "\"X-Client"),
+            "client_subject_header needs client_ca (no client is verified without it)".into(),
+        ),
+        (
+            "bad TLS version",
+            version.clone(),
+            11,
+            col(&version, "\"1.1\""),
+            String::new(),
+        ),
+        (
+            "sni without tls",
+            r("name = \"app\"", "name = \"app\"\nsni = \"a.test\""),
+            14,
+            7,
+            "this TLS setting needs tls = true on the upstream".into(),
+        ),
+        (
+            "ca and insecure_skip_verify",
+            r(
+                "name = \"app\"",
+                "name = \"app\"\ntls = true\nca = \"/etc/hostname\"\ninsecure_skip_verify = true",
+            ),
+            13,
+            8,
+            "give ca or insecure_skip_verify, not both".into(),
+        ),
+        (
+            "https_port without redirect_https",
+            r("upstream = \"app\"", "upstream = \"app\"\nhttps_port = 8443"),
+            21,
+            14,
+            "https_port applies with redirect_https = true only".into(),
+        ),
         (
             "unknown field",
             r("workers = 2", "workers = 2\nthreads = 4"),

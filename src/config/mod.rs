@@ -9,6 +9,7 @@ mod limits;
 mod logs;
 mod schema;
 mod snapshot;
+mod tls;
 mod upstreams;
 mod validate;
 pub mod values;
@@ -24,7 +25,8 @@ pub use schema::{
 pub use snapshot::{
     redact_url, AccessLog, AdminSettings, Backend, HashOn, HealthCheck, LimitKey, Limits, Listener,
     Outlier, PoolSettings, RateLimit, RedisSettings, RetryPolicy, RingFlags, RuntimeSettings,
-    Snapshot, Upstream, UpstreamTimeouts, DEFAULT_MAX_RESPONSE_HEAD, DEFAULT_MAX_RESPONSE_HEADERS,
+    Snapshot, TcpForward, Upstream, UpstreamTimeouts, DEFAULT_MAX_RESPONSE_HEAD,
+    DEFAULT_MAX_RESPONSE_HEADERS,
 };
 
 /// A config error with its position (1-based line and column, in characters; line 0: the file

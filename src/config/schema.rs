@@ -191,6 +191,8 @@ pub struct RawLimits {
     pub client_idle_timeout: Dur<false>,
     #[serde(default)]
     pub ignore_client_abort: bool,
+    #[serde(default = "secs::<3600>")]
+    pub tunnel_idle_timeout: Dur<false>,
 }
 
 impl Default for RawLimits {
@@ -202,6 +204,7 @@ impl Default for RawLimits {
             client_header_timeout: secs::<10>(),
             client_idle_timeout: secs::<60>(),
             ignore_client_abort: false,
+            tunnel_idle_timeout: secs::<3600>(),
         }
     }
 }
@@ -219,6 +222,68 @@ pub struct RawListener {
     pub access_log: Option<Spanned<RawAccessLog>>,
     #[serde(default)]
     pub proxy_protocol: bool,
+    pub tls: Option<Spanned<RawListenerTls>>,
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    pub upstream: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<u32>>,
+    pub idle_timeout: Option<Spanned<Dur<false>>>,
+}
+
+/// What a listener's connections carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    #[default]
+    Http,
+    /// Bytes relayed to an upstream as they are (L4).
+    Tcp,
+}
+
+/// A listener's `tls` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Spanned<Vec<Spanned<RawCertificate>>>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    pub cipher_suites: Option<Vec<Spanned<String>>>,
+    #[serde(default = "secs::<10>")]
+    pub handshake_timeout: Dur<false>,
+    #[serde(default = "yes")]
+    pub session_tickets: bool,
+    pub session_cache: Option<Spanned<i64>>,
+    pub client_ca: Option<Spanned<String>>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    pub client_subject_header: Option<Spanned<String>>,
+}
+
+/// One certificate chain and its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+/// The lowest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// Whether a client certificate is required once `client_ca` is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    Require,
+    Optional,
 }
 
 /// `access_log` of a listener or a route: a table, or `"off"` (a route that logs nothing
@@ -372,6 +437,14 @@ pub struct RawUpstream {
     pub max_connections: Option<Spanned<u32>>,
     pub max_pending: Option<Spanned<u32>>,
     pub resolve_interval: Option<Dur<false>>,
+    #[serde(default)]
+    pub tls: bool,
+    pub sni: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -480,6 +553,10 @@ pub struct RawRoute {
     pub upstream: Spanned<String>,
     pub rate_limits: Option<Vec<Spanned<String>>>,
     pub access_log: Option<Spanned<RawAccessLog>>,
+    #[serde(default)]
+    pub redirect_https: bool,
+    pub https_port: Option<Spanned<u16>>,
+    pub upgrades: Option<Vec<Spanned<String>>>,
 }
 
 fn yes() -> bool {

@@ -79,6 +79,8 @@ pub struct Limits {
     pub max_body_bytes: u64,
     pub client_header_timeout: Duration,
     pub client_idle_timeout: Duration,
+    /// An upgraded connection (a tunnel) closes after this long without a byte either way.
+    pub tunnel_idle_timeout: Duration,
     /// Keep waiting for the response when the client closes its side (HAProxy's default);
     /// false: abort the exchange as nginx does.
     pub ignore_client_abort: bool,
@@ -101,6 +103,21 @@ pub struct Listener {
     pub logs_any: bool,
     /// Every connection opens with a PROXY protocol header (v1 or v2) naming the client.
     pub proxy_protocol: bool,
+    /// TLS is terminated here.
+    pub tls: Option<std::sync::Arc<crate::tls::ListenerTls>>,
+    /// A TCP (L4) listener: its connections' bytes go to this upstream as they are.
+    pub tcp: Option<TcpForward>,
+}
+
+/// Where a TCP listener's connections go.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpForward {
+    /// Index into `Snapshot::upstreams`.
+    pub upstream: usize,
+    /// Connections per worker; more are closed at once.
+    pub max_connections: u32,
+    /// A connection closes after this long without a byte either way.
+    pub idle_timeout: Duration,
 }
 
 impl AccessLog {
@@ -150,6 +167,8 @@ pub struct Upstream {
     /// Each new connection opens with a PROXY protocol header naming the client; such
     /// connections are reused only by the client connection they were opened for.
     pub proxy_protocol: Option<super::schema::ProxyVersion>,
+    /// Connections to the backends speak TLS.
+    pub tls: Option<std::sync::Arc<crate::tls::ClientTls>>,
     pub health: Option<HealthCheck>,
     pub outlier: Outlier,
     pub retry: RetryPolicy,
@@ -417,13 +436,14 @@ impl Snapshot {
         let l = &self.limits;
         let _ = writeln!(
             s,
-            "limits: max_head_bytes = {}, max_headers = {}, max_body_bytes = {}, client_header_timeout = {}, client_idle_timeout = {}, ignore_client_abort = {}",
+            "limits: max_head_bytes = {}, max_headers = {}, max_body_bytes = {}, client_header_timeout = {}, client_idle_timeout = {}, ignore_client_abort = {}, tunnel_idle_timeout = {}",
             l.max_head_bytes,
             l.max_headers,
             l.max_body_bytes,
             fmt_duration(l.client_header_timeout),
             fmt_duration(l.client_idle_timeout),
             l.ignore_client_abort,
+            fmt_duration(l.tunnel_idle_timeout),
         );
         let _ = writeln!(s, "listeners: {}", self.listeners.len());
         for li in &self.listeners {
@@ -444,6 +464,18 @@ impl Snapshot {
                     ""
                 },
             );
+            if let Some(t) = &li.tls {
+                let _ = writeln!(s, "    {}", t.describe);
+            }
+            if let Some(t) = &li.tcp {
+                let _ = writeln!(
+                    s,
+                    "    tcp -> upstream {} (max_connections {} per worker, idle_timeout {})",
+                    self.upstreams[t.upstream].name,
+                    t.max_connections,
+                    fmt_duration(t.idle_timeout)
+                );
+            }
         }
         let _ = writeln!(s, "upstreams: {}", self.upstreams.len());
         for u in &self.upstreams {
@@ -462,6 +494,20 @@ impl Snapshot {
                 u.proxy_protocol
                     .map_or(String::new(), |v| format!(", proxy_protocol = {}", v.as_str())),
             );
+            if let Some(t) = &u.tls {
+                let _ = writeln!(
+                    s,
+                    "    tls{}{}",
+                    t.sni
+                        .as_ref()
+                        .map_or(String::new(), |n| format!(", sni = {}", n.to_str())),
+                    if t.insecure {
+                        ", certificates NOT verified (insecure_skip_verify)"
+                    } else {
+                        ", certificates verified"
+                    }
+                );
+            }
             let _ = writeln!(s, "    {}", u.describe_resilience());
             for b in &u.backends {
                 let _ = writeln!(s, "    {} = {} weight {}", b.address, b.addr, b.weight);
@@ -559,8 +605,16 @@ impl Snapshot {
                 format!(", access_log {}", self.access_logs[i].describe())
             }
         };
+        let redirect = r.redirect_https.map_or(String::new(), |p| {
+            format!(", http redirected to https port {p}")
+        });
+        let upgrades = match &*r.upgrades {
+            [] => ", no upgrades".to_string(),
+            [w] if &**w == "websocket" => String::new(),
+            list => format!(", upgrades [{}]", list.join(", ")),
+        };
         format!(
-            "{}: {hosts}, {path}{rewrite}{limits}{log} -> {}",
+            "{}: {hosts}, {path}{rewrite}{limits}{log}{redirect}{upgrades} -> {}",
             r.name, self.upstreams[r.upstream].name
         )
     }

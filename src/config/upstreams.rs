@@ -116,6 +116,7 @@ pub(super) fn upstream(index: usize, u: &RawUpstream, errs: &mut Errors) -> Opti
         None => Some(1024),
         Some(n) => errs.take(in_range(n, 0..=1_000_000, "max_pending", "0 to 1000000")),
     };
+    let tls = super::tls::upstream_tls(u, errs);
     if backends.iter().any(Option::is_none) || u.backends.get_ref().is_empty() {
         return None;
     }
@@ -145,6 +146,7 @@ pub(super) fn upstream(index: usize, u: &RawUpstream, errs: &mut Errors) -> Opti
         max_response_head: max_response_head?,
         max_response_headers: max_response_headers?,
         proxy_protocol: u.proxy_protocol,
+        tls: tls?,
         health: match &u.health {
             Some(_) => Some(health?),
             None => None,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::schema::{RawConfig, RawListener, RawRoute, RawRuntime, RingFlag};
+use super::schema::{ListenerProtocol, RawConfig, RawListener, RawRoute, RawRuntime, RingFlag};
 use super::snapshot::*;
 use super::values::Workers;
 use crate::route::{HostPattern, PathMatch, PathOptions, Rewrite, Route, RouteTable};
@@ -68,7 +68,14 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
     for (empty, what) in [
         (raw.listeners.is_empty(), "listeners"),
         (raw.upstreams.is_empty(), "upstreams"),
-        (raw.routes.is_empty(), "routes"),
+        (
+            raw.routes.is_empty()
+                && raw
+                    .listeners
+                    .iter()
+                    .any(|l| l.get_ref().protocol == ListenerProtocol::Http),
+            "routes",
+        ),
     ] {
         if empty {
             errs.file(format!(
@@ -177,7 +184,14 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
     let mut names: HashMap<String, ()> = HashMap::new();
     let mut addrs: HashMap<SocketAddr, ()> = HashMap::new();
     for (i, l) in raw.listeners.iter().enumerate() {
-        let Some(li) = listener(i, l.get_ref(), &routes, &route_index, &mut logs, &mut errs) else {
+        let Some(li) = listener(
+            i,
+            l.get_ref(),
+            (&routes, &route_index),
+            &upstream_index,
+            &mut logs,
+            &mut errs,
+        ) else {
             continue;
         };
         if names.insert(li.name.clone(), ()).is_some() {
@@ -342,6 +356,7 @@ fn limits(l: &super::schema::RawLimits) -> Result<Limits> {
         max_body_bytes,
         client_header_timeout: l.client_header_timeout.0,
         client_idle_timeout: l.client_idle_timeout.0,
+        tunnel_idle_timeout: l.tunnel_idle_timeout.0,
         ignore_client_abort: l.ignore_client_abort,
     })
 }
@@ -533,7 +548,40 @@ fn route(
         }
     }
     let access_log = logs.route(r.access_log.as_ref(), errs);
-    if !hosts_ok || !limits_ok {
+    let redirect_https = match &r.https_port {
+        Some(p) if !r.redirect_https => {
+            errs.at(p, "https_port applies with redirect_https = true only");
+            None
+        }
+        Some(p) if *p.get_ref() == 0 => {
+            errs.at(p, "https_port = 0: expected 1 to 65535");
+            None
+        }
+        Some(p) => Some(Some(*p.get_ref())),
+        None => Some(r.redirect_https.then_some(443)),
+    };
+    let mut upgrades: Vec<Box<str>> = Vec::new();
+    let mut upgrades_ok = true;
+    match &r.upgrades {
+        None => upgrades.push("websocket".into()),
+        Some(list) => {
+            for u in list {
+                let t = u.get_ref().to_ascii_lowercase();
+                let token = !t.is_empty()
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b));
+                if !token || upgrades.iter().any(|x| **x == *t) {
+                    errs.at(
+                        u,
+                        format!("invalid or repeated upgrade protocol {:?}", u.get_ref()),
+                    );
+                    upgrades_ok = false;
+                }
+                upgrades.push(t.into());
+            }
+        }
+    }
+    if !hosts_ok || !limits_ok || !upgrades_ok {
         return None;
     }
     Some(Route {
@@ -545,6 +593,8 @@ fn route(
         upstream: upstream?,
         rate_limits: rate_limits.into(),
         access_log: access_log?,
+        redirect_https: redirect_https?,
+        upgrades: upgrades.into(),
     })
 }
 
@@ -570,19 +620,33 @@ fn check_replacement(p: &Spanned<String>) -> Result<Box<[u8]>> {
 fn listener(
     index: usize,
     l: &RawListener,
-    routes: &[Option<Route>],
-    route_index: &HashMap<&str, usize>,
+    (routes, route_index): (&[Option<Route>], &HashMap<&str, usize>),
+    upstream_index: &HashMap<&str, usize>,
     logs: &mut super::logs::Logs,
     errs: &mut Errors,
 ) -> Option<Listener> {
-    let name = match &l.name {
-        Some(n) => {
-            errs.take(check_name(n, "listener"));
-            n.get_ref().clone()
+    if l.protocol == ListenerProtocol::Tcp {
+        return tcp_listener(index, l, upstream_index, errs);
+    }
+    for (set, key) in [
+        (l.upstream.as_ref().map(Spanned::span), "upstream"),
+        (
+            l.max_connections.as_ref().map(Spanned::span),
+            "max_connections",
+        ),
+        (l.idle_timeout.as_ref().map(Spanned::span), "idle_timeout"),
+    ] {
+        if let Some(span) = set {
+            errs.0.push(Invalid {
+                span: Some(span),
+                message: format!(
+                    "{key} applies to protocol = \"tcp\" listeners (HTTP listeners route requests)"
+                ),
+            });
+            return None;
         }
-        None => format!("listener{index}"),
-    };
-    let addr = errs.take(resolve(&l.address, "listener"));
+    }
+    let (name, addr) = listener_name_addr(index, l, errs);
     let mut ok = true;
     let served = match &l.routes {
         None => routes.iter().flatten().cloned().collect(),
@@ -618,6 +682,10 @@ fn listener(
         escaped_slashes: l.escaped_slashes,
     };
     let access_log = logs.listener(l.access_log.as_ref(), errs);
+    let tls = match &l.tls {
+        None => Some(None),
+        Some(t) => super::tls::listener_tls(t, addr, true, errs).map(Some),
+    };
     if !ok {
         return None;
     }
@@ -635,5 +703,98 @@ fn listener(
         access_log,
         logs_any,
         proxy_protocol: l.proxy_protocol,
+        tls: tls?,
+        tcp: None,
+    })
+}
+
+/// A listener's name (given, else `listener<N>`) and address.
+fn listener_name_addr(
+    index: usize,
+    l: &RawListener,
+    errs: &mut Errors,
+) -> (String, Option<SocketAddr>) {
+    let name = match &l.name {
+        Some(n) => {
+            errs.take(check_name(n, "listener"));
+            n.get_ref().clone()
+        }
+        None => format!("listener{index}"),
+    };
+    (name, errs.take(resolve(&l.address, "listener")))
+}
+
+/// A `protocol = "tcp"` listener: an upstream instead of routes, no HTTP settings.
+fn tcp_listener(
+    index: usize,
+    l: &RawListener,
+    upstream_index: &HashMap<&str, usize>,
+    errs: &mut Errors,
+) -> Option<Listener> {
+    let (name, addr) = listener_name_addr(index, l, errs);
+    let mut ok = true;
+    if let Some(r) = &l.routes {
+        errs.at(
+            r,
+            "a protocol = \"tcp\" listener forwards to its upstream: routes do not apply",
+        );
+        ok = false;
+    }
+    if let Some(a) = &l.access_log {
+        errs.at(a, "access_log applies to HTTP listeners only");
+        ok = false;
+    }
+    let upstream = match &l.upstream {
+        None => {
+            errs.at(
+                &l.address,
+                "a protocol = \"tcp\" listener needs upstream = \"NAME\"",
+            );
+            None
+        }
+        Some(u) => {
+            let i = upstream_index.get(u.get_ref().as_str()).copied();
+            if i.is_none() {
+                errs.at(u, format!("unknown upstream {:?}", u.get_ref()));
+            }
+            i
+        }
+    };
+    let max_connections = match &l.max_connections {
+        None => Some(u32::MAX),
+        Some(n) if *n.get_ref() == 0 => {
+            errs.at(n, "max_connections = 0: expected 1 or more");
+            None
+        }
+        Some(n) => Some(*n.get_ref()),
+    };
+    let tls = match &l.tls {
+        None => Some(None),
+        Some(t) => super::tls::listener_tls(t, addr, false, errs).map(Some),
+    };
+    if !ok {
+        return None;
+    }
+    Some(Listener {
+        index,
+        name,
+        addr: addr?,
+        routes: RouteTable::new(Vec::new()),
+        path: PathOptions {
+            merge_slashes: l.merge_slashes,
+            escaped_slashes: l.escaped_slashes,
+        },
+        access_log: None,
+        logs_any: false,
+        proxy_protocol: l.proxy_protocol,
+        tls: tls?,
+        tcp: Some(TcpForward {
+            upstream: upstream?,
+            max_connections: max_connections?,
+            idle_timeout: l
+                .idle_timeout
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |d| d.get_ref().0),
+        }),
     })
 }

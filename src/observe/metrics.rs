@@ -185,9 +185,59 @@ pub fn encode(snapshot: &Snapshot, reg: &Registry, backends: &Shared) -> String 
             "Connections closed on a listener with proxy_protocol = true for a missing, invalid or late PROXY header.",
             |w: &WorkerStats| w.proxy_protocol_errors.get(),
         ),
+        (
+            "coregate_tls_handshakes_total",
+            "TLS handshakes completed on listeners.",
+            |w: &WorkerStats| w.tls_handshakes.get(),
+        ),
+        (
+            "coregate_tls_resumed_total",
+            "TLS handshakes on listeners that resumed a session (ticket or cache).",
+            |w: &WorkerStats| w.tls_resumed.get(),
+        ),
+        (
+            "coregate_tcp_connections_total",
+            "Connections of TCP listeners relayed to a backend.",
+            |w: &WorkerStats| w.tcp_connections.get(),
+        ),
+        (
+            "coregate_tcp_refused_total",
+            "Connections of TCP listeners closed at once: over max_connections, or no backend reachable.",
+            |w: &WorkerStats| w.tcp_refused.get(),
+        ),
+        (
+            "coregate_tunnels_total",
+            "Upgraded connections (WebSocket and others) relayed as byte tunnels.",
+            |w: &WorkerStats| w.tunnels.get(),
+        ),
     ] {
         head(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", sum(&|w| f(w)));
+    }
+    head(
+        &mut out,
+        "coregate_tunnels_open",
+        "gauge",
+        "Upgraded connections relayed as byte tunnels now.",
+    );
+    let _ = writeln!(
+        out,
+        "coregate_tunnels_open {}",
+        sum(&|w| w.tunnels_open.get())
+    );
+    head(
+        &mut out,
+        "coregate_tls_handshake_failures_total",
+        "counter",
+        "Failed TLS handshakes on listeners, by reason.",
+    );
+    for r in crate::tls::FAILURE_REASONS {
+        let n = sum(&|w| w.tls_failures[r.index()].get());
+        let _ = writeln!(
+            out,
+            "coregate_tls_handshake_failures_total{{reason=\"{}\"}} {n}",
+            r.as_str()
+        );
     }
 
     head(

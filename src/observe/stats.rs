@@ -132,6 +132,19 @@ pub struct WorkerStats {
     pub client_aborts: Counter,
     /// Connections closed for a missing or invalid PROXY protocol header.
     pub proxy_protocol_errors: Counter,
+    /// TLS handshakes completed on listeners, and how many of them resumed a session.
+    pub tls_handshakes: Counter,
+    pub tls_resumed: Counter,
+    /// Failed TLS handshakes by reason (`crate::tls::FAILURE_REASONS`).
+    pub tls_failures: [Counter; 8],
+    /// Upgraded connections (WebSocket and others) relayed as byte tunnels: opened, and open
+    /// now.
+    pub tunnels: Counter,
+    pub tunnels_open: Gauge,
+    /// TCP listeners: connections relayed to a backend, and those closed at once (over
+    /// `max_connections`, or no backend reachable).
+    pub tcp_connections: Counter,
+    pub tcp_refused: Counter,
 }
 
 /// Statuses of the answers coregate generates itself.
@@ -178,6 +191,13 @@ impl WorkerStats {
             client_timeouts: Counter::default(),
             client_aborts: Counter::default(),
             proxy_protocol_errors: Counter::default(),
+            tls_handshakes: Counter::default(),
+            tls_resumed: Counter::default(),
+            tls_failures: Default::default(),
+            tunnels: Counter::default(),
+            tunnels_open: Gauge::default(),
+            tcp_connections: Counter::default(),
+            tcp_refused: Counter::default(),
         }
     }
 
@@ -288,6 +308,14 @@ impl WorkerStats {
         self.client_aborts.set(old.client_aborts.get());
         self.proxy_protocol_errors
             .set(old.proxy_protocol_errors.get());
+        self.tls_handshakes.set(old.tls_handshakes.get());
+        self.tls_resumed.set(old.tls_resumed.get());
+        for (n, o) in self.tls_failures.iter().zip(old.tls_failures.iter()) {
+            n.set(o.get());
+        }
+        self.tunnels.set(old.tunnels.get());
+        self.tcp_connections.set(old.tcp_connections.get());
+        self.tcp_refused.set(old.tcp_refused.get());
     }
 
     /// Position of a backend in the per-backend arrays.

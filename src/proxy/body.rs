@@ -7,7 +7,7 @@
 
 use super::io::{write_all, write_head, IoFail, RecvBuf};
 use crate::http1::{Chunk, ChunkedDecoder, HeadPlan};
-use monoio::net::TcpStream;
+use crate::tls::Stream;
 use std::time::Duration;
 
 /// Why a body relay stopped early.
@@ -31,9 +31,9 @@ pub const RESPONSE_BUF: usize = 16 * 1024;
 /// Forwards exactly `remaining` more body bytes from `src` to `dst`. Bytes already in `buf`
 /// count first.
 pub async fn length(
-    src: &mut TcpStream,
+    src: &mut Stream,
     buf: &mut RecvBuf,
-    dst: &mut TcpStream,
+    dst: &mut Stream,
     mut remaining: u64,
     idle: Duration,
     sent: &mut u64,
@@ -58,9 +58,9 @@ pub async fn length(
 /// Forwards a chunked body from `src` to `dst`, validating it. With `dechunk`, only the data is
 /// written (for a client that cannot take chunked). `max` bounds the body (data bytes).
 pub async fn chunked(
-    src: &mut TcpStream,
+    src: &mut Stream,
     buf: &mut RecvBuf,
-    dst: &mut TcpStream,
+    dst: &mut Stream,
     dechunk: bool,
     max: u64,
     idle: Duration,
@@ -114,9 +114,9 @@ pub async fn chunked(
 
 /// Forwards everything until `src` closes (close-delimited response bodies).
 pub async fn until_close(
-    src: &mut TcpStream,
+    src: &mut Stream,
     buf: &mut RecvBuf,
-    dst: &mut TcpStream,
+    dst: &mut Stream,
     idle: Duration,
     sent: &mut u64,
 ) -> Result<(), RelayFail> {
@@ -141,9 +141,9 @@ pub async fn until_close(
 /// and the data in one vectored write), and the upstream's close becomes the last chunk.
 /// `plan` and `iovecs` are the connection's head storage, free at this point.
 pub async fn rechunk(
-    src: &mut TcpStream,
+    src: &mut Stream,
     buf: &mut RecvBuf,
-    dst: &mut TcpStream,
+    dst: &mut Stream,
     plan: &mut HeadPlan,
     iovecs: &mut Vec<libc::iovec>,
     idle: Duration,

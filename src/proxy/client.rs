@@ -13,8 +13,8 @@ use crate::http1::{
 };
 use crate::observe::access::{Captured, Entry};
 use crate::route::LogChoice;
+use crate::tls::Stream;
 use monoio::io::AsyncWriteRent;
-use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ pub(super) enum UpFail {
 }
 
 pub struct ClientConn<'a> {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     pub(super) peer_ip: String,
     /// The client address hashed once (the key of `client_ip` rate limits).
     pub(super) peer_key: u64,
@@ -61,6 +61,8 @@ pub struct ClientConn<'a> {
     /// The address the client connected to, for a PROXY protocol header sent upstream: the one
     /// its own PROXY header gave, else set when first needed (`ClientConn::local_addr`).
     pub(super) local: Option<SocketAddr>,
+    /// The subject of the client's verified certificate, when its TLS listener forwards it.
+    pub(super) client_subject: Option<Box<str>>,
     pub(super) listener: usize,
     pub(super) ctx: &'a WorkerCtx,
     pub(super) state: &'a WorkerState,
@@ -90,12 +92,13 @@ pub struct ClientConn<'a> {
 /// What a connection keeps when it moves to a new generation: everything but the borrowed
 /// config, plus the request head already read.
 pub struct ConnParts {
-    stream: TcpStream,
+    stream: Stream,
     peer_ip: String,
     peer_key: u64,
     peer: SocketAddr,
     conn_id: u64,
     local: Option<SocketAddr>,
+    client_subject: Option<Box<str>>,
     listen_addr: SocketAddr,
     buf: RecvBuf,
     headers: Vec<Header>,
@@ -135,7 +138,7 @@ pub enum Ended {
 
 impl ConnParts {
     pub fn new(
-        stream: TcpStream,
+        stream: Stream,
         peer: SocketAddr,
         conn_id: u64,
         listen_addr: SocketAddr,
@@ -149,6 +152,7 @@ impl ConnParts {
             peer,
             conn_id,
             local: None,
+            client_subject: None,
             listen_addr,
             buf: RecvBuf::with_capacity(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024))),
             headers: vec![Header::default(); snap.header_slots],
@@ -194,6 +198,32 @@ impl ConnParts {
     }
 }
 
+impl ConnParts {
+    /// The TLS handshake of a connection to a TLS listener (bytes read after a PROXY protocol
+    /// header are its first bytes); `Ok(resumed)`. The connection then speaks TLS.
+    /// The connection, for a TCP listener, with the bytes already read from it (what followed
+    /// a PROXY protocol header in the same read), which go to the backend first.
+    pub fn into_stream(self) -> (Stream, Vec<u8>) {
+        let early = self.buf.data().to_vec();
+        (self.stream, early)
+    }
+
+    pub async fn start_tls(
+        mut self,
+        tls: &crate::tls::ListenerTls,
+    ) -> Result<(Self, bool), crate::tls::FailureReason> {
+        let Stream::Plain(tcp) = self.stream else {
+            return Err(crate::tls::FailureReason::Other);
+        };
+        let accepted = tls.accept(tcp, self.buf.data()).await?;
+        let n = self.buf.data().len();
+        self.buf.consume(n);
+        self.stream = accepted.stream;
+        self.client_subject = accepted.subject.map(Into::into);
+        Ok((self, accepted.resumed))
+    }
+}
+
 /// A client address as the request path uses it: its text (IPv4-mapped IPv6 shown as IPv4) and
 /// its hash (the key of `client_ip` rate limits and hashing).
 fn peer_fields(peer: SocketAddr) -> (String, u64) {
@@ -224,6 +254,9 @@ pub(super) struct ReqInfo {
     pub(super) key: u64,
     /// Rate limits with `headers = "all"` that admitted the request, for its response.
     pub(super) limit_fields: LimitFields,
+    /// The request asks for a protocol upgrade its route allows: a 101 makes the connection a
+    /// tunnel.
+    pub(super) upgrade: bool,
 }
 
 /// Up to four (limit, verdict) pairs whose `RateLimit` fields go on the response.
@@ -276,6 +309,7 @@ impl<'a> ClientConn<'a> {
             peer,
             conn_id,
             local,
+            client_subject,
             listen_addr,
             buf,
             mut headers,
@@ -301,6 +335,7 @@ impl<'a> ClientConn<'a> {
                 peer,
                 conn_id,
                 local,
+                client_subject,
                 listener,
                 ctx,
                 state: &gen.proxy,
@@ -330,6 +365,7 @@ impl<'a> ClientConn<'a> {
             peer: self.peer,
             conn_id: self.conn_id,
             local: self.local,
+            client_subject: self.client_subject,
             listen_addr: self.listen_addr,
             buf: self.buf,
             headers: self.headers,
@@ -562,6 +598,47 @@ impl<'a> ClientConn<'a> {
         match write_all(&mut self.stream, answer, idle).await {
             Ok(_) => {
                 self.answered(sizes);
+                self.buf.consume(head_len);
+                Next::KeepAlive
+            }
+            Err(_) => Next::Close,
+        }
+    }
+}
+
+impl ClientConn<'_> {
+    /// Answers with a redirect to `location` (301 for GET and HEAD, else 308, which keeps the
+    /// method and body); closes when `close`, else the request (without a body) is done.
+    pub(super) async fn redirect(
+        &mut self,
+        method: Method,
+        location: &[u8],
+        close: bool,
+        head_len: usize,
+    ) -> Next {
+        let (status, reason) = match method {
+            Method::Get | Method::Head => (301, "Moved Permanently"),
+            _ => (308, "Permanent Redirect"),
+        };
+        let mut answer = Vec::with_capacity(128 + location.len());
+        answer.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\nLocation: ").as_bytes());
+        answer.extend_from_slice(location);
+        answer.extend_from_slice(b"\r\nContent-Length: 0\r\n");
+        if close || self.ctx.shutting_down() {
+            answer.extend_from_slice(b"Connection: close\r\n");
+        }
+        answer.extend_from_slice(b"\r\n");
+        self.tally.status = status;
+        self.state.stats.request(self.listener, self.route, status);
+        let idle = self.snap.limits.client_idle_timeout;
+        let sizes = (answer.len() as u64, answer.len() as u64);
+        match write_all(&mut self.stream, answer, idle).await {
+            Ok(_) => {
+                self.answered(sizes);
+                if close || self.ctx.shutting_down() {
+                    let _ = self.stream.shutdown().await;
+                    return Next::Close;
+                }
                 self.buf.consume(head_len);
                 Next::KeepAlive
             }

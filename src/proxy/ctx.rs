@@ -46,6 +46,8 @@ pub struct WorkerCtx {
     accepted: Cell<u64>,
     shutting_down: Cell<bool>,
     waiters: RefCell<Waiters>,
+    /// Open connections of each TCP listener on this worker (few listeners: a list).
+    tcp_open: RefCell<Vec<(std::net::SocketAddr, u32)>>,
 }
 
 #[derive(Default)]
@@ -55,6 +57,35 @@ struct Waiters {
 }
 
 impl WorkerCtx {
+    /// Counts a new connection of the TCP listener at `addr`; false (nothing counted) when it
+    /// has `max` open already.
+    pub fn tcp_enter(&self, addr: std::net::SocketAddr, max: u32) -> bool {
+        let mut open = self.tcp_open.borrow_mut();
+        let i = match open.iter().position(|(a, _)| *a == addr) {
+            Some(i) => i,
+            None => {
+                open.push((addr, 0));
+                open.len() - 1
+            }
+        };
+        if open[i].1 >= max {
+            return false;
+        }
+        open[i].1 += 1;
+        true
+    }
+
+    pub fn tcp_leave(&self, addr: std::net::SocketAddr) {
+        if let Some(e) = self
+            .tcp_open
+            .borrow_mut()
+            .iter_mut()
+            .find(|(a, _)| *a == addr)
+        {
+            e.1 = e.1.saturating_sub(1);
+        }
+    }
+
     pub fn new(index: usize, snapshot: Arc<Snapshot>, shared: &super::Shared) -> Rc<Self> {
         let mut proxy = super::WorkerState::new(&snapshot, index, shared);
         let logs = shared.observe.logs.buffers(index);
@@ -74,6 +105,7 @@ impl WorkerCtx {
             accepted: Cell::new(0),
             shutting_down: Cell::new(false),
             waiters: RefCell::new(Waiters::default()),
+            tcp_open: RefCell::new(Vec::new()),
         })
     }
 

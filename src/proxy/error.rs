@@ -85,7 +85,26 @@ struct Failure {
 impl FailureLog {
     /// Records a failure answered with `status` (5xx) on `backend` of `u`.
     pub fn upstream(&self, status: u16, detail: &'static str, u: &Upstream, backend: usize) {
+        self.upstream_because(status, detail, &"", u, backend);
+    }
+
+    /// [`Self::upstream`] with the error behind it, shown when the line is logged (after the
+    /// detail, which alone tells kinds apart).
+    pub fn upstream_because(
+        &self,
+        status: u16,
+        detail: &'static str,
+        cause: &dyn std::fmt::Display,
+        u: &Upstream,
+        backend: usize,
+    ) {
         let now = Instant::now();
+        let cause = cause.to_string();
+        let cause = if cause.is_empty() {
+            cause
+        } else {
+            format!(": {cause}")
+        };
         let mut kinds = self.kinds.borrow_mut();
         let found = kinds.iter_mut().find(|f| {
             f.status == status
@@ -99,7 +118,7 @@ impl FailureLog {
             Some(f) => {
                 let repeats = f.repeats + 1;
                 tracing::warn!(
-                    "upstream {} backend {addr}: {detail} ({status}), {repeats} more time(s) in the last {}s",
+                    "upstream {} backend {addr}: {detail} ({status}){cause}, {repeats} more time(s) in the last {}s",
                     u.name,
                     now.duration_since(f.logged).as_secs()
                 );
@@ -107,7 +126,10 @@ impl FailureLog {
                 f.repeats = 0;
             }
             None => {
-                tracing::warn!("upstream {} backend {addr}: {detail} ({status})", u.name);
+                tracing::warn!(
+                    "upstream {} backend {addr}: {detail} ({status}){cause}",
+                    u.name
+                );
                 if kinds.len() >= FAILURE_KINDS {
                     if let Some(oldest) = (0..kinds.len()).min_by_key(|&i| kinds[i].logged) {
                         kinds.swap_remove(oldest);

@@ -81,7 +81,10 @@ impl<'a> ClientConn<'a> {
                 Ok(c) => c,
                 Err(CheckoutError::Connect(e)) => {
                     let failure = connect_status(&e);
-                    self.upstream_failed(upstream, backend, failure);
+                    self.state
+                        .failures
+                        .upstream_because(failure.0, failure.1, &e, upstream, backend);
+                    self.backend_failed(upstream, backend);
                     last = Some(failure);
                     if policy.on_connect && more && ups.take_retry(upstream, &mut active) {
                         continue;
@@ -193,7 +196,7 @@ impl<'a> ClientConn<'a> {
             return a;
         }
         let a = if self.listen_addr.ip().is_unspecified() {
-            self.stream.local_addr().unwrap_or(self.listen_addr)
+            self.stream.tcp().local_addr().unwrap_or(self.listen_addr)
         } else {
             self.listen_addr
         };
@@ -215,12 +218,6 @@ impl<'a> ClientConn<'a> {
         }
         self.relay_response(conn, upstream, info, retry_status)
             .await
-    }
-
-    /// Logs a failed connect and counts it towards the backend's ejection.
-    fn upstream_failed(&self, upstream: &Upstream, backend: usize, f: (u16, &'static str)) {
-        self.state.failures.upstream(f.0, f.1, upstream, backend);
-        self.backend_failed(upstream, backend);
     }
 
     /// Counts a failure towards the backend's ejection (and the ejection, when it happens).
@@ -318,6 +315,8 @@ pub(super) const RESPONSE_TIMEOUT: &str = "upstream response timed out";
 fn connect_status(e: &std::io::Error) -> (u16, &'static str) {
     if e.kind() == std::io::ErrorKind::TimedOut {
         (504, "upstream connect timed out")
+    } else if e.to_string().starts_with("TLS handshake") {
+        (502, "upstream TLS handshake failed")
     } else {
         (502, "upstream refused the connection")
     }

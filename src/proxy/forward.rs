@@ -90,6 +90,18 @@ impl<'a> ClientConn<'a> {
         };
         let upstream = &snap.upstreams[route.upstream];
         self.route = Some(route.index);
+        if let Some(port) = route.redirect_https {
+            if !self.stream.is_tls() {
+                let close = framing != Framing::None
+                    || match req.version {
+                        Version::Http11 => conn.close,
+                        Version::Http10 => !conn.keep_alive,
+                    };
+                let location = https_location(host.of(buf), port, target_bytes);
+                let (head_len, method) = (req.head_len, req.method);
+                return self.redirect(method, &location, close, head_len).await;
+            }
+        }
         // Policy: the route's rate limits, in order (nothing at all for a route without any).
         let mut limit_fields = LimitFields::default();
         for &li in route.rate_limits.iter() {
@@ -180,11 +192,23 @@ impl<'a> ClientConn<'a> {
             Framing::Length(n) if !single_length_field(hs, buf) => Some(n),
             _ => None,
         };
+        // The field carrying a verified client certificate's subject: a client's own is dropped.
+        let subject_field = listener
+            .tls
+            .as_ref()
+            .and_then(|t| t.subject_header.as_deref());
+        // An upgrade the route allows goes through with its Upgrade field.
+        let upgrade = if conn.upgrade {
+            upgrade_field(hs, buf, &route.upgrades)
+        } else {
+            None
+        };
         let plan = &mut self.plan;
         plan.clear();
         plan.request_head(&req, hs, new_target, |h| {
             !(length.is_some() && h.kind == HeaderKind::ContentLength)
                 && keep_request_field(h, buf, hs, &conn, absolute.is_some())
+                && subject_field.is_none_or(|n| !h.name.of(buf).eq_ignore_ascii_case(n.as_bytes()))
         });
         if let Some(n) = length {
             plan.header(b"Content-Length", n.to_string().as_bytes());
@@ -195,7 +219,18 @@ impl<'a> ClientConn<'a> {
             plan.bytes(b", ");
         }
         plan.bytes(self.peer_ip.as_bytes());
-        plan.bytes(b"\r\nX-Forwarded-Proto: http\r\n");
+        plan.bytes(if self.stream.is_tls() {
+            b"\r\nX-Forwarded-Proto: https\r\n"
+        } else {
+            b"\r\nX-Forwarded-Proto: http\r\n"
+        });
+        if let (Some(name), Some(subject)) = (subject_field, &self.client_subject) {
+            plan.header(name.as_bytes(), subject.as_bytes());
+        }
+        if let Some(i) = upgrade {
+            plan.header(b"Upgrade", hs[i].value.of(buf));
+            plan.bytes(b"Connection: upgrade\r\n");
+        }
         if !host.is_empty() {
             plan.header(b"X-Forwarded-Host", host.of(buf));
         }
@@ -241,6 +276,7 @@ impl<'a> ClientConn<'a> {
             },
             key,
             limit_fields,
+            upgrade: upgrade.is_some(),
         };
         let needs_continue = expect_continue
             && req.version == Version::Http11
@@ -290,6 +326,48 @@ fn capture(c: &mut Captured, req: &Request, hs: &[Header], buf: &[u8]) {
 }
 
 /// Request fields forwarded untouched: not hop-by-hop, not one the proxy sets itself.
+/// The `Upgrade` field of a request whose first protocol (`websocket`, `h2c/…` compared up to
+/// the `/`) the route allows: its index.
+fn upgrade_field(hs: &[Header], buf: &[u8], allowed: &[Box<str>]) -> Option<usize> {
+    let i = hs.iter().position(|h| h.kind == HeaderKind::Upgrade)?;
+    let v = hs[i].value.of(buf);
+    let first = v.split(|&b| b == b',').next()?.trim_ascii();
+    let name = first.split(|&b| b == b'/').next()?;
+    allowed
+        .iter()
+        .any(|a| {
+            let a = a.as_bytes();
+            a.eq_ignore_ascii_case(first) || a.eq_ignore_ascii_case(name)
+        })
+        .then_some(i)
+}
+
+/// `https://HOST[:PORT]TARGET` for a redirect: the host without its port, the port when it is
+/// not 443, the target as received.
+fn https_location(host: &[u8], port: u16, target: &[u8]) -> Vec<u8> {
+    let name = if host.starts_with(b"[") {
+        host.iter()
+            .position(|&b| b == b']')
+            .map_or(host, |i| &host[..=i])
+    } else {
+        host.iter()
+            .position(|&b| b == b':')
+            .map_or(host, |i| &host[..i])
+    };
+    let mut l = Vec::with_capacity(16 + host.len() + target.len());
+    l.extend_from_slice(b"https://");
+    l.extend_from_slice(name);
+    if port != 443 {
+        l.extend_from_slice(format!(":{port}").as_bytes());
+    }
+    if target.first() == Some(&b'/') {
+        l.extend_from_slice(target);
+    } else {
+        l.push(b'/');
+    }
+    l
+}
+
 fn keep_request_field(
     h: &Header,
     buf: &[u8],

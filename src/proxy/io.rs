@@ -5,9 +5,9 @@
 
 use super::sys::Vectored;
 use crate::http1::HeadPlan;
+use crate::tls::Stream;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 use std::io;
 use std::time::Duration;
 
@@ -86,7 +86,7 @@ impl RecvBuf {
     /// read; `Err(Eof)` on a clean close.
     pub async fn read_from(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         timeout: Duration,
         max: usize,
     ) -> Result<usize, IoFail> {
@@ -122,7 +122,7 @@ impl RecvBuf {
     /// Writes `data()[range]` to `stream`.
     pub async fn write_range(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         range: std::ops::Range<usize>,
         timeout: Duration,
     ) -> Result<(), IoFail> {
@@ -142,7 +142,7 @@ impl RecvBuf {
 /// On a timeout the buffers went with the cancelled write: they come back empty, and the
 /// connection cannot go on.
 pub async fn write_head(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut RecvBuf,
     plan: &mut HeadPlan,
     iovecs: &mut Vec<libc::iovec>,
@@ -168,7 +168,7 @@ pub async fn write_head(
 
 /// Writes a whole owned buffer within `timeout`.
 pub async fn write_all<T: IoBuf + 'static>(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: T,
     timeout: Duration,
 ) -> Result<T, IoFail> {

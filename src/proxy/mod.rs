@@ -27,11 +27,14 @@ mod io;
 pub mod proxy_protocol;
 mod response;
 pub(crate) mod sys;
+mod tcp;
+mod tunnel;
 
 pub use abort::ABORT_CHECK;
 pub use ctx::{Generation, LiveGuard, ShutdownSignal, WorkerCtx};
 pub use error::{error_response, reason, FailureLog};
 
+use crate::tls::Stream;
 use crate::upstream::Upstreams;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
@@ -182,13 +185,12 @@ pub async fn serve_connection(
 ) {
     let mut gen = ctx.current();
     let id = ctx.next_connection_id();
-    let mut parts = client::ConnParts::new(stream, peer, id, addr, &gen.snapshot);
+    let mut parts = client::ConnParts::new(Stream::Plain(stream), peer, id, addr, &gen.snapshot);
     let snap = &gen.snapshot;
-    if snap
-        .listeners
-        .iter()
-        .any(|l| l.addr == addr && l.proxy_protocol)
-    {
+    let Some(listener) = snap.listeners.iter().find(|l| l.addr == addr) else {
+        return;
+    };
+    if listener.proxy_protocol {
         let timeout = snap.limits.client_header_timeout;
         let read = monoio::select! {
             r = parts.read_proxy_header(timeout) => r,
@@ -199,6 +201,33 @@ pub async fn serve_connection(
             tracing::debug!(%peer, listener = %addr, "connection closed: {e}");
             return;
         }
+    }
+    if let Some(tls) = &listener.tls {
+        let stats = &gen.proxy.stats;
+        let accept = parts.start_tls(tls);
+        let done = monoio::select! {
+            r = accept => r,
+            _ = ctx.shutdown_signal() => return,
+        };
+        match done {
+            Ok((p, resumed)) => {
+                parts = p;
+                stats.tls_handshakes.inc();
+                if resumed {
+                    stats.tls_resumed.inc();
+                }
+            }
+            Err(reason) => {
+                stats.tls_failures[reason.index()].inc();
+                tracing::debug!(%peer, listener = %addr, "TLS handshake failed: {}", reason.as_str());
+                return;
+            }
+        }
+    }
+    if let Some(t) = &listener.tcp {
+        let (stream, early) = parts.into_stream();
+        tcp::serve((stream, early), peer, (addr, listener.index), t, &gen, &ctx).await;
+        return;
     }
     loop {
         let Ok((conn, pending)) = client::ClientConn::resume(parts, &ctx, &gen) else {

@@ -109,7 +109,12 @@ impl<'a> ClientConn<'a> {
             }
         };
         if resp.code == 101 {
-            return Err(UpFail::Status(502, "upstream switched protocols unasked"));
+            if !info.upgrade {
+                return Err(UpFail::Status(502, "upstream switched protocols unasked"));
+            }
+            return self
+                .tunnel(rbuf, conn, upstream, &resp, info, started)
+                .await;
         }
         if retry_status && upstream.retry.on_status(resp.code) {
             return Err(UpFail::RetryStatus(resp.code));
@@ -280,6 +285,82 @@ impl<'a> ClientConn<'a> {
             reusable,
             status,
         })
+    }
+}
+
+impl ClientConn<'_> {
+    /// A `101 Switching Protocols` to a request that asked for an upgrade its route allows: the
+    /// head goes to the client with its `Upgrade` field, then both connections become a byte
+    /// tunnel (`tunnel.rs`) until it ends; neither connection carries HTTP again.
+    async fn tunnel(
+        &mut self,
+        rbuf: &mut RecvBuf,
+        conn: &mut Conn<'_>,
+        upstream: &Upstream,
+        resp: &http1::Response,
+        info: &ReqInfo,
+        started: Instant,
+    ) -> Result<Relayed, UpFail> {
+        let idle = upstream.timeouts.idle;
+        let rh = &self.headers[..resp.header_count];
+        let plan = &mut self.plan;
+        plan.clear();
+        plan.response_head(resp, rh, |h| {
+            h.kind == HeaderKind::Upgrade || !h.kind.is_hop_by_hop()
+        });
+        plan.static_bytes(b"Connection: upgrade\r\n");
+        plan.end();
+        let stats = &self.state.stats;
+        stats.request(self.listener, self.route, 101);
+        stats.tunnels.inc();
+        self.tally.status = 101;
+        self.tally.upstream_time = Some(started.elapsed());
+        // The head, then whatever the upstream sent after it; the client's bytes that came
+        // after its request go the other way.
+        rbuf.compact();
+        let tail = resp.head_len..rbuf.data().len();
+        let head_bytes = self.plan.len() as u64;
+        let (plan, iovecs) = (&mut self.plan, &mut self.iovecs);
+        let closed = Relayed {
+            next: Next::Close,
+            reusable: false,
+            status: 101,
+        };
+        if write_head(&mut self.stream, rbuf, plan, iovecs, tail.clone(), idle)
+            .await
+            .is_err()
+        {
+            return Ok(closed);
+        }
+        self.tally.head_out += head_bytes;
+        self.tally.bytes_out += head_bytes + tail.len() as u64;
+        rbuf.consume(tail.end);
+        let early = info.head_len + info.body_in_buf;
+        let pending = self.buf.data().len().saturating_sub(early);
+        if pending > 0 {
+            self.buf.consume(early);
+            let sent = self
+                .buf
+                .write_range(&mut conn.stream, 0..pending, idle)
+                .await;
+            if sent.is_err() {
+                return Ok(closed);
+            }
+            self.tally.bytes_in += pending as u64;
+        }
+        let n = self.buf.data().len();
+        self.buf.consume(n);
+        stats.tunnels_open.inc();
+        let limit = self.snap.limits.tunnel_idle_timeout;
+        let moved = super::tunnel::relay(&mut self.stream, &mut conn.stream, limit).await;
+        self.state.stats.tunnels_open.dec();
+        self.tally.bytes_in += moved.to_upstream;
+        self.tally.bytes_out += moved.to_client;
+        if moved.idle_timeout {
+            tracing::debug!(client = %self.peer_ip, "tunnel closed after tunnel_idle_timeout without traffic");
+        }
+        let _ = self.stream.shutdown().await;
+        Ok(closed)
     }
 }
 

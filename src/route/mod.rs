@@ -80,6 +80,11 @@ pub struct Route {
     pub rate_limits: Box<[usize]>,
     /// Where the route's requests are logged.
     pub access_log: LogChoice,
+    /// On a listener without TLS, requests are answered with a redirect to `https://` on this
+    /// port instead of being forwarded.
+    pub redirect_https: Option<u16>,
+    /// The `Upgrade` protocols forwarded (lower case; `websocket` unless the route says).
+    pub upgrades: Box<[Box<str>]>,
 }
 
 /// A route's `access_log`.

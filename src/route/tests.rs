@@ -13,6 +13,8 @@ fn route(name: &str, hosts: &[&str], path: &str, rewrite: Rewrite) -> Route {
         None => PathMatch::Prefix(path.as_bytes().into()),
     };
     Route {
+        redirect_https: None,
+        upgrades: Box::new([]),
         index: 0,
         name: name.into(),
         hosts,

@@ -210,9 +210,19 @@ fn log_summary(s: &Snapshot, started: &mut [worker::Started]) {
         }
     }
     for l in &s.listeners {
+        let tls = if l.tls.is_some() { " (TLS)" } else { "" };
+        if let Some(t) = &l.tcp {
+            let u = &s.upstreams[t.upstream].name;
+            tracing::info!(
+                "listener {} on {}{tls}: tcp -> upstream {u}",
+                l.name,
+                l.addr
+            );
+            continue;
+        }
         let names: Vec<&str> = l.routes.routes().iter().map(|r| &*r.name).collect();
         tracing::info!(
-            "listener {} on {}: routes [{}]",
+            "listener {} on {}{tls}: routes [{}]",
             l.name,
             l.addr,
             names.join(", ")

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::tls::Stream;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
@@ -76,20 +77,20 @@ async fn run(snapshot: Arc<Snapshot>, shared: Arc<Shared>, stop: Arc<AtomicBool>
                 upstream: u.index,
                 backend: b.index,
                 name: format!("upstream {} backend {}", u.name, b.address),
+                // A backend that expects a PROXY protocol header gets one saying the check is
+                // coregate's own (LOCAL, UNKNOWN), as HAProxy's check-send-proxy.
+                proxy_header: u
+                    .proxy_protocol
+                    .map_or(&[][..], crate::proxy::proxy_protocol::local_header),
+                tls: u.tls.as_ref().and_then(|t| {
+                    Some((t.clone(), crate::tls::backend_name(&b.address)?))
+                }),
                 request: check.path.as_ref().map(|path| {
                     let host = check.host.as_deref().unwrap_or(&b.address);
-                    // A backend that expects a PROXY protocol header gets one saying the
-                    // check is coregate's own (LOCAL, UNKNOWN), as HAProxy's check-send-proxy.
-                    let mut r = u
-                        .proxy_protocol
-                        .map_or(Vec::new(), |v| crate::proxy::proxy_protocol::local_header(v).to_vec());
-                    r.extend_from_slice(
-                        format!(
-                            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: coregate-health\r\nConnection: close\r\n\r\n"
-                        )
-                        .as_bytes(),
-                    );
-                    r
+                    format!(
+                        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: coregate-health\r\nConnection: close\r\n\r\n"
+                    )
+                    .into_bytes()
                 }),
             };
             // Spread the first checks over the interval so backends are not all hit at once.
@@ -114,7 +115,14 @@ struct Target {
     upstream: usize,
     backend: usize,
     name: String,
-    /// The HTTP request to send; `None` for a connect-only check.
+    /// Sent first on a connection of a check that sends anything (HTTP or TLS).
+    proxy_header: &'static [u8],
+    /// The upstream's TLS, and the backend's name for it.
+    tls: Option<(
+        Arc<crate::tls::ClientTls>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    /// The HTTP request to send; `None` for a connect-only check (a TLS handshake, with TLS).
     request: Option<Vec<u8>>,
 }
 
@@ -187,9 +195,23 @@ async fn check_once(t: &Target, addr: SocketAddr, cfg: &HealthCheck) -> Result<(
 }
 
 async fn probe(t: &Target, addr: SocketAddr, cfg: &HealthCheck) -> Result<(), String> {
-    let mut s = TcpStream::connect_addr(addr)
+    let mut tcp = TcpStream::connect_addr(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    if t.request.is_none() && t.tls.is_none() {
+        return Ok(());
+    }
+    if !t.proxy_header.is_empty() {
+        let (res, _) = tcp.write_all(t.proxy_header).await;
+        res.map_err(|e| format!("send: {e}"))?;
+    }
+    let mut s = match &t.tls {
+        None => Stream::Plain(tcp),
+        Some((tls, name)) => tls
+            .connect(tcp, name)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?,
+    };
     let Some(request) = &t.request else {
         return Ok(());
     };

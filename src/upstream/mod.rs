@@ -34,6 +34,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::tls::Stream;
 use monoio::net::TcpStream;
 
 /// One upstream's per-worker state.
@@ -100,7 +101,7 @@ impl Tried {
 /// A connection to a backend, checked out for one request. Dropping it closes the connection
 /// and ends the request's count on the backend; [`Upstreams::release`] pools it instead.
 pub struct Conn<'a> {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub backend: usize,
     /// Came from the pool (the backend may have closed it meanwhile).
     pub reused: bool,
@@ -400,16 +401,58 @@ impl Upstreams {
                 });
             }
         }
+        new_connection(u, backend, client, slot, gen, owner).await
+    }
+
+    /// A new connection to `backend` of `u`, never a pooled one (a TCP listener's: its bytes
+    /// are not HTTP requests). `Full` at `max_connections`.
+    pub async fn open(
+        &self,
+        u: &Upstream,
+        backend: usize,
+        client: &ClientEnds,
+    ) -> Result<Conn<'_>, CheckoutError> {
+        let live = &self.states[u.index].live[backend];
+        live.in_flight.set(live.in_flight.get() + 1);
+        let slot = Slot {
+            live,
+            counts_open: false,
+        };
+        if live.open.get() >= u.max_connections {
+            return Err(CheckoutError::Full);
+        }
+        new_connection(u, backend, client, slot, live.gen.get(), 0).await
+    }
+}
+
+/// Opens the connection `slot` stands for: connect, the PROXY protocol header, the TLS
+/// handshake, each within the connect timeout.
+async fn new_connection<'a>(
+    u: &Upstream,
+    backend: usize,
+    client: &ClientEnds,
+    mut slot: Slot<'a>,
+    gen: u32,
+    owner: u64,
+) -> Result<Conn<'a>, CheckoutError> {
+    let live = slot.live;
+    {
         live.open.set(live.open.get() + 1);
         slot.counts_open = true;
-        let mut stream = connect(live.addr.get(), u)
+        let mut tcp = connect(live.addr.get(), u)
             .await
             .map_err(CheckoutError::Connect)?;
         if let Some(version) = u.proxy_protocol {
-            send_proxy_header(&mut stream, version, client, u)
+            send_proxy_header(&mut tcp, version, client, u)
                 .await
                 .map_err(CheckoutError::Connect)?;
         }
+        let stream = match &u.tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => handshake(tls, tcp, &u.backends[backend].address, u)
+                .await
+                .map_err(CheckoutError::Connect)?,
+        };
         Ok(Conn {
             stream,
             backend,
@@ -419,7 +462,9 @@ impl Upstreams {
             owner,
         })
     }
+}
 
+impl Upstreams {
     /// Waits (polling, bounded by the connect timeout) until `backend` has room under
     /// `max_connections`; `Full` when too many wait already or the time runs out. Only an
     /// overloaded backend gets here.
@@ -663,6 +708,29 @@ async fn send_proxy_header(
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             "PROXY protocol header not written in time",
+        )),
+    }
+}
+
+/// The TLS handshake with a backend of `u` at `address`, within its connect timeout.
+async fn handshake(
+    tls: &crate::tls::ClientTls,
+    tcp: TcpStream,
+    address: &str,
+    u: &Upstream,
+) -> io::Result<Stream> {
+    let name = crate::tls::backend_name(address).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{address:?} is not a TLS server name"),
+        )
+    })?;
+    match monoio::time::timeout(u.timeouts.connect, tls.connect(tcp, &name)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("TLS handshake: {e}"))),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
         )),
     }
 }

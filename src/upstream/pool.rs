@@ -8,13 +8,13 @@ use crate::config::PoolSettings;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use monoio::net::TcpStream;
+use crate::tls::Stream;
 
 /// An idle connection, when it became idle, and whom it may serve: 0 for anyone, else the
 /// client connection it was opened for (a connection that began with a PROXY protocol header
 /// speaks for that client only).
 struct Pooled {
-    stream: TcpStream,
+    stream: Stream,
     since: Instant,
     owner: u64,
 }
@@ -41,7 +41,7 @@ impl Pool {
     /// not expired; `closed` counts the ones dropped on the way. A pool holds shared
     /// connections only, or (PROXY protocol upstreams) owned ones only, so for the shared case
     /// the search stops at the last entry.
-    pub fn take(&mut self, now: Instant, owner: u64, closed: &mut u32) -> Option<TcpStream> {
+    pub fn take(&mut self, now: Instant, owner: u64, closed: &mut u32) -> Option<Stream> {
         while let Some(i) = self.idle.iter().rposition(|p| p.owner == owner) {
             let p = self.idle.remove(i)?;
             if usable(&p, now, self.settings.idle_timeout) {
@@ -63,7 +63,7 @@ impl Pool {
 
     /// Keeps `stream` for reuse, dropping expired entries and the oldest beyond `max_idle`.
     /// Returns how many connections were closed (`stream` itself when nothing is kept).
-    pub fn put(&mut self, stream: TcpStream, now: Instant, owner: u64) -> u32 {
+    pub fn put(&mut self, stream: Stream, now: Instant, owner: u64) -> u32 {
         let mut closed = 0;
         while self
             .idle
@@ -93,7 +93,7 @@ impl Pool {
     }
 
     /// Takes every idle connection out (most recent last).
-    pub fn drain(&mut self) -> Vec<(TcpStream, u64)> {
+    pub fn drain(&mut self) -> Vec<(Stream, u64)> {
         self.idle.drain(..).map(|p| (p.stream, p.owner)).collect()
     }
 

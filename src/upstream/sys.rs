@@ -1,12 +1,11 @@
 //! The one system call `upstream` makes itself: a non-blocking peek that tells whether an idle
 //! pooled connection is still open.
 
-use monoio::net::TcpStream;
 use std::os::fd::AsRawFd;
 
 /// False when the peer has closed (or reset) the connection or sent unexpected bytes: an idle
-/// upstream connection must have nothing to read. One non-blocking `recv(MSG_PEEK)`.
-pub fn peer_still_open(stream: &TcpStream) -> bool {
+/// upstream connection must have nothing to read (over TLS, a close_notify alert is bytes too). One non-blocking `recv(MSG_PEEK)`.
+pub fn peer_still_open(stream: &impl AsRawFd) -> bool {
     let mut byte = 0u8;
     // SAFETY: `recv` writes at most 1 byte into `byte`, which lives for the whole call; the fd
     // is owned by `stream`, which is borrowed for the call.

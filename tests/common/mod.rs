@@ -8,6 +8,7 @@ pub mod backend;
 pub mod client;
 pub mod load;
 pub mod process;
+pub mod tls;
 
 pub use backend::{pattern, Body, Ending, Recorded, Reply, TestBackend};
 pub use client::{chunk, get_req, Client, Resp};
@@ -483,4 +484,29 @@ macro_rules! both_drivers {
             }
         )*
     };
+}
+
+/// The admin page `/metrics` at `admin`, as text.
+pub fn scrape(admin: SocketAddr) -> String {
+    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed) in `text`; 0 when
+/// absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
 }

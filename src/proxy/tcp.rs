@@ -1,0 +1,109 @@
+//! TCP (L4) listeners: after accept (and the PROXY protocol header and TLS handshake when the
+//! listener has them), a backend of the listener's upstream is chosen by the same balancer and
+//! health state as HTTP traffic, a new connection is opened to it (another backend is tried when
+//! the connect fails), and the bytes are relayed both ways as they are (`tunnel.rs`) until both
+//! sides close, either fails, or nothing moves for the listener's `idle_timeout`.
+
+use super::{Generation, WorkerCtx};
+use crate::config::TcpForward;
+use crate::tls::Stream;
+use crate::upstream::{CheckoutError, ClientEnds, Tried};
+use std::net::SocketAddr;
+
+/// Leaves the listener's connection count when dropped.
+struct Entered<'a> {
+    ctx: &'a WorkerCtx,
+    listener: SocketAddr,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.ctx.tcp_leave(self.listener);
+    }
+}
+
+/// Serves one connection of a TCP listener at `listener` (index `li` in `gen`).
+pub(super) async fn serve(
+    (mut client, early): (Stream, Vec<u8>),
+    peer: SocketAddr,
+    (listener, li): (SocketAddr, usize),
+    t: &TcpForward,
+    gen: &Generation,
+    ctx: &WorkerCtx,
+) {
+    let stats = &gen.proxy.stats;
+    if !ctx.tcp_enter(listener, t.max_connections) {
+        stats.tcp_refused.inc();
+        tracing::debug!(%peer, %listener, "TCP connection refused: max_connections");
+        return;
+    }
+    let _entered = Entered { ctx, listener };
+    let u = &gen.snapshot.upstreams[t.upstream];
+    let ups = &gen.proxy.upstreams;
+    let key = match u.hash_on {
+        Some(_) => {
+            crate::upstream::maglev::hash_key(peer.ip().to_canonical().to_string().as_bytes())
+        }
+        None => ups.random(),
+    };
+    let destination = if listener.ip().is_unspecified() {
+        client.tcp().local_addr().unwrap_or(listener)
+    } else {
+        listener
+    };
+    let ends = ClientEnds {
+        source: peer,
+        destination,
+        owner: 0,
+    };
+    let mut tried = Tried::default();
+    let attempts = u.retry.attempts.max(2);
+    for _ in 0..attempts {
+        let Some(backend) = ups.pick(u, key, &tried) else {
+            break;
+        };
+        tried.add(backend);
+        let mut conn = match ups.open(u, backend, &ends).await {
+            Ok(c) => c,
+            Err(CheckoutError::Connect(e)) => {
+                gen.proxy.failures.upstream_because(
+                    502,
+                    "TCP connect to the backend failed",
+                    &e,
+                    u,
+                    backend,
+                );
+                if ups.failure(u, backend) {
+                    stats.ejection(u.index, backend).inc();
+                }
+                continue;
+            }
+            Err(CheckoutError::Full) => continue,
+        };
+        stats.connects[u.index].inc();
+        stats.tcp_connections.inc();
+        ups.success(u, backend);
+        if !early.is_empty() {
+            let n = early.len() as u64;
+            if super::io::write_all(&mut conn.stream, early, t.idle_timeout)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if let Some(c) = stats.bytes_in.get(li) {
+                c.add(n);
+            }
+        }
+        let moved = super::tunnel::relay(&mut client, &mut conn.stream, t.idle_timeout).await;
+        if let Some(c) = stats.bytes_in.get(li) {
+            c.add(moved.to_upstream);
+        }
+        if let Some(c) = stats.bytes_out.get(li) {
+            c.add(moved.to_client);
+        }
+        return;
+    }
+    stats.tcp_refused.inc();
+    tracing::debug!(%peer, %listener, upstream = %u.name, "TCP connection closed: no backend could be reached");
+}
