@@ -58,8 +58,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match coregate::config::load(&config) {
             Ok(snapshot) => {
-                println!("{}: OK", config.display());
-                print!("{}", snapshot.summary());
+                // A closed stdout (`coregate check | head -1`) is not an error of the config.
+                use std::io::Write;
+                let text = format!("{}: OK\n{}", config.display(), snapshot.summary());
+                let _ = std::io::stdout().write_all(text.as_bytes());
                 ExitCode::SUCCESS
             }
             Err(e) => {

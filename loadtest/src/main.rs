@@ -17,6 +17,7 @@ mod idle;
 mod ratelimit;
 mod relay;
 mod run;
+mod tls;
 mod util;
 
 use clap::{Parser, Subcommand};

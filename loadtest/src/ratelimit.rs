@@ -821,7 +821,7 @@ mod tests {
             assert!(n.contains(line), "{line:?} missing in\n{n}");
         }
         // The bench's nginx is unchanged: one worker, no limit.
-        let plain = targets::nginx_config(Path::new("/tmp/x"), l, &b);
+        let plain = targets::nginx_config(Path::new("/tmp/x"), l, &b, None);
         assert!(plain.contains("worker_processes 1;\n"), "{plain}");
         assert!(
             plain.contains("# Written by `loadtest bench`: 1 worker,"),

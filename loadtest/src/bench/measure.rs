@@ -31,7 +31,11 @@ fn start_target(
     backends: &[std::net::SocketAddr],
     plan: &Plan,
     dir: &Path,
+    tls: Option<&targets::TlsFiles>,
 ) -> Result<Target, String> {
+    if tls.is_some() && matches!(name, "direct" | "relay") {
+        return Err("it does not speak TLS".into());
+    }
     let backend = *backends.first().ok_or("no backend")?;
     let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let port = || targets::free_port().map_err(|e| format!("free port: {e}"));
@@ -70,7 +74,7 @@ fn start_target(
             let conf = dir.join(format!("{name}.toml"));
             std::fs::write(
                 &conf,
-                targets::coregate_config(listen, backends, variant, dir)?,
+                targets::coregate_config(listen, backends, variant, dir, tls)?,
             )
             .map_err(|e| format!("{}: {e}", conf.display()))?;
             log = variant.access_log_path(dir);
@@ -97,7 +101,7 @@ fn start_target(
         "nginx" => {
             let listen = local(port()?);
             targets::spawn_nginx(
-                &targets::nginx_config(dir, listen, backends),
+                &targets::nginx_config(dir, listen, backends, tls),
                 dir,
                 listen,
                 &plan.proxy,
@@ -106,7 +110,7 @@ fn start_target(
         "haproxy" => {
             let listen = local(port()?);
             let conf = dir.join("haproxy.cfg");
-            std::fs::write(&conf, targets::haproxy_config(listen, backends))
+            std::fs::write(&conf, targets::haproxy_config(listen, backends, tls))
                 .map_err(|e| format!("{}: {e}", conf.display()))?;
             let prog = targets::which("haproxy").ok_or("haproxy not installed")?;
             targets::spawn_external(
@@ -138,8 +142,13 @@ fn load(
     warmup: Duration,
     threads: usize,
 ) -> Result<(run::Plan, Stats, f64), String> {
+    let scheme = if s.tls.is_some() { "https" } else { "http" };
     let args = RunArgs {
-        url: format!("http://{}/", t.addr),
+        url: format!("{scheme}://{}/", t.addr),
+        cacert: None,
+        insecure: s.tls.is_some(),
+        no_tls_resumption: s.tls == Some(false),
+        tls_version: s.tls.map(|_| "1.3".to_string()),
         threads,
         connections: s.connections,
         duration: Some(duration),
@@ -181,7 +190,7 @@ pub(super) fn idle_memory(
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     let mut rows = Vec::new();
     for name in plan.targets.iter().filter(|n| *n != "direct") {
-        let t = match start_target(name, &addrs, plan, dir) {
+        let t = match start_target(name, &addrs, plan, dir, None) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("  {name} skipped: {e}");
@@ -316,9 +325,16 @@ pub(super) fn scenario(
     )?;
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     let mut notes = Vec::new();
+    let tls = match s.tls {
+        Some(_) => Some(targets::TlsFiles::copy_into(
+            &super::workspace_root(),
+            &sdir,
+        )?),
+        None => None,
+    };
     let mut tgts = Vec::new();
     for name in &plan.targets {
-        match start_target(name, &addrs, plan, &sdir) {
+        match start_target(name, &addrs, plan, &sdir, tls.as_ref()) {
             Ok(t) => tgts.push(t),
             Err(e) => {
                 eprintln!("  {name} skipped: {e}");

@@ -68,7 +68,9 @@ pub struct BenchArgs {
     /// The fraction of the slowest saturation used as the fixed rate.
     #[arg(long, default_value_t = 0.5)]
     pub rate_fraction: f64,
-    /// Scenarios: all, or a list of small, 16k, 256k, post4k, c1000, noka.
+    /// Scenarios: a list of all (the plain HTTP ones: small, 16k, 256k, post4k, c1000, noka),
+    /// tls (tls-small, tls-noka, tls-resume: HTTPS to the proxies with the certificate
+    /// config/certs/edge-ecdsa.pem, TLS 1.3, X25519; relay and direct sit them out), or names.
     #[arg(long, default_value = "all")]
     pub scenarios: String,
     /// coregate binary (default: target/release/coregate under the workspace root).
@@ -93,8 +95,12 @@ pub struct Scenario {
     pub post_body: Option<u64>,
     pub connections: usize,
     pub keepalive: bool,
+    /// HTTPS (TLS 1.3) to the proxies, with session resumption or not; the relay and direct
+    /// targets, which do not speak TLS, sit these out.
+    pub tls: Option<bool>,
 }
 
+/// The scenarios `--scenarios all` runs (plain HTTP), then those of `--scenarios tls`.
 pub fn scenarios() -> Vec<Scenario> {
     let s = |name, description: &str, body_size, post_body, connections, keepalive| Scenario {
         name,
@@ -103,6 +109,11 @@ pub fn scenarios() -> Vec<Scenario> {
         post_body,
         connections,
         keepalive,
+        tls: None,
+    };
+    let tls = |name, description: &str, keepalive, resumption| Scenario {
+        tls: Some(resumption),
+        ..s(name, description, 100, None, 50, keepalive)
     };
     vec![
         s(
@@ -152,6 +163,24 @@ pub fn scenarios() -> Vec<Scenario> {
             None,
             50,
             false,
+        ),
+        tls(
+            "tls-small",
+            "HTTPS: GET, 100 B responses, 50 keep-alive TLS connections",
+            true,
+            true,
+        ),
+        tls(
+            "tls-noka",
+            "HTTPS: a new TLS connection per request, full handshakes (no resumption), 50 clients",
+            false,
+            false,
+        ),
+        tls(
+            "tls-resume",
+            "HTTPS: a new TLS connection per request, sessions resumed, 50 clients",
+            false,
+            true,
         ),
     ]
 }
@@ -533,19 +562,19 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     if names.is_empty() {
         return Err("no target left to measure".into());
     }
-    let wanted: Vec<Scenario> = if args.scenarios == "all" {
-        scenarios()
-    } else {
-        let all = scenarios();
-        let mut v = Vec::new();
-        for n in args.scenarios.split(',') {
-            let s = all.iter().find(|s| s.name == n.trim()).ok_or_else(|| {
-                format!("unknown scenario {n:?} (small, 16k, 256k, post4k, c1000, noka)")
-            })?;
-            v.push(s.clone());
-        }
-        v
-    };
+    let all = scenarios();
+    let mut wanted: Vec<Scenario> = Vec::new();
+    for n in args.scenarios.split(',').map(str::trim) {
+        let picked: Vec<&Scenario> = match n {
+            "all" => all.iter().filter(|s| s.tls.is_none()).collect(),
+            "tls" => all.iter().filter(|s| s.tls.is_some()).collect(),
+            _ => vec![all.iter().find(|s| s.name == n).ok_or_else(|| {
+                let names: Vec<&str> = all.iter().map(|s| s.name).collect();
+                format!("unknown scenario {n:?} (all, tls, {})", names.join(", "))
+            })?],
+        };
+        wanted.extend(picked.into_iter().cloned());
+    }
     let plan = Plan {
         rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
         duration: args.duration.unwrap_or(if args.quick {
@@ -732,7 +761,7 @@ mod tests {
             .map(|p| format!("127.0.0.1:900{p}").parse().unwrap())
             .collect();
         let dir = std::path::Path::new("/tmp/r \"x\"");
-        let rr = targets::coregate_config(l, &b, Variant::Rr, dir).unwrap();
+        let rr = targets::coregate_config(l, &b, Variant::Rr, dir, None).unwrap();
         assert!(rr.contains("balancer = \"round_robin\"\n"), "{rr}");
         assert!(
             rr.contains("{ address = \"127.0.0.1:9003\", weight = 1 } ]"),
@@ -740,7 +769,7 @@ mod tests {
         );
         assert!(!rr.contains("[upstreams.health]"), "{rr}");
         assert!(!rr.contains("access_log"), "{rr}");
-        let h = targets::coregate_config(l, &b, Variant::Health, dir).unwrap();
+        let h = targets::coregate_config(l, &b, Variant::Health, dir, None).unwrap();
         assert!(h.contains("balancer = \"p2c\""), "{h}");
         assert!(h.contains("[upstreams.health]\npath = \"/__health\"\ninterval = \"1s\"\n"));
         // The health table belongs to the upstream: it comes before the routes.
@@ -751,7 +780,7 @@ mod tests {
             (Variant::LogCombined, "combined"),
             (Variant::LogJson, "json"),
         ] {
-            let c = targets::coregate_config(l, &b, v, dir).unwrap();
+            let c = targets::coregate_config(l, &b, v, dir, None).unwrap();
             assert_eq!(
                 c.replace(
                     &format!(
@@ -770,9 +799,14 @@ mod tests {
             );
             assert!(c.find("access_log") < c.find("[[upstreams]]"), "{c}");
         }
-        assert!(
-            targets::coregate_config(l, &b, Variant::LogJson, std::path::Path::new("rel")).is_err()
-        );
+        assert!(targets::coregate_config(
+            l,
+            &b,
+            Variant::LogJson,
+            std::path::Path::new("rel"),
+            None
+        )
+        .is_err());
         assert_eq!(
             parse_variants("rr,log-combined,LOG-JSON"),
             Ok(vec![Variant::Rr, Variant::LogCombined, Variant::LogJson])
@@ -782,7 +816,7 @@ mod tests {
             Some(Variant::LogJson)
         );
         // limit: rr plus the never-tripping limit before the upstream, named by the route.
-        let lim = targets::coregate_config(l, &b, Variant::Limit, dir).unwrap();
+        let lim = targets::coregate_config(l, &b, Variant::Limit, dir, None).unwrap();
         assert_eq!(
             lim.replace(targets::NEVER_LIMIT, "")
                 .replace("rate_limits = [\"never\"]\n", ""),
@@ -817,9 +851,9 @@ mod tests {
             rr.contains("address = \"127.0.0.1:8000\"\n\n[[upstreams]]\n"),
             "{rr}"
         );
-        let hc = targets::haproxy_config(l, &b);
+        let hc = targets::haproxy_config(l, &b, None);
         assert!(hc.contains("    server b3 127.0.0.1:9003\n"), "{hc}");
-        let nc = targets::nginx_config(std::path::Path::new("/tmp/x"), l, &b);
+        let nc = targets::nginx_config(std::path::Path::new("/tmp/x"), l, &b, None);
         assert!(nc.contains("        server 127.0.0.1:9002;\n"), "{nc}");
     }
 }

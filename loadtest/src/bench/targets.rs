@@ -408,6 +408,45 @@ mode = \"sync\"
 
 ";
 
+/// The certificate every target serves in the TLS scenarios (the repository's example ECDSA
+/// P-256 certificate for localhost and 127.0.0.1), copied into a scenario's folder: PEM
+/// certificate, key, and both in one file (HAProxy's `crt`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub combined: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn copy_into(root: &Path, dir: &Path) -> Result<TlsFiles, String> {
+        let read = |p: PathBuf| std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()));
+        let cert = read(root.join("config/certs/edge-ecdsa.pem"))?;
+        let key = read(root.join("config/certs/edge-ecdsa.key"))?;
+        let files = TlsFiles {
+            cert: dir.join("tls-cert.pem"),
+            key: dir.join("tls-key.pem"),
+            combined: dir.join("tls-combined.pem"),
+        };
+        let write = |p: &Path, data: &[u8]| {
+            std::fs::write(p, data).map_err(|e| format!("{}: {e}", p.display()))
+        };
+        write(&files.cert, &cert)?;
+        write(&files.key, &key)?;
+        write(&files.combined, &[cert, key].concat())?;
+        Ok(files)
+    }
+
+    /// The `[listeners.tls]` table of coregate's listener.
+    fn coregate(&self) -> String {
+        format!(
+            "[listeners.tls]\ncertificates = [ {{ cert = {}, key = {} }} ]\n",
+            toml_string(&self.cert.display().to_string()),
+            toml_string(&self.key.display().to_string())
+        )
+    }
+}
+
 /// The config of `variant`, written in `dir` (where the access log of a log variant goes:
 /// [`Variant::access_log_path`], which must be absolute and UTF-8).
 pub fn coregate_config(
@@ -415,6 +454,7 @@ pub fn coregate_config(
     backends: &[SocketAddr],
     variant: Variant,
     dir: &Path,
+    tls: Option<&TlsFiles>,
 ) -> Result<String, String> {
     let (balancer, extra) = variant.upstream();
     let mut listener = String::new();
@@ -433,6 +473,9 @@ pub fn coregate_config(
             "access_log = {{ path = {}, format = \"{format}\" }}\n",
             toml_string(path)
         );
+    }
+    if let Some(t) = tls {
+        listener.push_str(&t.coregate());
     }
     let (tables, route) = variant.rate_limit().unwrap_or(("", ""));
     Ok(CoregateToml {
@@ -480,6 +523,8 @@ pub struct NginxConf<'a> {
     pub server_opts: &'a str,
     /// Directives of `location /`, indented.
     pub location: &'a str,
+    /// The listener speaks TLS with this certificate (session cache and tickets on).
+    pub tls: Option<&'a TlsFiles>,
 }
 
 impl<'a> NginxConf<'a> {
@@ -498,6 +543,7 @@ impl<'a> NginxConf<'a> {
             http: "",
             server_opts: "",
             location: "",
+            tls: None,
         }
     }
 
@@ -511,7 +557,19 @@ impl<'a> NginxConf<'a> {
             http,
             server_opts,
             location,
+            tls,
         } = *self;
+        let (ssl, ssl_lines) = match tls {
+            None => ("", String::new()),
+            Some(t) => (
+                " ssl",
+                format!(
+                    "        ssl_certificate {};\n        ssl_certificate_key {};\n        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_session_cache shared:SSL:10m;\n        ssl_session_tickets on;\n",
+                    t.cert.display(),
+                    t.key.display()
+                ),
+            ),
+        };
         let d = dir.display();
         let servers: String = backends
             .iter()
@@ -543,8 +601,8 @@ http {{
         keepalive_requests 1000000;
     }}
     server {{
-        listen {listen} backlog=4096;
-        location / {{
+        listen {listen}{ssl} backlog=4096;
+{ssl_lines}        location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -557,8 +615,17 @@ http {{
     }
 }
 
-pub fn nginx_config(dir: &Path, listen: SocketAddr, backends: &[SocketAddr]) -> String {
-    nginx_conf("loadtest bench", dir, listen, backends, "", "")
+pub fn nginx_config(
+    dir: &Path,
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+    tls: Option<&TlsFiles>,
+) -> String {
+    NginxConf {
+        tls,
+        ..NginxConf::new("loadtest bench", dir, listen, backends)
+    }
+    .render()
 }
 
 /// HAProxy with one thread and server connections always reused. `defaults` and `server_opts`
@@ -600,8 +667,24 @@ backend backend
     )
 }
 
-pub fn haproxy_config(listen: SocketAddr, backends: &[SocketAddr]) -> String {
-    haproxy_cfg("loadtest bench", listen, backends, "", "", "")
+/// With `tls`: the frontend speaks TLS (HAProxy's default session cache and tickets).
+pub fn haproxy_config(
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+    tls: Option<&TlsFiles>,
+) -> String {
+    let cfg = haproxy_cfg("loadtest bench", listen, backends, "", "", "");
+    match tls {
+        None => cfg,
+        Some(t) => cfg.replacen(
+            &format!("    bind {listen}\n"),
+            &format!(
+                "    bind {listen} ssl crt {} alpn http/1.1\n",
+                t.combined.display()
+            ),
+            1,
+        ),
+    }
 }
 
 /// Where coregate's binary is: `explicit` (must exist), else target/release/coregate under

@@ -13,6 +13,7 @@ use monoio::net::TcpStream;
 
 use super::{Plan, Stats};
 use crate::http::{framing, wants_close, Body};
+use crate::tls::Stream;
 use crate::util::RxBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub(crate) enum Fail {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     rx: RxBuf,
 }
 
@@ -71,14 +72,21 @@ pub async fn thread_main(plan: Arc<Plan>, ids: Vec<usize>, counter: Arc<AtomicU6
 }
 
 async fn connect(plan: &Plan) -> Result<Conn, Fail> {
-    match monoio::time::timeout(plan.timeout, TcpStream::connect_addr(plan.addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(Conn {
-                stream,
-                rx: RxBuf::with_capacity(16384),
-            })
-        }
+    let open = async {
+        let tcp = TcpStream::connect_addr(plan.addr).await.ok()?;
+        let _ = tcp.set_nodelay(true);
+        Some(match &plan.tls {
+            None => Stream::Plain(tcp),
+            Some(t) => Stream::Tls(Box::new(
+                t.connector.connect(t.name.clone(), tcp).await.ok()?,
+            )),
+        })
+    };
+    match monoio::time::timeout(plan.timeout, open).await {
+        Ok(Some(stream)) => Ok(Conn {
+            stream,
+            rx: RxBuf::with_capacity(16384),
+        }),
         _ => Err(Fail::Connect),
     }
 }
@@ -266,8 +274,8 @@ fn record(
     s.last_done = Some(now);
 }
 
-pub(crate) async fn read_response(
-    stream: &mut TcpStream,
+pub(crate) async fn read_response<S: monoio::io::AsyncReadRent>(
+    stream: &mut S,
     rx: &mut RxBuf,
     is_head: bool,
 ) -> Result<Resp, Fail> {

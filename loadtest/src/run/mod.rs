@@ -28,7 +28,7 @@ pub use report::Summary;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Target, e.g. http://127.0.0.1:8080/path (plain HTTP/1.1).
+    /// Target, e.g. http://127.0.0.1:8080/path or https://localhost:8443/path (HTTP/1.1).
     pub url: String,
     /// Generator threads (each a pinned monoio loop).
     #[arg(short, long, default_value_t = 1)]
@@ -72,6 +72,18 @@ pub struct RunArgs {
     /// Send `Connection: close` and open a new connection for every request.
     #[arg(long)]
     pub no_keepalive: bool,
+    /// https://: trust the CA certificates in this PEM file (default: the system's).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// https://: accept any server certificate.
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+    /// https://: never resume a TLS session (every new connection is a full handshake).
+    #[arg(long)]
+    pub no_tls_resumption: bool,
+    /// https://: only this TLS version ("1.2" or "1.3").
+    #[arg(long)]
+    pub tls_version: Option<String>,
     /// Expected status: a code (200), a class (2xx) or "any". Others count as errors.
     #[arg(long, default_value = "200")]
     pub expect_status: String,
@@ -134,6 +146,8 @@ impl Expect {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub addr: SocketAddr,
+    /// `https://`: every connection speaks TLS.
+    pub tls: Option<Arc<crate::tls::TlsClient>>,
     /// `pipeline` copies of the request back to back; one request is `req_len` bytes.
     pub wire: Bytes,
     pub req_len: usize,
@@ -308,9 +322,22 @@ impl Stats {
 
 /// Splits "http://host:port/path?q" into (host:port for Host, socket address, path).
 pub fn parse_url(url: &str) -> Result<(String, SocketAddr, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("unsupported URL {url:?}: only http:// is supported"))?;
+    match parse_target(url)? {
+        (_, _, _, true) => Err(format!(
+            "unsupported URL {url:?}: only http:// is supported here"
+        )),
+        (host, addr, path, false) => Ok((host, addr, path)),
+    }
+}
+
+/// Splits "http://host:port/path?q" or "https://…" into (host:port for Host, socket address,
+/// path, https).
+pub fn parse_target(url: &str) -> Result<(String, SocketAddr, String, bool), String> {
+    let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (r, false),
+        (_, Some(r)) => (r, true),
+        _ => return Err(format!("unsupported URL {url:?}: http:// or https:// only")),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -324,19 +351,35 @@ pub fn parse_url(url: &str) -> Result<(String, SocketAddr, String), String> {
     {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if https { 443 } else { 80 })
     };
     let addr = with_port
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {authority:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("cannot resolve {authority:?}"))?;
-    Ok((authority.to_string(), addr, path.to_string()))
+    Ok((authority.to_string(), addr, path.to_string(), https))
 }
 
 /// Builds the plan from the command line (times are relative to `start`, set by `execute`).
 pub fn plan(args: &RunArgs) -> Result<Plan, String> {
-    let (host, addr, path) = parse_url(&args.url)?;
+    let (host, addr, path, https) = parse_target(&args.url)?;
+    let tls = if https {
+        let name = match host.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h,
+            _ => &host,
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        let o = crate::tls::TlsOptions {
+            cacert: args.cacert.as_deref(),
+            insecure: args.insecure,
+            resumption: !args.no_tls_resumption,
+            version: args.tls_version.as_deref(),
+        };
+        Some(Arc::new(crate::tls::TlsClient::new(name, &o)?))
+    } else {
+        None
+    };
     let method = args.method.to_ascii_uppercase();
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err(format!("invalid method {:?}", args.method));
@@ -405,6 +448,7 @@ pub fn plan(args: &RunArgs) -> Result<Plan, String> {
     let now = Instant::now();
     Ok(Plan {
         addr,
+        tls,
         req_len: one.len(),
         wire: wire.into(),
         pipeline,
@@ -589,5 +633,11 @@ mod tests {
         assert_eq!(path, "/a/b?c=1");
         assert_eq!(parse_url("http://127.0.0.1").unwrap().2, "/");
         assert!(parse_url("https://x").is_err());
+        assert!(parse_url("ftp://x").is_err());
+        let (host, addr, _, https) = parse_target("https://127.0.0.1/").unwrap();
+        assert_eq!(
+            (host.as_str(), addr.port(), https),
+            ("127.0.0.1", 443, true)
+        );
     }
 }
