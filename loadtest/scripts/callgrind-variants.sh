@@ -7,7 +7,9 @@
 # Variants as `loadtest bench --coregate-variants`: rr = balancer "round_robin"; p2c; health = p2c
 # and [upstreams.health] every 1s; limit = rr and a [[rate_limits]] table that never trips
 # (client_ip, rate = 100000000 per 1s, mode = "sync") named by the route; limit-exact = the same
-# limit in mode = "exact" (one shared atomic bucket per key: the accuracy baseline's cost).
+# limit in mode = "exact" (one shared atomic bucket per key: the accuracy baseline's cost);
+# tls = rr behind a TLS listener (config/certs/edge-ecdsa.pem), driven over https:// keep-alive
+# (TLS 1.3, X25519; the 50 handshakes are in both runs and cancel out).
 #
 # usage: loadtest/scripts/callgrind-variants.sh COREGATE LOADTEST OUTDIR [VARIANT...]
 set -euo pipefail
@@ -38,14 +40,18 @@ ir() { grep -E '^(summary|totals):' "$1" | tail -1 | awk '{print $2}'; }
 
 never=$'[[rate_limits]]\nname = "never"\nkey = "client_ip"\nrate = 100000000\nperiod = "1s"\nmode = "sync"\n'
 
+root=$(cd "$(dirname "$0")/../.." && pwd)
 for v in "${variants[@]}"; do
-  tables='' route=''
+  tables='' route='' tls='' scheme=http
   case $v in
     rr) upstream='balancer = "round_robin"' extra='' ;;
     p2c) upstream='balancer = "p2c"' extra='' ;;
     health) upstream='balancer = "p2c"' extra=$'[upstreams.health]\npath = "/__health"\ninterval = "1s"\n' ;;
     limit) upstream='balancer = "round_robin"' extra='' tables=$never route='rate_limits = ["never"]' ;;
     limit-exact) upstream='balancer = "round_robin"' extra='' tables=${never/\"sync\"/\"exact\"} route='rate_limits = ["never"]' ;;
+    tls) upstream='balancer = "round_robin"' extra='' scheme=https
+      tls="[listeners.tls]
+certificates = [ { cert = \"$root/config/certs/edge-ecdsa.pem\", key = \"$root/config/certs/edge-ecdsa.key\" } ]" ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
   for n in 20000 100000; do
@@ -60,7 +66,7 @@ driver = "io_uring"
 [[listeners]]
 name = "cg"
 address = "127.0.0.1:$listen"
-
+$tls
 $tables
 [[upstreams]]
 name = "backend"
@@ -83,7 +89,7 @@ TOML
       (exec 3<>"/dev/tcp/127.0.0.1/$listen") 2>/dev/null && break
       sleep 0.1
     done
-    taskset -c 0 "$loadtest" run "http://127.0.0.1:$listen/" -c 50 -n "$n" --quiet \
+    taskset -c 0 "$loadtest" run "$scheme://127.0.0.1:$listen/" -k --tls-version 1.3 --tls-suite TLS13_AES_128_GCM_SHA256 -c 50 -n "$n" --quiet \
       --json "$out/run.$v.$n.json" > /dev/null
     errors=$(python3 -c "import json; print(json.load(open('$out/run.$v.$n.json'))['errors_total'])")
     wait "$cg"

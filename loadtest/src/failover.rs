@@ -522,6 +522,7 @@ fn trial(
         insecure: false,
         no_tls_resumption: false,
         tls_version: None,
+        tls_suite: None,
         expect_status: "200".into(),
         expect_body_len: Some(100),
         json: None,

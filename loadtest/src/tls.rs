@@ -31,6 +31,8 @@ pub struct TlsOptions<'a> {
     pub resumption: bool,
     /// "1.2" or "1.3" only; `None`: both.
     pub version: Option<&'a str>,
+    /// Offer only this cipher suite (rustls's name, e.g. TLS13_AES_128_GCM_SHA256).
+    pub suite: Option<&'a str>,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -50,6 +52,14 @@ impl TlsClient {
             rustls::crypto::aws_lc_rs::kx_group::X25519,
             rustls::crypto::aws_lc_rs::kx_group::SECP256R1,
         ];
+        if let Some(name) = o.suite {
+            provider
+                .cipher_suites
+                .retain(|s| s.suite().as_str() == Some(name));
+            if provider.cipher_suites.is_empty() {
+                return Err(format!("unknown --tls-suite {name:?}"));
+            }
+        }
         let provider = Arc::new(provider);
         let versions: &[&rustls::SupportedProtocolVersion] = match o.version {
             None => rustls::ALL_VERSIONS,

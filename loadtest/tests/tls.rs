@@ -85,7 +85,19 @@ fn run_speaks_tls_and_resumes_sessions_unless_told_not_to() {
     let cacert = cert.with_file_name("example-ca.pem").display().to_string();
 
     // Keep-alive: four connections carry every request.
-    let r = run_json(&url, &["--cacert", &cacert, "-c", "4", "-n", "400"]);
+    let r = run_json(
+        &url,
+        &[
+            "--cacert",
+            &cacert,
+            "-c",
+            "4",
+            "-n",
+            "400",
+            "--tls-suite",
+            "TLS13_AES_128_GCM_SHA256",
+        ],
+    );
     assert_eq!((u(&r, &["ok"]), u(&r, &["errors_total"])), (400, 0), "{r}");
     assert_eq!(u(&r, &["connects"]), 4, "{r}");
 

@@ -149,6 +149,7 @@ fn load(
         insecure: s.tls.is_some(),
         no_tls_resumption: s.tls == Some(false),
         tls_version: s.tls.map(|_| "1.3".to_string()),
+        tls_suite: s.tls.map(|_| "TLS13_AES_128_GCM_SHA256".to_string()),
         threads,
         connections: s.connections,
         duration: Some(duration),

@@ -70,7 +70,8 @@ pub struct BenchArgs {
     pub rate_fraction: f64,
     /// Scenarios: a list of all (the plain HTTP ones: small, 16k, 256k, post4k, c1000, noka),
     /// tls (tls-small, tls-noka, tls-resume: HTTPS to the proxies with the certificate
-    /// config/certs/edge-ecdsa.pem, TLS 1.3, X25519; relay and direct sit them out), or names.
+    /// config/certs/edge-ecdsa.pem, TLS 1.3, TLS_AES_128_GCM_SHA256, X25519, on every target;
+    /// relay and direct sit them out), or names.
     #[arg(long, default_value = "all")]
     pub scenarios: String,
     /// coregate binary (default: target/release/coregate under the workspace root).

@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// https://: only this TLS version ("1.2" or "1.3").
     #[arg(long)]
     pub tls_version: Option<String>,
+    /// https://: offer only this cipher suite (e.g. TLS13_AES_128_GCM_SHA256), so that every
+    /// server uses the same one.
+    #[arg(long)]
+    pub tls_suite: Option<String>,
     /// Expected status: a code (200), a class (2xx) or "any". Others count as errors.
     #[arg(long, default_value = "200")]
     pub expect_status: String,
@@ -375,6 +379,7 @@ pub fn plan(args: &RunArgs) -> Result<Plan, String> {
             insecure: args.insecure,
             resumption: !args.no_tls_resumption,
             version: args.tls_version.as_deref(),
+            suite: args.tls_suite.as_deref(),
         };
         Some(Arc::new(crate::tls::TlsClient::new(name, &o)?))
     } else {
