@@ -150,6 +150,13 @@ fn invalid_cases() -> Vec<(&'static str, String, usize, usize, String)> {
             "give ca or insecure_skip_verify, not both".into(),
         ),
         (
+            "a star inside a client subject pattern",
+            r("upstream = \"app\"", "upstream = \"app\"\nclient_subjects = [\"CN=*admin*\"]"),
+            21,
+            20,
+            "invalid client subject pattern \"CN=*admin*\": a subject, or a prefix ending in one '*'".into(),
+        ),
+        (
             "https_port without redirect_https",
             r("upstream = \"app\"", "upstream = \"app\"\nhttps_port = 8443"),
             21,

@@ -227,3 +227,34 @@ fn bytes_after_a_proxy_header_reach_the_backend() {
     s.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"early bytes");
 }
+
+#[test]
+fn connect_is_tunnelled_only_on_a_route_that_enables_it() {
+    let (backend, _) = echo_server();
+    let rest = format!(
+        "{}[[routes]]\nname = \"tunnel\"\nhosts = [\"tunnel.test\"]\nupstream = \"raw\"\nconnect = true\n\n\
+         [[routes]]\nname = \"web\"\nupstream = \"raw\"\n",
+        upstream_toml("raw", &[backend], "")
+    );
+    let proxy = start_proxy("io_uring", "", &rest);
+    // A route without `connect`: 501 as before.
+    let mut c = Client::connect(proxy.addr);
+    c.send("CONNECT other.test:443 HTTP/1.1\r\nHost: other.test:443\r\n\r\n");
+    assert_eq!(c.response().status, 501);
+    // The enabling route: 200, then a byte tunnel to the backend (bytes sent with the request
+    // go first).
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"CONNECT tunnel.test:443 HTTP/1.1\r\nHost: tunnel.test:443\r\n\r\nfirst ")
+        .unwrap();
+    let head = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+    let mut got = vec![0u8; head.len() + 6];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got[..head.len()], head);
+    assert_eq!(&got[head.len()..], b"first ");
+    let data = pattern(1 << 20, 5);
+    let back = round_trip(s.try_clone().unwrap(), s, data.clone(), |w| {
+        w.shutdown(Shutdown::Write).unwrap()
+    });
+    assert!(back == data);
+}

@@ -603,3 +603,35 @@ fn wait_log(proxy: &Proxy, needle: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn routes_admit_clients_by_certificate_subject() {
+    let dir = TempDir::new("tls-subjects");
+    let pki = Pki::new(&dir.0);
+    let cert = pki.issue("a", &["a.test"], "a.test", ECDSA, false);
+    let admin = pki.issue("admin", &["admin.test"], "admin one", ECDSA, false);
+    let user = pki.issue("user", &["user.test"], "user two", ECDSA, false);
+    let extra = format!(
+        "client_ca = \"{}\"\nclient_auth = \"optional\"",
+        pki.ca_path().display()
+    );
+    let routes = "[[routes]]\nname = \"admin\"\npath_prefix = \"/admin/\"\nupstream = \"app\"\n\
+                  client_subjects = [\"CN=admin one*\"]\n\n\
+                  [[routes]]\nname = \"open\"\nupstream = \"app\"\n";
+    let s = start(&[&cert], &extra, routes, "");
+    let status = |who: Option<&tls::Issued>, path: &str| {
+        let config = Arc::new(pki.client_with(&[], who));
+        let mut c = tls::connect(s.proxy.addr, "a.test", &config).unwrap();
+        tls::get(&mut c, "a.test", path).unwrap().status
+    };
+    assert_eq!(status(Some(&admin), "/admin/x"), 200);
+    assert_eq!(status(Some(&user), "/admin/x"), 403);
+    assert_eq!(
+        status(None, "/admin/x"),
+        403,
+        "optional: no certificate, no subject"
+    );
+    assert_eq!(status(None, "/open"), 200, "other routes take anyone");
+    assert_eq!(status(Some(&user), "/open"), 200);
+    assert_eq!(s.backend.requests().len(), 3);
+}

@@ -557,6 +557,9 @@ pub struct RawRoute {
     pub redirect_https: bool,
     pub https_port: Option<Spanned<u16>>,
     pub upgrades: Option<Vec<Spanned<String>>>,
+    pub client_subjects: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub connect: bool,
 }
 
 fn yes() -> bool {

@@ -613,8 +613,14 @@ impl Snapshot {
             [w] if &**w == "websocket" => String::new(),
             list => format!(", upgrades [{}]", list.join(", ")),
         };
+        let subjects = if r.client_subjects.is_empty() {
+            String::new()
+        } else {
+            format!(", client subjects [{}]", r.client_subjects.join("; "))
+        };
+        let connect = if r.connect { ", CONNECT tunnels" } else { "" };
         format!(
-            "{}: {hosts}, {path}{rewrite}{limits}{log}{redirect}{upgrades} -> {}",
+            "{}: {hosts}, {path}{rewrite}{limits}{log}{redirect}{upgrades}{subjects}{connect} -> {}",
             r.name, self.upstreams[r.upstream].name
         )
     }

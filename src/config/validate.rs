@@ -581,6 +581,18 @@ fn route(
             }
         }
     }
+    let mut subjects: Vec<Box<str>> = Vec::new();
+    for p in r.client_subjects.iter().flatten() {
+        let v = p.get_ref();
+        if v.is_empty()
+            || v.chars().any(char::is_control)
+            || v.strip_suffix('*').unwrap_or(v).contains('*')
+        {
+            errs.at(p, format!("invalid client subject pattern {v:?}: a subject, or a prefix ending in one '*'"));
+            upgrades_ok = false;
+        }
+        subjects.push(v.as_str().into());
+    }
     if !hosts_ok || !limits_ok || !upgrades_ok {
         return None;
     }
@@ -595,6 +607,8 @@ fn route(
         access_log: access_log?,
         redirect_https: redirect_https?,
         upgrades: upgrades.into(),
+        client_subjects: subjects.into(),
+        connect: r.connect,
     })
 }
 

@@ -148,8 +148,8 @@ pub struct WorkerStats {
 }
 
 /// Statuses of the answers coregate generates itself.
-pub const ERROR_STATUSES: [u16; 14] = [
-    400, 404, 408, 413, 417, 429, 431, 500, 501, 502, 503, 504, 505, 0,
+pub const ERROR_STATUSES: [u16; 15] = [
+    400, 403, 404, 408, 413, 417, 429, 431, 500, 501, 502, 503, 504, 505, 0,
 ];
 
 fn counters(n: usize) -> Box<[Counter]> {

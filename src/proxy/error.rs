@@ -12,6 +12,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         408 => "Request Timeout",
         413 => "Content Too Large",

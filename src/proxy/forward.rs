@@ -30,7 +30,21 @@ impl<'a> ClientConn<'a> {
             Err(e) => return self.reject(e.status(), e.as_str()).await,
         };
         if req.method == Method::Connect {
-            return self.reject(501, "CONNECT is not supported").await;
+            // Only a route that enables it tunnels CONNECT (routed on the target authority).
+            let listener = &snap.listeners[self.listener];
+            return match listener.routes.find(req.target.of(buf), b"/") {
+                Some(route) if route.connect => {
+                    self.route = Some(route.index);
+                    if !route.admits_subject(self.client_subject.as_deref()) {
+                        return self
+                            .reject(403, "client certificate not allowed on this route")
+                            .await;
+                    }
+                    let head_len = req.head_len;
+                    self.connect_tunnel(route, head_len).await
+                }
+                _ => self.reject(501, "CONNECT is not supported").await,
+            };
         }
         let mut expect_continue = false;
         for h in hs.iter().filter(|h| h.kind == HeaderKind::Expect) {
@@ -90,6 +104,15 @@ impl<'a> ClientConn<'a> {
         };
         let upstream = &snap.upstreams[route.upstream];
         self.route = Some(route.index);
+        if !route.client_subjects.is_empty()
+            && !route.admits_subject(self.client_subject.as_deref())
+        {
+            let (head_len, version) = (req.head_len, req.version);
+            let detail = "client certificate not allowed on this route";
+            return self
+                .reject_keep(403, detail, framing, head_len, version, "")
+                .await;
+        }
         if let Some(port) = route.redirect_https {
             if !self.stream.is_tls() {
                 let close = framing != Framing::None

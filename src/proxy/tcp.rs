@@ -4,8 +4,9 @@
 //! the connect fails), and the bytes are relayed both ways as they are (`tunnel.rs`) until both
 //! sides close, either fails, or nothing moves for the listener's `idle_timeout`.
 
-use super::{Generation, WorkerCtx};
+use super::{Generation, WorkerCtx, WorkerState};
 use crate::config::TcpForward;
+use crate::config::Upstream;
 use crate::tls::Stream;
 use crate::upstream::{CheckoutError, ClientEnds, Tried};
 use std::net::SocketAddr;
@@ -39,12 +40,11 @@ pub(super) async fn serve(
     }
     let _entered = Entered { ctx, listener };
     let u = &gen.snapshot.upstreams[t.upstream];
-    let ups = &gen.proxy.upstreams;
     let key = match u.hash_on {
         Some(_) => {
             crate::upstream::maglev::hash_key(peer.ip().to_canonical().to_string().as_bytes())
         }
-        None => ups.random(),
+        None => gen.proxy.upstreams.random(),
     };
     let destination = if listener.ip().is_unspecified() {
         client.tcp().local_addr().unwrap_or(listener)
@@ -56,17 +56,55 @@ pub(super) async fn serve(
         destination,
         owner: 0,
     };
+    let Some(mut conn) = open_any(u, &gen.proxy, key, &ends).await else {
+        stats.tcp_refused.inc();
+        tracing::debug!(%peer, %listener, upstream = %u.name, "TCP connection closed: no backend could be reached");
+        return;
+    };
+    stats.tcp_connections.inc();
+    if !early.is_empty() {
+        let n = early.len() as u64;
+        if super::io::write_all(&mut conn.stream, early, t.idle_timeout)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if let Some(c) = stats.bytes_in.get(li) {
+            c.add(n);
+        }
+    }
+    let moved = super::tunnel::relay(&mut client, &mut conn.stream, t.idle_timeout).await;
+    if let Some(c) = stats.bytes_in.get(li) {
+        c.add(moved.to_upstream);
+    }
+    if let Some(c) = stats.bytes_out.get(li) {
+        c.add(moved.to_client);
+    }
+}
+
+/// A new connection to a backend of `u` chosen by its balancer (`key` for consistent hashing),
+/// trying another backend when the connect fails (up to the upstream's `retry.attempts`, at
+/// least 2); failures are logged and counted towards ejection. `None`: no backend reachable.
+pub(super) async fn open_any<'a>(
+    u: &Upstream,
+    state: &'a WorkerState,
+    key: u64,
+    ends: &ClientEnds,
+) -> Option<crate::upstream::Conn<'a>> {
+    let ups = &state.upstreams;
     let mut tried = Tried::default();
-    let attempts = u.retry.attempts.max(2);
-    for _ in 0..attempts {
-        let Some(backend) = ups.pick(u, key, &tried) else {
-            break;
-        };
+    for _ in 0..u.retry.attempts.max(2) {
+        let backend = ups.pick(u, key, &tried)?;
         tried.add(backend);
-        let mut conn = match ups.open(u, backend, &ends).await {
-            Ok(c) => c,
+        match ups.open(u, backend, ends).await {
+            Ok(c) => {
+                state.stats.connects[u.index].inc();
+                ups.success(u, backend);
+                return Some(c);
+            }
             Err(CheckoutError::Connect(e)) => {
-                gen.proxy.failures.upstream_because(
+                state.failures.upstream_because(
                     502,
                     "TCP connect to the backend failed",
                     &e,
@@ -74,36 +112,11 @@ pub(super) async fn serve(
                     backend,
                 );
                 if ups.failure(u, backend) {
-                    stats.ejection(u.index, backend).inc();
+                    state.stats.ejection(u.index, backend).inc();
                 }
-                continue;
             }
-            Err(CheckoutError::Full) => continue,
-        };
-        stats.connects[u.index].inc();
-        stats.tcp_connections.inc();
-        ups.success(u, backend);
-        if !early.is_empty() {
-            let n = early.len() as u64;
-            if super::io::write_all(&mut conn.stream, early, t.idle_timeout)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if let Some(c) = stats.bytes_in.get(li) {
-                c.add(n);
-            }
+            Err(CheckoutError::Full) => {}
         }
-        let moved = super::tunnel::relay(&mut client, &mut conn.stream, t.idle_timeout).await;
-        if let Some(c) = stats.bytes_in.get(li) {
-            c.add(moved.to_upstream);
-        }
-        if let Some(c) = stats.bytes_out.get(li) {
-            c.add(moved.to_client);
-        }
-        return;
     }
-    stats.tcp_refused.inc();
-    tracing::debug!(%peer, %listener, upstream = %u.name, "TCP connection closed: no backend could be reached");
+    None
 }

@@ -106,3 +106,68 @@ pub async fn relay(client: &mut Stream, upstream: &mut Stream, idle: Duration) -
     }
     moved
 }
+
+impl super::client::ClientConn<'_> {
+    /// A `CONNECT` to a route that enables it: a backend of the route's upstream is connected
+    /// (as a TCP listener's connection would be), the client is answered `200`, and the
+    /// connection becomes a tunnel to it (bytes the client sent after its request go first).
+    pub(super) async fn connect_tunnel(
+        &mut self,
+        route: &crate::route::Route,
+        head_len: usize,
+    ) -> super::client::Next {
+        use super::client::Next;
+        let snap = self.snap;
+        let u = &snap.upstreams[route.upstream];
+        let ends = crate::upstream::ClientEnds {
+            source: self.peer,
+            destination: self.listen_addr,
+            owner: 0,
+        };
+        let Some(mut conn) = super::tcp::open_any(u, self.state, self.peer_key, &ends).await else {
+            return self
+                .reject(502, "no backend of the upstream could be reached")
+                .await;
+        };
+        let stats = &self.state.stats;
+        stats.request(self.listener, self.route, 200);
+        stats.tunnels.inc();
+        self.tally.status = 200;
+        self.tally.backend = Some((u.index, conn.backend));
+        const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+        let idle = snap.limits.client_idle_timeout;
+        if super::io::write_all(&mut self.stream, ESTABLISHED, idle)
+            .await
+            .is_err()
+        {
+            return Next::Close;
+        }
+        self.tally.head_out += ESTABLISHED.len() as u64;
+        self.tally.bytes_out += ESTABLISHED.len() as u64;
+        self.buf.consume(head_len);
+        let pending = self.buf.data().len();
+        if pending > 0 {
+            if self
+                .buf
+                .write_range(&mut conn.stream, 0..pending, idle)
+                .await
+                .is_err()
+            {
+                return Next::Close;
+            }
+            self.buf.consume(pending);
+            self.tally.bytes_in += pending as u64;
+        }
+        stats.tunnels_open.inc();
+        let moved = relay(
+            &mut self.stream,
+            &mut conn.stream,
+            snap.limits.tunnel_idle_timeout,
+        )
+        .await;
+        self.state.stats.tunnels_open.dec();
+        self.tally.bytes_in += moved.to_upstream;
+        self.tally.bytes_out += moved.to_client;
+        Next::Close
+    }
+}

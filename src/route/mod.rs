@@ -85,6 +85,26 @@ pub struct Route {
     pub redirect_https: Option<u16>,
     /// The `Upgrade` protocols forwarded (lower case; `websocket` unless the route says).
     pub upgrades: Box<[Box<str>]>,
+    /// When not empty, only clients whose verified certificate's subject matches one of these
+    /// (exactly, or up to a final `*`) are forwarded; others get 403.
+    pub client_subjects: Box<[Box<str>]>,
+    /// `CONNECT` requests are answered 200 and tunnelled to a backend of the upstream.
+    pub connect: bool,
+}
+
+impl Route {
+    /// Whether a connection whose verified client certificate has `subject` may use the route.
+    pub fn admits_subject(&self, subject: Option<&str>) -> bool {
+        self.client_subjects.is_empty()
+            || subject.is_some_and(|s| {
+                self.client_subjects
+                    .iter()
+                    .any(|p| match p.strip_suffix('*') {
+                        Some(prefix) => s.starts_with(prefix),
+                        None => s == &**p,
+                    })
+            })
+    }
 }
 
 /// A route's `access_log`.

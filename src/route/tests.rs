@@ -15,6 +15,8 @@ fn route(name: &str, hosts: &[&str], path: &str, rewrite: Rewrite) -> Route {
     Route {
         redirect_https: None,
         upgrades: Box::new([]),
+        client_subjects: Box::new([]),
+        connect: false,
         index: 0,
         name: name.into(),
         hosts,

@@ -36,6 +36,8 @@ pub struct ListenerTls {
     /// The field that carries a verified client certificate's subject to the backend (a field
     /// of that name from the client is dropped).
     pub subject_header: Option<Box<str>>,
+    /// Client certificates are verified: the subject of one is kept for routes and the field.
+    pub verifies_clients: bool,
     /// One line for `coregate check`.
     pub describe: String,
 }
@@ -110,6 +112,7 @@ impl ListenerTls {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(|e| format!("no cipher suite for the allowed TLS versions: {e}"))?;
+        let verifies = spec.client_ca.is_some();
         let verifies_clients = match &spec.client_ca {
             None => "",
             Some((_, true)) => ", client certificates verified when sent",
@@ -155,6 +158,7 @@ impl ListenerTls {
             config: Arc::new(config),
             handshake_timeout,
             subject_header,
+            verifies_clients: verifies,
             describe,
         })
     }
@@ -171,8 +175,8 @@ impl ListenerTls {
             Ok(Ok(())) => {
                 let c = &tls.conn;
                 let resumed = c.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-                let subject = match (&self.subject_header, c.peer_certificates()) {
-                    (Some(_), Some([leaf, ..])) => subject_of(leaf.as_ref()),
+                let subject = match c.peer_certificates() {
+                    Some([leaf, ..]) if self.verifies_clients => subject_of(leaf.as_ref()),
                     _ => None,
                 };
                 Ok(Accepted {
@@ -189,7 +193,7 @@ impl ListenerTls {
 pub struct Accepted {
     pub stream: Stream,
     pub resumed: bool,
-    /// The verified client certificate's subject, when the listener forwards it.
+    /// The verified client certificate's subject, on a listener that verifies clients.
     pub subject: Option<String>,
 }
 
