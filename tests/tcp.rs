@@ -211,6 +211,24 @@ fn tls_is_terminated_in_front_of_a_tcp_upstream() {
 }
 
 #[test]
+fn the_client_a_proxy_header_names_is_passed_on_upstream() {
+    let (backend, _) = echo_server();
+    let port = free_port();
+    let text =
+        config("io_uring", port, &[backend], "proxy_protocol = true") + "proxy_protocol = \"v1\"\n";
+    let proxy = Proxy::start(&text, port, "info");
+    let mut s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 443\r\nhi")
+        .unwrap();
+    // The echo server sends back the header coregate opened its connection with, then "hi".
+    let want = b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 443\r\nhi";
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
+#[test]
 fn bytes_after_a_proxy_header_reach_the_backend() {
     let (backend, _) = echo_server();
     let port = free_port();

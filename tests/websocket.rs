@@ -236,3 +236,30 @@ fn a_route_without_the_upgrade_forwards_the_request_without_it() {
         .iter()
         .all(|v| !v.to_ascii_lowercase().contains("upgrade")));
 }
+
+#[test]
+fn only_the_allowed_protocol_is_asked_for_and_accepted() {
+    // The backend switches to h2c whatever it was asked: coregate refuses the 101.
+    let backend = TestBackend::start(|_| {
+        Reply::new(101, Body::Empty)
+            .header("Upgrade", "h2c")
+            .header("Connection", "Upgrade")
+    });
+    let rest = format!(
+        "{}[[routes]]\nname = \"ws\"\nupstream = \"app\"\n",
+        upstream_toml("app", &[backend.port], "")
+    );
+    let proxy = start_proxy("io_uring", "", &rest);
+    let mut c = Client::connect(proxy.addr);
+    c.send(
+        "GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket, h2c\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert_eq!(c.response().status, 502);
+    let r = &backend.requests()[0];
+    assert_eq!(
+        r.header("upgrade"),
+        Some("websocket"),
+        "h2c never asked for"
+    );
+}

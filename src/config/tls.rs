@@ -36,7 +36,7 @@ pub(super) fn listener_tls(
         match crate::tls::load_certified(c.cert.get_ref(), c.key.get_ref()) {
             Ok(loaded) => certs.push(loaded),
             Err(e) => {
-                let at_key = e.0.starts_with("key file");
+                let at_key = e.0.starts_with("key file") || e.0.starts_with("cannot read key file");
                 if at_key {
                     errs.at(&c.key, e.0);
                 } else {
@@ -63,6 +63,13 @@ pub(super) fn listener_tls(
     let session_cache = match &raw.session_cache {
         None => Some(SESSION_CACHE),
         Some(n) => errs.take(count(n, "session_cache", 10_000_000)),
+    };
+    let client_auth_id = match &raw.client_ca {
+        None => 0,
+        Some(p) => {
+            let bytes = std::fs::read(p.get_ref()).unwrap_or_default();
+            xxhash_rust::xxh3::xxh3_64(&bytes) ^ (raw.client_auth == ClientAuth::Optional) as u64
+        }
     };
     let client_ca = match &raw.client_ca {
         None => None,
@@ -111,6 +118,7 @@ pub(super) fn listener_tls(
         session_tickets: raw.session_tickets,
         session_cache,
         client_ca,
+        client_auth_id,
         alpn_http1,
     };
     match ListenerTls::new(spec, raw.handshake_timeout.0, subject_header) {

@@ -201,11 +201,13 @@ impl ConnParts {
 impl ConnParts {
     /// The TLS handshake of a connection to a TLS listener (bytes read after a PROXY protocol
     /// header are its first bytes); `Ok(resumed)`. The connection then speaks TLS.
-    /// The connection, for a TCP listener, with the bytes already read from it (what followed
-    /// a PROXY protocol header in the same read), which go to the backend first.
-    pub fn into_stream(self) -> (Stream, Vec<u8>) {
+    /// For a TCP listener: the connection, the bytes already read from it (what followed a
+    /// PROXY protocol header in the same read), which go to the backend first, the client (as
+    /// its PROXY header named it, else the socket's peer) and the address it connected to
+    /// (from that header, when it said).
+    pub fn into_stream(self) -> (Stream, Vec<u8>, SocketAddr, Option<SocketAddr>) {
         let early = self.buf.data().to_vec();
-        (self.stream, early)
+        (self.stream, early, self.peer, self.local)
     }
 
     pub async fn start_tls(

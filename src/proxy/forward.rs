@@ -231,7 +231,7 @@ impl<'a> ClientConn<'a> {
         plan.request_head(&req, hs, new_target, |h| {
             !(length.is_some() && h.kind == HeaderKind::ContentLength)
                 && keep_request_field(h, buf, hs, &conn, absolute.is_some())
-                && subject_field.is_none_or(|n| !h.name.of(buf).eq_ignore_ascii_case(n.as_bytes()))
+                && subject_field.is_none_or(|n| !same_field_name(h.name.of(buf), n.as_bytes()))
         });
         if let Some(n) = length {
             plan.header(b"Content-Length", n.to_string().as_bytes());
@@ -250,8 +250,9 @@ impl<'a> ClientConn<'a> {
         if let (Some(name), Some(subject)) = (subject_field, &self.client_subject) {
             plan.header(name.as_bytes(), subject.as_bytes());
         }
-        if let Some(i) = upgrade {
-            plan.header(b"Upgrade", hs[i].value.of(buf));
+        if let Some(protocol) = upgrade {
+            // Only the protocol the route allows goes on, never a list (h2c smuggling).
+            plan.header(b"Upgrade", protocol);
             plan.bytes(b"Connection: upgrade\r\n");
         }
         if !host.is_empty() {
@@ -349,20 +350,35 @@ fn capture(c: &mut Captured, req: &Request, hs: &[Header], buf: &[u8]) {
 }
 
 /// Request fields forwarded untouched: not hop-by-hop, not one the proxy sets itself.
-/// The `Upgrade` field of a request whose first protocol (`websocket`, `h2c/…` compared up to
-/// the `/`) the route allows: its index.
-fn upgrade_field(hs: &[Header], buf: &[u8], allowed: &[Box<str>]) -> Option<usize> {
-    let i = hs.iter().position(|h| h.kind == HeaderKind::Upgrade)?;
-    let v = hs[i].value.of(buf);
-    let first = v.split(|&b| b == b',').next()?.trim_ascii();
-    let name = first.split(|&b| b == b'/').next()?;
-    allowed
-        .iter()
-        .any(|a| {
+/// The first protocol of a request's `Upgrade` field when the route allows it (`websocket`,
+/// `name/version` compared whole or up to the `/`).
+fn upgrade_field<'b>(hs: &[Header], buf: &'b [u8], allowed: &[Box<str>]) -> Option<&'b [u8]> {
+    let h = hs.iter().find(|h| h.kind == HeaderKind::Upgrade)?;
+    let first = h.value.of(buf).split(|&b| b == b',').next()?.trim_ascii();
+    upgrade_allowed(first, allowed).then_some(first)
+}
+
+/// Field names equal ignoring case and `_` against `-`: CGI-style backends read `X_A` as `X-A`,
+/// so a client's `X_Client_Subject` must go too.
+fn same_field_name(a: &[u8], b: &[u8]) -> bool {
+    let norm = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| norm(x) == norm(y))
+}
+
+/// Whether `protocol` (`name` or `name/version`) is one of `allowed`.
+pub(super) fn upgrade_allowed(protocol: &[u8], allowed: &[Box<str>]) -> bool {
+    let name = protocol.split(|&b| b == b'/').next().unwrap_or(protocol);
+    !protocol.is_empty()
+        && allowed.iter().any(|a| {
             let a = a.as_bytes();
-            a.eq_ignore_ascii_case(first) || a.eq_ignore_ascii_case(name)
+            a.eq_ignore_ascii_case(protocol) || a.eq_ignore_ascii_case(name)
         })
-        .then_some(i)
 }
 
 /// `https://HOST[:PORT]TARGET` for a redirect: the host without its port, the port when it is

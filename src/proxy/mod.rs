@@ -225,8 +225,9 @@ pub async fn serve_connection(
         }
     }
     if let Some(t) = &listener.tcp {
-        let (stream, early) = parts.into_stream();
-        tcp::serve((stream, early), peer, (addr, listener.index), t, &gen, &ctx).await;
+        let (stream, early, peer, local) = parts.into_stream();
+        let ends = (peer, local);
+        tcp::serve((stream, early), ends, (addr, listener.index), t, &gen, &ctx).await;
         return;
     }
     loop {

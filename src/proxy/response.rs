@@ -112,6 +112,21 @@ impl<'a> ClientConn<'a> {
             if !info.upgrade {
                 return Err(UpFail::Status(502, "upstream switched protocols unasked"));
             }
+            // ... and only to a protocol the route allows.
+            let allowed = self
+                .route
+                .map_or(&[][..], |r| &*self.snap.routes[r].upgrades);
+            let rh = &self.headers[..resp.header_count];
+            let to = rh
+                .iter()
+                .find(|h| h.kind == HeaderKind::Upgrade)
+                .map(|h| h.value.of(rbuf.data()).trim_ascii());
+            if !to.is_some_and(|p| super::forward::upgrade_allowed(p, allowed)) {
+                return Err(UpFail::Status(
+                    502,
+                    "upstream switched to a protocol the route does not allow",
+                ));
+            }
             return self
                 .tunnel(rbuf, conn, upstream, &resp, info, started)
                 .await;
@@ -335,7 +350,13 @@ impl ClientConn<'_> {
         self.tally.head_out += head_bytes;
         self.tally.bytes_out += head_bytes + tail.len() as u64;
         rbuf.consume(tail.end);
-        let early = info.head_len + info.body_in_buf;
+        // What the client sent after its request (the request itself, when its body was
+        // streamed, was consumed by then).
+        let early = if info.body_kept {
+            info.head_len + info.body_in_buf
+        } else {
+            0
+        };
         let pending = self.buf.data().len().saturating_sub(early);
         if pending > 0 {
             self.buf.consume(early);

@@ -23,10 +23,12 @@ impl Drop for Entered<'_> {
     }
 }
 
-/// Serves one connection of a TCP listener at `listener` (index `li` in `gen`).
+/// Serves one connection of a TCP listener at `listener` (index `li` in `gen`) from the client
+/// `peer` (its PROXY header's, when the listener takes one), which connected to `local` (when
+/// that header said).
 pub(super) async fn serve(
     (mut client, early): (Stream, Vec<u8>),
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, Option<SocketAddr>),
     (listener, li): (SocketAddr, usize),
     t: &TcpForward,
     gen: &Generation,
@@ -46,10 +48,10 @@ pub(super) async fn serve(
         }
         None => gen.proxy.upstreams.random(),
     };
-    let destination = if listener.ip().is_unspecified() {
-        client.tcp().local_addr().unwrap_or(listener)
-    } else {
-        listener
+    let destination = match local {
+        Some(a) => a,
+        None if listener.ip().is_unspecified() => client.tcp().local_addr().unwrap_or(listener),
+        None => listener,
     };
     let ends = ClientEnds {
         source: peer,

@@ -113,16 +113,40 @@ fn names_of(der: &CertificateDer<'_>) -> Result<(Vec<String>, String), String> {
 }
 
 /// The subject of a DER certificate as text (`CN=client, O=Example`), for a verified client.
-/// Control characters become `?`: the text goes into a request field.
+/// Attributes in certificate order, `, ` between RDNs and `+` inside one, each value escaped as
+/// RFC 4514 says (`,`, `+`, `"`, `\`, `<`, `>`, `;`, a leading `#` or space, a trailing space),
+/// so that one attribute cannot pose as two; control characters become `?` (the text goes into
+/// a request field). `None` when a value is not a string: nothing is forwarded then.
 pub fn subject_of(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(
-        cert.subject()
-            .to_string()
-            .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect(),
-    )
+    let registry = x509_parser::objects::oid_registry();
+    let mut out = String::new();
+    for (i, rdn) in cert.subject().iter().enumerate() {
+        for (j, attr) in rdn.iter().enumerate() {
+            out.push_str(match (i, j) {
+                (0, 0) => "",
+                (_, 0) => ", ",
+                _ => "+",
+            });
+            match x509_parser::objects::oid2abbrev(attr.attr_type(), registry) {
+                Ok(name) => out.push_str(name),
+                Err(_) => out.push_str(&attr.attr_type().to_id_string()),
+            }
+            out.push('=');
+            let value = attr.as_str().ok()?;
+            let last = value.chars().count().saturating_sub(1);
+            for (k, c) in value.chars().enumerate() {
+                let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+                    || (k == 0 && matches!(c, '#' | ' '))
+                    || (k == last && c == ' ');
+                if special {
+                    out.push('\\');
+                }
+                out.push(if c.is_control() { '?' } else { c });
+            }
+        }
+    }
+    Some(out)
 }
 
 /// The certificates of a CA bundle as trust anchors.
@@ -239,5 +263,38 @@ impl rustls::server::ResolvesServerCert for SniStore {
             self.pick(hello.server_name(), hello.signature_schemes())
                 .clone(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_of;
+
+    fn cert_with(dn: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        for (t, v) in dn {
+            p.distinguished_name.push(t.clone(), *v);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn one_attribute_cannot_pose_as_two() {
+        use rcgen::DnType::{CommonName, OrganizationName};
+        let plain = cert_with(&[(CommonName, "alice"), (OrganizationName, "Admins")]);
+        assert_eq!(subject_of(&plain).unwrap(), "CN=alice, O=Admins");
+        let forged = cert_with(&[(CommonName, "alice, O=Admins")]);
+        assert_eq!(subject_of(&forged).unwrap(), "CN=alice\\, O=Admins");
+        let odd = cert_with(&[(CommonName, " #a+b;\"c\\<d> ")]);
+        assert_eq!(
+            subject_of(&odd).unwrap(),
+            "CN=\\ #a\\+b\\;\\\"c\\\\\\<d\\>\\ "
+        );
+        let hash = cert_with(&[(CommonName, "#x")]);
+        assert_eq!(subject_of(&hash).unwrap(), "CN=\\#x");
+        let ctl = cert_with(&[(CommonName, "a\r\nX-Evil: 1")]);
+        assert_eq!(subject_of(&ctl).unwrap(), "CN=a??X-Evil: 1");
     }
 }

@@ -70,7 +70,7 @@ impl ClientTls {
         let name = self.sni.as_ref().unwrap_or(host).clone();
         let conn = ClientConnection::new(self.config.clone(), name)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let mut tls = Box::new(TlsStream::new(tcp, conn));
+        let mut tls = Box::new(TlsStream::new(tcp, conn)).strict_eof();
         tls.handshake().await?;
         Ok(Stream::Client(tls))
     }

@@ -24,6 +24,10 @@ pub struct ServerSpec<'a> {
     pub session_cache: usize,
     /// Client certificates checked against these roots; `optional`: a client may send none.
     pub client_ca: Option<(rustls::RootCertStore, bool)>,
+    /// A hash of the client-certificate settings (CA file bytes and mode): sessions and tickets
+    /// are kept per listener address and these settings, so that a reload that tightens them
+    /// does not let an old session resume past the new check.
+    pub client_auth_id: u64,
     /// Announce ALPN `http/1.1` (HTTP listeners).
     pub alpn_http1: bool,
 }
@@ -71,13 +75,14 @@ type Resumption = (
     Arc<dyn rustls::server::ProducesTickets>,
 );
 
-fn resumption(addr: SocketAddr, cache: usize) -> Result<Resumption, String> {
-    static BY_ADDR: OnceLock<Mutex<HashMap<(SocketAddr, usize), Resumption>>> = OnceLock::new();
+fn resumption(addr: SocketAddr, cache: usize, client_auth: u64) -> Result<Resumption, String> {
+    type Key = (SocketAddr, usize, u64);
+    static BY_ADDR: OnceLock<Mutex<HashMap<Key, Resumption>>> = OnceLock::new();
     let mut map = BY_ADDR
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if let Some(r) = map.get(&(addr, cache)) {
+    if let Some(r) = map.get(&(addr, cache, client_auth)) {
         return Ok(r.clone());
     }
     let store: Arc<dyn rustls::server::StoresServerSessions> = if cache == 0 {
@@ -89,7 +94,7 @@ fn resumption(addr: SocketAddr, cache: usize) -> Result<Resumption, String> {
     let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
         .map_err(|e| format!("cannot create session ticket keys: {e}"))?;
     let r = (store, ticketer);
-    map.insert((addr, cache), r.clone());
+    map.insert((addr, cache, client_auth), r.clone());
     Ok(r)
 }
 
@@ -136,7 +141,7 @@ impl ListenerTls {
         if spec.alpn_http1 {
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
         }
-        let (cache, ticketer) = resumption(spec.addr, spec.session_cache)?;
+        let (cache, ticketer) = resumption(spec.addr, spec.session_cache, spec.client_auth_id)?;
         config.session_storage = cache;
         if spec.session_tickets {
             config.ticketer = ticketer;

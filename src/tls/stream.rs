@@ -37,7 +37,14 @@ pub struct TlsStream<C> {
     gather: Vec<u8>,
     /// The peer closed the TCP connection.
     eof: bool,
+    /// A close without close_notify is an error (an upstream: a close-delimited response cut
+    /// short by a forged FIN must not look complete), not an end.
+    strict_eof: bool,
 }
+
+/// How long a close_notify may take to go out before the TCP connection is closed anyway (a
+/// peer that reads nothing must not hold the connection).
+const CLOSE_NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn unusable() -> io::Error {
     io::Error::other("TLS connection unusable after a cancelled read or write")
@@ -57,7 +64,14 @@ where
             wbuf: Vec::with_capacity(RECV_START),
             gather: Vec::new(),
             eof: false,
+            strict_eof: false,
         }
+    }
+
+    /// See `strict_eof`.
+    pub fn strict_eof(mut self: Box<Self>) -> Box<Self> {
+        self.strict_eof = true;
+        self
     }
 
     pub fn tcp(&self) -> &TcpStream {
@@ -159,9 +173,11 @@ where
                     return (Ok(n), buf);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The peer closed without close_notify: for HTTP, whose messages carry their
-                // own length, an end like any other.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return (Ok(0), buf),
+                // The peer closed without close_notify: from a client, whose requests carry
+                // their own length, an end like any other.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !self.strict_eof => {
+                    return (Ok(0), buf)
+                }
                 Err(e) => return (Err(e), buf),
             }
             if self.eof {
@@ -248,7 +264,7 @@ where
 
     async fn shutdown(&mut self) -> io::Result<()> {
         self.conn.send_close_notify();
-        self.send_pending().await?;
+        let _ = monoio::time::timeout(CLOSE_NOTIFY_TIMEOUT, self.send_pending()).await;
         self.tcp.shutdown().await
     }
 }
