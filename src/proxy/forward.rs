@@ -120,7 +120,19 @@ impl<'a> ClientConn<'a> {
                         Version::Http11 => conn.close,
                         Version::Http10 => !conn.keep_alive,
                     };
-                let location = https_location(host.of(buf), port, target_bytes);
+                // An HTTP/1.0 request without Host: the address it came to.
+                let fallback;
+                let host = match host.of(buf) {
+                    [] => {
+                        fallback = match self.listen_addr.ip() {
+                            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                            ip => ip.to_string(),
+                        };
+                        fallback.as_bytes()
+                    }
+                    h => h,
+                };
+                let location = https_location(host, port, target_bytes);
                 let (head_len, method) = (req.head_len, req.method);
                 return self.redirect(method, &location, close, head_len).await;
             }
@@ -484,5 +496,33 @@ pub(super) fn single_length_field(hs: &[Header], buf: &[u8]) -> bool {
         (None, _) => true,
         (Some(h), None) => !h.value.of(buf).contains(&b','),
         (Some(_), Some(_)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{https_location, same_field_name, upgrade_allowed};
+
+    #[test]
+    fn redirect_locations() {
+        let l = |h: &str, p, t: &str| {
+            String::from_utf8(https_location(h.as_bytes(), p, t.as_bytes())).unwrap()
+        };
+        assert_eq!(l("a.test:8080", 443, "/x?y=1"), "https://a.test/x?y=1");
+        assert_eq!(l("a.test", 8443, "/"), "https://a.test:8443/");
+        assert_eq!(l("[::1]:80", 443, "/p"), "https://[::1]/p");
+        assert_eq!(l("127.0.0.1", 443, "*"), "https://127.0.0.1/");
+    }
+
+    #[test]
+    fn upgrade_protocols_and_field_names() {
+        let allowed: Vec<Box<str>> = vec!["websocket".into(), "foo/2".into()];
+        assert!(upgrade_allowed(b"WebSocket", &allowed));
+        assert!(upgrade_allowed(b"websocket/13", &allowed));
+        assert!(upgrade_allowed(b"foo/2", &allowed));
+        assert!(!upgrade_allowed(b"h2c", &allowed));
+        assert!(!upgrade_allowed(b"", &allowed));
+        assert!(same_field_name(b"X_Client_Subject", b"x-client-subject"));
+        assert!(!same_field_name(b"X-Client-Subjects", b"x-client-subject"));
     }
 }
