@@ -276,3 +276,56 @@ fn connect_is_tunnelled_only_on_a_route_that_enables_it() {
     });
     assert!(back == data);
 }
+
+/// A backend that first sends `n` bytes without reading anything, then reads `n` bytes, then
+/// closes: a peer that stops reading while it writes.
+fn write_first_server(n: usize) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(4) {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let data = pattern(n, 11);
+                if s.write_all(&data).is_err() {
+                    return;
+                }
+                let mut got = vec![0u8; n];
+                if s.read_exact(&mut got).is_ok() && got == pattern(n, 12) {
+                    let _ = s.write_all(b"ok");
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_peer_that_writes_before_it_reads_does_not_stall_the_tunnel_io_uring() {
+    writes_before_it_reads("io_uring");
+}
+
+#[test]
+fn a_peer_that_writes_before_it_reads_does_not_stall_the_tunnel_epoll() {
+    writes_before_it_reads("epoll");
+}
+
+fn writes_before_it_reads(driver: &str) {
+    // 32 MiB each way at once, more than the socket buffers hold: relayed one direction at a
+    // time, both sides would wait on each other until a write timed out.
+    let n = 32 << 20;
+    let backend = write_first_server(n);
+    let port = free_port();
+    let text = config(driver, port, &[backend], "idle_timeout = \"5s\"")
+        + "[upstreams.timeouts]\nidle = \"5s\"\n";
+    let proxy = Proxy::start(&text, port, "info");
+    let s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let t0 = Instant::now();
+    let got = round_trip(s.try_clone().unwrap(), s, pattern(n, 12), |_| {});
+    assert_eq!(got.len(), n + 2, "after {:?}", t0.elapsed());
+    assert!(got[..n] == pattern(n, 11)[..]);
+    assert_eq!(&got[n..], b"ok");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}

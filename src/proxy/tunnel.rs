@@ -1,15 +1,21 @@
-//! After `101 Switching Protocols` (WebSocket and the other upgrades a route allows), the client
-//! and upstream connections become a two-way byte tunnel: whatever either side sends goes to
-//! the other, until both have closed their sending side (each close is passed on as a
-//! half-close, so a WebSocket close handshake completes), either fails, or no byte has moved
-//! either way for `tunnel_idle_timeout`.
+//! After `101 Switching Protocols` (WebSocket and the other upgrades a route allows), a
+//! `CONNECT` a route enables, or on a TCP listener, the client and upstream connections become a
+//! two-way byte tunnel: whatever either side sends goes to the other, until both have closed
+//! their sending side (each close is passed on as a half-close, so a WebSocket close handshake
+//! completes), either fails, or no byte has moved either way for the idle timeout.
 //!
-//! One task relays both directions: it waits until one side is readable (a poll, which loses
-//! nothing when dropped, unlike a read), reads what is there and writes it to the other side.
-//! A TLS side may already hold decrypted bytes, which are relayed without waiting.
+//! One task relays both directions, each with its own buffer of at most one chunk. It waits for
+//! whichever comes first of: a side readable whose direction's buffer is empty, a side writable
+//! that has bytes waiting for it (polls, which lose nothing when dropped, unlike a read or a
+//! write). A read takes what is there; a write to a plain socket sends what fits, the rest waits
+//! for the next writable. So a peer that stops reading holds back only the direction towards it:
+//! the other keeps flowing (an echo-style peer that writes before it reads cannot deadlock the
+//! tunnel). A TLS side may already hold decrypted bytes, relayed without waiting; a write to a
+//! TLS side is one record flight sent whole (rustls cannot take part of one back).
 
-use super::io::RecvBuf;
+use super::io::{IoFail, RecvBuf};
 use crate::tls::Stream;
+use monoio::buf::IoBuf;
 use monoio::io::AsyncWriteRent;
 use std::time::Duration;
 
@@ -23,88 +29,159 @@ pub struct Moved {
     pub idle_timeout: bool,
 }
 
-enum Side {
-    Client,
-    Upstream,
+/// One direction: bytes read from its source and not yet written to its destination.
+struct Direction {
+    buf: RecvBuf,
+    /// The source has not closed.
+    open: bool,
+    /// The close was passed on to the destination.
+    shut: bool,
+    moved: u64,
+}
+
+impl Direction {
+    fn new() -> Direction {
+        Direction {
+            buf: RecvBuf::with_capacity(CHUNK),
+            open: true,
+            shut: false,
+            moved: 0,
+        }
+    }
+
+    fn wants_read(&self) -> bool {
+        self.open && self.buf.is_empty()
+    }
+
+    fn wants_write(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    fn done(&self) -> bool {
+        !self.open && self.buf.is_empty() && self.shut
+    }
+}
+
+enum Event {
+    Read(bool),
+    Write(bool),
+}
+
+/// Waits for `wanted` readiness of `s`, or forever when not wanted.
+async fn ready(s: &Stream, wanted: bool, write: bool) -> std::io::Result<()> {
+    match (wanted, write) {
+        (false, _) => std::future::pending().await,
+        (true, false) => s.tcp().readable(false).await,
+        (true, true) => s.tcp().writable(false).await,
+    }
 }
 
 /// Relays between `client` and `upstream` as described above.
 pub async fn relay(client: &mut Stream, upstream: &mut Stream, idle: Duration) -> Moved {
-    let mut moved = Moved::default();
-    let (mut c_open, mut u_open) = (true, true);
-    let mut buf = RecvBuf::with_capacity(CHUNK);
-    while c_open || u_open {
-        let side = if c_open && client.has_buffered() {
-            Side::Client
-        } else if u_open && upstream.has_buffered() {
-            Side::Upstream
+    // [client → upstream, upstream → client]
+    let mut dirs = [Direction::new(), Direction::new()];
+    let mut idle_timeout = false;
+    while !(dirs[0].done() && dirs[1].done()) {
+        // A source's close is passed on once its last bytes are out.
+        for (d, to) in dirs.iter_mut().zip([&mut *upstream, &mut *client]) {
+            if !d.open && d.buf.is_empty() && !d.shut {
+                d.shut = true;
+                let _ = to.shutdown().await;
+            }
+        }
+        if dirs[0].done() && dirs[1].done() {
+            break;
+        }
+        let event = if dirs[0].wants_read() && client.has_buffered() {
+            Event::Read(true)
+        } else if dirs[1].wants_read() && upstream.has_buffered() {
+            Event::Read(false)
         } else {
-            let c = async {
-                if c_open {
-                    client.tcp().readable(false).await
-                } else {
-                    std::future::pending().await
-                }
-            };
-            let u = async {
-                if u_open {
-                    upstream.tcp().readable(false).await
-                } else {
-                    std::future::pending().await
-                }
-            };
-            let ready = monoio::time::timeout(idle, async {
+            let (c, u) = (&*client, &*upstream);
+            let waited = monoio::time::timeout(idle, async {
                 monoio::select! {
-                    r = c => (Side::Client, r),
-                    r = u => (Side::Upstream, r),
+                    r = ready(c, dirs[0].wants_read(), false) => r.map(|_| Event::Read(true)),
+                    r = ready(u, dirs[1].wants_read(), false) => r.map(|_| Event::Read(false)),
+                    r = ready(u, dirs[0].wants_write(), true) => r.map(|_| Event::Write(true)),
+                    r = ready(c, dirs[1].wants_write(), true) => r.map(|_| Event::Write(false)),
                 }
             })
             .await;
-            match ready {
+            match waited {
                 Err(_) => {
-                    moved.idle_timeout = true;
+                    idle_timeout = true;
                     break;
                 }
-                Ok((_, Err(_))) => break,
-                Ok((side, Ok(()))) => side,
+                Ok(Err(_)) => break,
+                Ok(Ok(e)) => e,
             }
         };
-        let (from, to, open, count) = match side {
-            Side::Client => (
-                &mut *client,
-                &mut *upstream,
-                &mut c_open,
-                &mut moved.to_upstream,
-            ),
-            Side::Upstream => (
-                &mut *upstream,
-                &mut *client,
-                &mut u_open,
-                &mut moved.to_client,
-            ),
-        };
-        match buf.read_from(from, idle, CHUNK).await {
-            Ok(_) => {
-                let n = buf.data().len();
-                if super::io::write_all(to, buf.take(), idle)
-                    .await
-                    .map(|data| buf.put_back(data))
-                    .is_err()
-                {
-                    break;
+        let ok = match event {
+            Event::Read(up) => {
+                let (d, from) = if up {
+                    (&mut dirs[0], &mut *client)
+                } else {
+                    (&mut dirs[1], &mut *upstream)
+                };
+                match d.buf.read_from(from, idle, CHUNK).await {
+                    Ok(_) => true,
+                    Err(IoFail::Eof) => {
+                        d.open = false;
+                        true
+                    }
+                    Err(_) => false,
                 }
-                buf.consume(n);
-                *count += n as u64;
             }
-            Err(super::io::IoFail::Eof) => {
-                // Pass the close on; the other direction goes on until it closes too.
-                *open = false;
-                let _ = to.shutdown().await;
+            Event::Write(up) => {
+                let (d, to) = if up {
+                    (&mut dirs[0], &mut *upstream)
+                } else {
+                    (&mut dirs[1], &mut *client)
+                };
+                write_some(d, to, idle).await
             }
-            Err(_) => break,
+        };
+        if !ok {
+            break;
         }
     }
-    moved
+    Moved {
+        to_upstream: dirs[0].moved,
+        to_client: dirs[1].moved,
+        idle_timeout,
+    }
+}
+
+/// Writes what `to` takes of `d`'s bytes (a plain socket: what fits; TLS: all of them).
+async fn write_some(d: &mut Direction, to: &mut Stream, idle: Duration) -> bool {
+    // What a partial write left goes to the front (`take` hands over the buffer from 0).
+    d.buf.compact();
+    let n = d.buf.data().len();
+    let vec = d.buf.take();
+    if to.is_tls() {
+        return match super::io::write_all(to, vec, idle).await {
+            Ok(v) => {
+                d.buf.put_back(v);
+                d.buf.consume(n);
+                d.moved += n as u64;
+                true
+            }
+            Err(_) => false,
+        };
+    }
+    let (res, slice) = match monoio::time::timeout(idle, to.write(vec.slice(0..n))).await {
+        Ok(r) => r,
+        Err(_) => return false,
+    };
+    d.buf.put_back(slice.into_inner());
+    match res {
+        Ok(w) if w > 0 => {
+            d.buf.consume(w);
+            d.moved += w as u64;
+            true
+        }
+        _ => false,
+    }
 }
 
 impl super::client::ClientConn<'_> {
