@@ -36,12 +36,7 @@ pub(super) fn listener_tls(
         match crate::tls::load_certified(c.cert.get_ref(), c.key.get_ref()) {
             Ok(loaded) => certs.push(loaded),
             Err(e) => {
-                let at_key = e.0.starts_with("key file") || e.0.starts_with("cannot read key file");
-                if at_key {
-                    errs.at(&c.key, e.0);
-                } else {
-                    errs.at(&c.cert, e.0);
-                }
+                errs.at(if e.in_key { &c.key } else { &c.cert }, e.message);
                 ok = false;
             }
         }
@@ -64,23 +59,12 @@ pub(super) fn listener_tls(
         None => Some(SESSION_CACHE),
         Some(n) => errs.take(count(n, "session_cache", 10_000_000)),
     };
-    let client_auth_id = match &raw.client_ca {
-        None => 0,
-        Some(p) => {
-            let bytes = std::fs::read(p.get_ref()).unwrap_or_default();
-            xxhash_rust::xxh3::xxh3_64(&bytes) ^ (raw.client_auth == ClientAuth::Optional) as u64
+    let client_ca = match roots(raw.client_ca.as_ref(), errs) {
+        Some(r) => r.map(|r| (r, raw.client_auth == ClientAuth::Optional)),
+        None => {
+            ok = false;
+            None
         }
-    };
-    let client_ca = match &raw.client_ca {
-        None => None,
-        Some(p) => match crate::tls::load_roots(p.get_ref()) {
-            Ok(r) => Some((r, raw.client_auth == ClientAuth::Optional)),
-            Err(e) => {
-                errs.at(p, e.0);
-                ok = false;
-                None
-            }
-        },
     };
     let subject_header = match &raw.client_subject_header {
         None => None,
@@ -94,10 +78,7 @@ pub(super) fn listener_tls(
         }
         Some(h) => {
             let n = h.get_ref();
-            let token = !n.is_empty()
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !token {
+            if !crate::http1::is_token_str(n.as_bytes()) {
                 errs.at(
                     h,
                     format!("invalid client_subject_header {n:?}: not a field name"),
@@ -118,13 +99,30 @@ pub(super) fn listener_tls(
         session_tickets: raw.session_tickets,
         session_cache,
         client_ca,
-        client_auth_id,
         alpn_http1,
     };
     match ListenerTls::new(spec, raw.handshake_timeout.0, subject_header) {
         Ok(l) => Some(Arc::new(l)),
         Err(e) => {
             errs.at(t, e);
+            None
+        }
+    }
+}
+
+/// The CA certificates of the file `path` names: `Some(None)` when there is none, `None` (the
+/// error recorded at `path`) when it cannot be used.
+fn roots(
+    path: Option<&Spanned<String>>,
+    errs: &mut Errors,
+) -> Option<Option<rustls::RootCertStore>> {
+    let Some(p) = path else {
+        return Some(None);
+    };
+    match crate::tls::load_roots(p.get_ref()) {
+        Ok(r) => Some(Some(r)),
+        Err(e) => {
+            errs.at(p, e.message);
             None
         }
     }
@@ -158,21 +156,15 @@ pub(super) fn upstream_tls(u: &RawUpstream, errs: &mut Errors) -> Option<Option<
         return Some(None);
     }
     let mut ok = true;
-    let roots = match &u.ca {
-        Some(_) if u.insecure_skip_verify => {
-            errs.at(&u.name, "give ca or insecure_skip_verify, not both");
+    let roots = if u.ca.is_some() && u.insecure_skip_verify {
+        errs.at(&u.name, "give ca or insecure_skip_verify, not both");
+        ok = false;
+        None
+    } else {
+        roots(u.ca.as_ref(), errs).unwrap_or_else(|| {
             ok = false;
             None
-        }
-        None => None,
-        Some(p) => match crate::tls::load_roots(p.get_ref()) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                errs.at(p, e.0);
-                ok = false;
-                None
-            }
-        },
+        })
     };
     let sni = match &u.sni {
         None => None,
@@ -204,8 +196,8 @@ pub(super) fn upstream_tls(u: &RawUpstream, errs: &mut Errors) -> Option<Option<
             None
         }
         (Some(c), Some(k)) => {
-            let chain = crate::tls::load_chain(c.get_ref()).map_err(|e| errs.at(c, e.0));
-            let key = crate::tls::load_key(k.get_ref()).map_err(|e| errs.at(k, e.0));
+            let chain = crate::tls::load_chain(c.get_ref()).map_err(|e| errs.at(c, e.message));
+            let key = crate::tls::load_key(k.get_ref()).map_err(|e| errs.at(k, e.message));
             match (chain, key) {
                 (Ok(c), Ok(k)) => Some((c, k)),
                 _ => {

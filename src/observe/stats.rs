@@ -136,7 +136,7 @@ pub struct WorkerStats {
     pub tls_handshakes: Counter,
     pub tls_resumed: Counter,
     /// Failed TLS handshakes by reason (`crate::tls::FAILURE_REASONS`).
-    pub tls_failures: [Counter; 8],
+    pub tls_failures: [Counter; crate::tls::FAILURE_REASONS.len()],
     /// Upgraded connections (WebSocket and others) relayed as byte tunnels: opened, and open
     /// now.
     pub tunnels: Counter,

@@ -79,7 +79,7 @@ impl<'a> ClientConn<'a> {
             };
             let mut conn = match ups.checkout(upstream, backend, &client).await {
                 Ok(c) => c,
-                Err(CheckoutError::Connect(e)) => {
+                Err(e @ (CheckoutError::Connect(_) | CheckoutError::Tls(_))) => {
                     let failure = connect_status(&e);
                     self.state
                         .failures
@@ -312,12 +312,16 @@ const CLIENT_CLOSED: u16 = 499;
 /// The detail of a response-head timeout (a retry condition of its own).
 pub(super) const RESPONSE_TIMEOUT: &str = "upstream response timed out";
 
-fn connect_status(e: &std::io::Error) -> (u16, &'static str) {
-    if e.kind() == std::io::ErrorKind::TimedOut {
-        (504, "upstream connect timed out")
-    } else if e.to_string().starts_with("TLS handshake") {
-        (502, "upstream TLS handshake failed")
-    } else {
-        (502, "upstream refused the connection")
+/// The answer to a failed connect: a timeout (connect or TLS handshake) is a 504, else a 502
+/// that says whether the connect or the TLS handshake failed.
+fn connect_status(e: &CheckoutError) -> (u16, &'static str) {
+    match e {
+        CheckoutError::Connect(io) | CheckoutError::Tls(io)
+            if io.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            (504, "upstream connect timed out")
+        }
+        CheckoutError::Tls(_) => (502, "upstream TLS handshake failed"),
+        _ => (502, "upstream refused the connection"),
     }
 }

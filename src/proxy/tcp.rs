@@ -105,7 +105,7 @@ pub(super) async fn open_any<'a>(
                 ups.success(u, backend);
                 return Some(c);
             }
-            Err(CheckoutError::Connect(e)) => {
+            Err(e @ (CheckoutError::Connect(_) | CheckoutError::Tls(_))) => {
                 state.failures.upstream_because(
                     502,
                     "TCP connect to the backend failed",

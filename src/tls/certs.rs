@@ -9,13 +9,33 @@ use rustls::RootCertStore;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// What is wrong with a certificate, key or CA file (the message names the file).
+/// What is wrong with a certificate, key or CA file (the message names the file), and whether
+/// it is the key file (so that a config error points at `key`, not `cert`).
 #[derive(Debug)]
-pub struct CertError(pub String);
+pub struct CertError {
+    pub message: String,
+    pub in_key: bool,
+}
+
+impl CertError {
+    fn cert(message: String) -> CertError {
+        CertError {
+            message,
+            in_key: false,
+        }
+    }
+
+    fn key(message: String) -> CertError {
+        CertError {
+            message,
+            in_key: true,
+        }
+    }
+}
 
 impl std::fmt::Display for CertError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -25,23 +45,22 @@ pub struct Certified {
     pub key: Arc<CertifiedKey>,
     /// Lower-case DNS names, `*.example.com` for wildcards.
     pub names: Vec<String>,
-    pub subject: String,
     /// The key type, for the description (`RSA`, `ECDSA`, `Ed25519`).
     pub key_type: &'static str,
 }
 
-fn read(path: &str, what: &str) -> Result<Vec<u8>, CertError> {
-    std::fs::read(path).map_err(|e| CertError(format!("cannot read {what} {path:?}: {e}")))
+fn read(path: &str, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {path:?}: {e}"))
 }
 
 /// The certificates of a PEM file, in order (at least one).
 pub fn load_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, CertError> {
-    let pem = read(path, "certificate file")?;
+    let pem = read(path, "certificate file").map_err(CertError::cert)?;
     let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CertError(format!("certificate file {path:?}: bad PEM: {e}")))?;
+        .map_err(|e| CertError::cert(format!("certificate file {path:?}: bad PEM: {e}")))?;
     if chain.is_empty() {
-        return Err(CertError(format!(
+        return Err(CertError::cert(format!(
             "certificate file {path:?} holds no CERTIFICATE block"
         )));
     }
@@ -50,48 +69,41 @@ pub fn load_chain(path: &str) -> Result<Vec<CertificateDer<'static>>, CertError>
 
 /// The private key of a PEM file (PKCS#8, PKCS#1 RSA or SEC1 EC).
 pub fn load_key(path: &str) -> Result<PrivateKeyDer<'static>, CertError> {
-    let pem = read(path, "key file")?;
+    let pem = read(path, "key file").map_err(CertError::key)?;
     PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| CertError(format!("key file {path:?}: no usable private key: {e}")))
+        .map_err(|e| CertError::key(format!("key file {path:?}: no usable private key: {e}")))
 }
 
 /// A certificate chain and its key, checked to belong together.
 pub fn load_certified(cert: &str, key: &str) -> Result<Certified, CertError> {
     let chain = load_chain(cert)?;
-    let der = load_key(key)?;
-    let key_type = match &der {
-        PrivateKeyDer::Pkcs1(_) => "RSA",
-        PrivateKeyDer::Sec1(_) => "ECDSA",
-        _ => "",
-    };
     let signing = super::provider()
         .key_provider
-        .load_private_key(der)
-        .map_err(|e| CertError(format!("key file {key:?}: unsupported key: {e}")))?;
+        .load_private_key(load_key(key)?)
+        .map_err(|e| CertError::key(format!("key file {key:?}: unsupported key: {e}")))?;
     let key_type = match signing.algorithm() {
         rustls::SignatureAlgorithm::RSA => "RSA",
         rustls::SignatureAlgorithm::ECDSA => "ECDSA",
         rustls::SignatureAlgorithm::ED25519 => "Ed25519",
-        _ => key_type,
+        _ => "other",
     };
-    let (names, subject) =
-        names_of(&chain[0]).map_err(|e| CertError(format!("certificate file {cert:?}: {e}")))?;
+    let names = names_of(&chain[0])
+        .map_err(|e| CertError::cert(format!("certificate file {cert:?}: {e}")))?;
     let certified = CertifiedKey::new(chain, signing);
     certified.keys_match().map_err(|e| {
-        CertError(format!(
+        CertError::key(format!(
             "key file {key:?} does not belong to the certificate in {cert:?}: {e}"
         ))
     })?;
     Ok(Certified {
         key: Arc::new(certified),
         names,
-        subject,
         key_type,
     })
 }
 
-/// The DNS names (lower case) and the subject of a certificate.
-fn names_of(der: &CertificateDer<'_>) -> Result<(Vec<String>, String), String> {
+/// The DNS names of a certificate, lower case.
+fn names_of(der: &CertificateDer<'_>) -> Result<Vec<String>, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
         .map_err(|e| format!("not an X.509 certificate: {e}"))?;
     let mut names = Vec::new();
@@ -109,7 +121,7 @@ fn names_of(der: &CertificateDer<'_>) -> Result<(Vec<String>, String), String> {
             }
         }
     }
-    Ok((names, cert.subject().to_string()))
+    Ok(names)
 }
 
 /// The subject of a DER certificate as text (`CN=client, O=Example`), for a verified client.
@@ -155,7 +167,7 @@ pub fn load_roots(path: &str) -> Result<RootCertStore, CertError> {
     let mut roots = RootCertStore::empty();
     for (i, c) in chain.into_iter().enumerate() {
         roots.add(c).map_err(|e| {
-            CertError(format!(
+            CertError::cert(format!(
                 "CA file {path:?}: certificate {} is not a usable trust anchor: {e}",
                 i + 1
             ))

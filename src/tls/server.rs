@@ -24,10 +24,6 @@ pub struct ServerSpec<'a> {
     pub session_cache: usize,
     /// Client certificates checked against these roots; `optional`: a client may send none.
     pub client_ca: Option<(rustls::RootCertStore, bool)>,
-    /// A hash of the client-certificate settings (CA file bytes and mode): sessions and tickets
-    /// are kept per listener address and these settings, so that a reload that tightens them
-    /// does not let an old session resume past the new check.
-    pub client_auth_id: u64,
     /// Announce ALPN `http/1.1` (HTTP listeners).
     pub alpn_http1: bool,
 }
@@ -68,12 +64,28 @@ pub fn cipher_suites(names: &[String]) -> Result<Vec<SupportedCipherSuite>, (usi
         .collect()
 }
 
-/// Session caches and ticket keys by listener address: created once, kept across reloads so
-/// that a reload does not cost every client a full handshake.
+/// Session caches and ticket keys by listener address and client-certificate settings (a hash
+/// of the CA certificates and the mode, [`client_auth_key`]): created once, kept across reloads
+/// so that a reload does not cost every client a full handshake, and new when a reload changes
+/// the client-certificate rules, so that no session made under the old ones resumes.
 type Resumption = (
     Arc<dyn rustls::server::StoresServerSessions>,
     Arc<dyn rustls::server::ProducesTickets>,
 );
+
+/// 0 without client certificates; else a hash of every trust anchor and the mode.
+fn client_auth_key(client_ca: &Option<(rustls::RootCertStore, bool)>) -> u64 {
+    let Some((roots, optional)) = client_ca else {
+        return 0;
+    };
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for a in &roots.roots {
+        h.update(a.subject.as_ref());
+        h.update(a.subject_public_key_info.as_ref());
+    }
+    h.update(&[u8::from(*optional)]);
+    h.digest() | 1
+}
 
 fn resumption(addr: SocketAddr, cache: usize, client_auth: u64) -> Result<Resumption, String> {
     type Key = (SocketAddr, usize, u64);
@@ -117,8 +129,9 @@ impl ListenerTls {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(|e| format!("no cipher suite for the allowed TLS versions: {e}"))?;
-        let verifies = spec.client_ca.is_some();
-        let verifies_clients = match &spec.client_ca {
+        let verifies_clients = spec.client_ca.is_some();
+        let client_auth = client_auth_key(&spec.client_ca);
+        let client_auth_text = match &spec.client_ca {
             None => "",
             Some((_, true)) => ", client certificates verified when sent",
             Some((_, false)) => ", client certificates required",
@@ -141,7 +154,7 @@ impl ListenerTls {
         if spec.alpn_http1 {
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
         }
-        let (cache, ticketer) = resumption(spec.addr, spec.session_cache, spec.client_auth_id)?;
+        let (cache, ticketer) = resumption(spec.addr, spec.session_cache, client_auth)?;
         config.session_storage = cache;
         if spec.session_tickets {
             config.ticketer = ticketer;
@@ -157,13 +170,13 @@ impl ListenerTls {
             "tls {}, certificates: {}{}",
             if spec.tls13_only { "1.3" } else { "1.2+1.3" },
             names.join(", "),
-            verifies_clients
+            client_auth_text
         );
         Ok(ListenerTls {
             config: Arc::new(config),
             handshake_timeout,
             subject_header,
-            verifies_clients: verifies,
+            verifies_clients,
             describe,
         })
     }
@@ -235,8 +248,9 @@ pub const FAILURE_REASONS: [FailureReason; 8] = [
 ];
 
 impl FailureReason {
+    /// Its place in [`FAILURE_REASONS`] (which lists them in declaration order).
     pub fn index(self) -> usize {
-        FAILURE_REASONS.iter().position(|&r| r == self).unwrap_or(0)
+        self as usize
     }
 
     pub fn as_str(self) -> &'static str {
@@ -276,6 +290,18 @@ impl FailureReason {
             | E::PeerMisbehaved(_)
             | E::InvalidEncryptedClientHello(_) => FailureReason::Protocol,
             _ => FailureReason::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FAILURE_REASONS;
+
+    #[test]
+    fn reasons_are_listed_in_declaration_order() {
+        for (i, r) in FAILURE_REASONS.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
         }
     }
 }

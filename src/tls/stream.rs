@@ -300,25 +300,11 @@ impl Stream {
             Stream::Client(s) => s.has_buffered(),
         }
     }
-
-    /// The TLS session of a client of a TLS listener.
-    pub fn server_session(&self) -> Option<&ServerConnection> {
-        match self {
-            Stream::Server(s) => Some(&s.conn),
-            _ => None,
-        }
-    }
 }
 
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         self.tcp().as_raw_fd()
-    }
-}
-
-impl From<TcpStream> for Stream {
-    fn from(s: TcpStream) -> Self {
-        Stream::Plain(s)
     }
 }
 

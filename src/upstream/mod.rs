@@ -66,9 +66,20 @@ pub struct Upstreams {
 pub enum CheckoutError {
     /// The connect failed or timed out.
     Connect(io::Error),
+    /// The TLS handshake with the backend failed or timed out.
+    Tls(io::Error),
     /// `max_connections` reached and `max_pending` requests already waiting (or the wait ran
     /// past the connect timeout).
     Full,
+}
+
+impl std::fmt::Display for CheckoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckoutError::Connect(e) | CheckoutError::Tls(e) => e.fmt(f),
+            CheckoutError::Full => f.write_str("no room under max_connections"),
+        }
+    }
 }
 
 /// The backends a request has tried (at most [`Tried::MAX`] are remembered).
@@ -451,7 +462,7 @@ async fn new_connection<'a>(
             None => Stream::Plain(tcp),
             Some(tls) => handshake(tls, tcp, &u.backends[backend].address, u)
                 .await
-                .map_err(CheckoutError::Connect)?,
+                .map_err(CheckoutError::Tls)?,
         };
         Ok(Conn {
             stream,
