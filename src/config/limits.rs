@@ -68,11 +68,7 @@ pub(super) fn rate_limit(index: usize, l: &RawRateLimit, errs: &mut Errors) -> O
 
 fn limit_key(k: &Spanned<String>) -> Result<LimitKey> {
     let s = k.get_ref();
-    let token = |n: &str| {
-        !n.is_empty()
-            && n.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    };
+    let token = |n: &str| crate::http1::is_token_str(n.as_bytes());
     match s.split_once(':') {
         None if s == "client_ip" => Ok(LimitKey::ClientIp),
         None if s == "route" => Ok(LimitKey::Route),

@@ -182,11 +182,7 @@ fn hash_on(u: &RawUpstream, errs: &mut Errors) -> Option<Option<HashOn>> {
         }
         Some(h) => {
             let s = h.get_ref();
-            let token = |n: &str| {
-                !n.is_empty()
-                    && n.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-            };
+            let token = |n: &str| crate::http1::is_token_str(n.as_bytes());
             let on = match s.split_once(':') {
                 None if s == "client_ip" => Some(HashOn::ClientIp),
                 None if s == "path" => Some(HashOn::Path),

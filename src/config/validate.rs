@@ -567,9 +567,8 @@ fn route(
         Some(list) => {
             for u in list {
                 let t = u.get_ref().to_ascii_lowercase();
-                let token = !t.is_empty()
-                    && t.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b));
+                let token =
+                    !t.is_empty() && t.bytes().all(|b| b == b'/' || crate::http1::is_token(b));
                 if !token || upgrades.iter().any(|x| **x == *t) {
                     errs.at(
                         u,

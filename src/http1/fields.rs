@@ -309,6 +309,15 @@ pub struct ConnectionOptions {
 }
 
 impl ConnectionOptions {
+    /// The sender asks to close after this message: `close` in HTTP/1.1, no `keep-alive` in
+    /// HTTP/1.0.
+    pub fn closes_after(&self, version: super::Version) -> bool {
+        match version {
+            super::Version::Http11 => self.close,
+            super::Version::Http10 => !self.keep_alive,
+        }
+    }
+
     pub fn parse(headers: &[Header], buf: &[u8]) -> ConnectionOptions {
         let mut o = ConnectionOptions::default();
         for h in headers.iter().filter(|h| h.kind == HeaderKind::Connection) {

@@ -196,20 +196,20 @@ impl ConnParts {
             }
         }
     }
-}
 
-impl ConnParts {
-    /// The TLS handshake of a connection to a TLS listener (bytes read after a PROXY protocol
-    /// header are its first bytes); `Ok(resumed)`. The connection then speaks TLS.
-    /// For a TCP listener: the connection, the bytes already read from it (what followed a
-    /// PROXY protocol header in the same read), which go to the backend first, the client (as
-    /// its PROXY header named it, else the socket's peer) and the address it connected to
-    /// (from that header, when it said).
-    pub fn into_stream(self) -> (Stream, Vec<u8>, SocketAddr, Option<SocketAddr>) {
-        let early = self.buf.data().to_vec();
-        (self.stream, early, self.peer, self.local)
+    /// For a TCP listener: what it needs of the connection.
+    pub fn into_tcp(self) -> TcpClient {
+        TcpClient {
+            early: self.buf.data().to_vec(),
+            stream: self.stream,
+            peer: self.peer,
+            peer_key: self.peer_key,
+            local: self.local,
+        }
     }
 
+    /// The TLS handshake of a connection to a TLS listener (bytes read after a PROXY protocol
+    /// header are its first bytes); `Ok(resumed)`. The connection then speaks TLS.
     pub async fn start_tls(
         mut self,
         tls: &crate::tls::ListenerTls,
@@ -226,12 +226,36 @@ impl ConnParts {
     }
 }
 
+/// The address a client connected to, for a PROXY protocol header sent upstream: what its own
+/// PROXY header said (`local`), else the listener's address, on a wildcard listener the
+/// socket's local address.
+pub(super) fn destination(local: Option<SocketAddr>, listen: SocketAddr, s: &Stream) -> SocketAddr {
+    match local {
+        Some(a) => a,
+        None if listen.ip().is_unspecified() => s.tcp().local_addr().unwrap_or(listen),
+        None => listen,
+    }
+}
+
 /// A client address as the request path uses it: its text (IPv4-mapped IPv6 shown as IPv4) and
 /// its hash (the key of `client_ip` rate limits and hashing).
 fn peer_fields(peer: SocketAddr) -> (String, u64) {
     let ip = peer.ip().to_canonical().to_string();
     let key = crate::upstream::maglev::hash_key(ip.as_bytes());
     (ip, key)
+}
+
+/// A connection of a TCP listener.
+pub struct TcpClient {
+    pub stream: Stream,
+    /// Bytes already read from it (what followed a PROXY protocol header in the same read),
+    /// which go to the backend first.
+    pub early: Vec<u8>,
+    /// The client (as its PROXY header named it, else the socket's peer), and its hash.
+    pub peer: SocketAddr,
+    pub peer_key: u64,
+    /// The address it connected to, when its PROXY header said.
+    pub local: Option<SocketAddr>,
 }
 
 /// What the response path needs to know about the request, copied out of the buffer.
@@ -618,15 +642,20 @@ impl ClientConn<'_> {
         close: bool,
         head_len: usize,
     ) -> Next {
-        let (status, reason) = match method {
-            Method::Get | Method::Head => (301, "Moved Permanently"),
-            _ => (308, "Permanent Redirect"),
+        let status = match method {
+            Method::Get | Method::Head => 301,
+            _ => 308,
         };
+        let close = close || self.ctx.shutting_down();
         let mut answer = Vec::with_capacity(128 + location.len());
-        answer.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\nLocation: ").as_bytes());
+        let line = format!(
+            "HTTP/1.1 {status} {}\r\nLocation: ",
+            super::error::reason(status)
+        );
+        answer.extend_from_slice(line.as_bytes());
         answer.extend_from_slice(location);
         answer.extend_from_slice(b"\r\nContent-Length: 0\r\n");
-        if close || self.ctx.shutting_down() {
+        if close {
             answer.extend_from_slice(b"Connection: close\r\n");
         }
         answer.extend_from_slice(b"\r\n");
@@ -637,7 +666,7 @@ impl ClientConn<'_> {
         match write_all(&mut self.stream, answer, idle).await {
             Ok(_) => {
                 self.answered(sizes);
-                if close || self.ctx.shutting_down() {
+                if close {
                     let _ = self.stream.shutdown().await;
                     return Next::Close;
                 }
@@ -672,11 +701,7 @@ impl ClientConn<'_> {
         info: &ReqInfo,
     ) -> Next {
         let extra = format!("Retry-After: {retry_after}\r\n");
-        let wants_close = match info.version {
-            Version::Http11 => info.conn.close,
-            Version::Http10 => !info.conn.keep_alive,
-        };
-        if wants_close {
+        if info.conn.closes_after(info.version) {
             return self.reject_with(503, detail, &extra).await;
         }
         let (framing, head_len, version) = (info.framing, info.head_len, info.version);

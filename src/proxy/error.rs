@@ -12,6 +12,8 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         400 => "Bad Request",
+        301 => "Moved Permanently",
+        308 => "Permanent Redirect",
         403 => "Forbidden",
         404 => "Not Found",
         408 => "Request Timeout",

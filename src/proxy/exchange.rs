@@ -191,15 +191,8 @@ impl<'a> ClientConn<'a> {
     /// The address the client connected to (for a PROXY protocol header sent upstream): what
     /// its own PROXY header said, else the listener's address, else — on a wildcard listener —
     /// the socket's local address, read once per connection.
-    fn local_addr(&mut self) -> std::net::SocketAddr {
-        if let Some(a) = self.local {
-            return a;
-        }
-        let a = if self.listen_addr.ip().is_unspecified() {
-            self.stream.tcp().local_addr().unwrap_or(self.listen_addr)
-        } else {
-            self.listen_addr
-        };
+    pub(super) fn local_addr(&mut self) -> std::net::SocketAddr {
+        let a = super::client::destination(self.local, self.listen_addr, &self.stream);
         self.local = Some(a);
         a
     }

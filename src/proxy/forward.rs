@@ -84,11 +84,7 @@ impl<'a> ClientConn<'a> {
             _ => decision,
         };
         let Some(route) = listener.routes.find(host.of(buf), decision) else {
-            let wants_close = match req.version {
-                Version::Http11 => conn.close,
-                Version::Http10 => !conn.keep_alive,
-            };
-            if wants_close {
+            if conn.closes_after(req.version) {
                 return self.reject(404, "no route for this host and path").await;
             }
             return self
@@ -104,9 +100,7 @@ impl<'a> ClientConn<'a> {
         };
         let upstream = &snap.upstreams[route.upstream];
         self.route = Some(route.index);
-        if !route.client_subjects.is_empty()
-            && !route.admits_subject(self.client_subject.as_deref())
-        {
+        if !route.admits_subject(self.client_subject.as_deref()) {
             let (head_len, version) = (req.head_len, req.version);
             let detail = "client certificate not allowed on this route";
             return self
@@ -115,11 +109,7 @@ impl<'a> ClientConn<'a> {
         }
         if let Some(port) = route.redirect_https {
             if !self.stream.is_tls() {
-                let close = framing != Framing::None
-                    || match req.version {
-                        Version::Http11 => conn.close,
-                        Version::Http10 => !conn.keep_alive,
-                    };
+                let close = framing != Framing::None || conn.closes_after(req.version);
                 // An HTTP/1.0 request without Host: the address it came to.
                 let fallback;
                 let host = match host.of(buf) {
@@ -154,11 +144,7 @@ impl<'a> ClientConn<'a> {
             if !v.admitted {
                 let extra = rejection_fields(l, &v);
                 let (head_len, version) = (req.head_len, req.version);
-                let wants_close = match version {
-                    Version::Http11 => conn.close,
-                    Version::Http10 => !conn.keep_alive,
-                };
-                if wants_close {
+                if conn.closes_after(version) {
                     return self
                         .reject_with(l.status, "rate limit exceeded", &extra)
                         .await;
@@ -396,15 +382,7 @@ pub(super) fn upgrade_allowed(protocol: &[u8], allowed: &[Box<str>]) -> bool {
 /// `https://HOST[:PORT]TARGET` for a redirect: the host without its port, the port when it is
 /// not 443, the target as received.
 fn https_location(host: &[u8], port: u16, target: &[u8]) -> Vec<u8> {
-    let name = if host.starts_with(b"[") {
-        host.iter()
-            .position(|&b| b == b']')
-            .map_or(host, |i| &host[..=i])
-    } else {
-        host.iter()
-            .position(|&b| b == b':')
-            .map_or(host, |i| &host[..i])
-    };
+    let name = route::host_without_port(host);
     let mut l = Vec::with_capacity(16 + host.len() + target.len());
     l.extend_from_slice(b"https://");
     l.extend_from_slice(name);

@@ -225,9 +225,7 @@ pub async fn serve_connection(
         }
     }
     if let Some(t) = &listener.tcp {
-        let (stream, early, peer, local) = parts.into_stream();
-        let ends = (peer, local);
-        tcp::serve((stream, early), ends, (addr, listener.index), t, &gen, &ctx).await;
+        tcp::serve(parts.into_tcp(), (addr, listener.index), t, &gen, &ctx).await;
         return;
     }
     loop {

@@ -157,10 +157,7 @@ impl<'a> ClientConn<'a> {
         let keep_client = !self.ctx.shutting_down()
             && (framing != Framing::UntilClose || rechunk)
             && !dechunk
-            && match info.version {
-                Version::Http11 => !info.conn.close,
-                Version::Http10 => info.conn.keep_alive,
-            };
+            && !info.conn.closes_after(info.version);
         let reusable =
             resp.version == Version::Http11 && !rconn.close && framing != Framing::UntilClose;
 
@@ -350,37 +347,15 @@ impl ClientConn<'_> {
         self.tally.head_out += head_bytes;
         self.tally.bytes_out += head_bytes + tail.len() as u64;
         rbuf.consume(tail.end);
-        // What the client sent after its request (the request itself, when its body was
-        // streamed, was consumed by then).
-        let early = if info.body_kept {
+        // The request itself is still in the buffer unless its body was streamed.
+        let request = if info.body_kept {
             info.head_len + info.body_in_buf
         } else {
             0
         };
-        let pending = self.buf.data().len().saturating_sub(early);
-        if pending > 0 {
-            self.buf.consume(early);
-            let sent = self
-                .buf
-                .write_range(&mut conn.stream, 0..pending, idle)
-                .await;
-            if sent.is_err() {
-                return Ok(closed);
-            }
-            self.tally.bytes_in += pending as u64;
+        if self.relay_as_tunnel(&mut conn.stream, request, idle).await {
+            let _ = self.stream.shutdown().await;
         }
-        let n = self.buf.data().len();
-        self.buf.consume(n);
-        stats.tunnels_open.inc();
-        let limit = self.snap.limits.tunnel_idle_timeout;
-        let moved = super::tunnel::relay(&mut self.stream, &mut conn.stream, limit).await;
-        self.state.stats.tunnels_open.dec();
-        self.tally.bytes_in += moved.to_upstream;
-        self.tally.bytes_out += moved.to_client;
-        if moved.idle_timeout {
-            tracing::debug!(client = %self.peer_ip, "tunnel closed after tunnel_idle_timeout without traffic");
-        }
-        let _ = self.stream.shutdown().await;
         Ok(closed)
     }
 }

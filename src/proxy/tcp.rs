@@ -4,10 +4,10 @@
 //! the connect fails), and the bytes are relayed both ways as they are (`tunnel.rs`) until both
 //! sides close, either fails, or nothing moves for the listener's `idle_timeout`.
 
+use super::client::TcpClient;
 use super::{Generation, WorkerCtx, WorkerState};
 use crate::config::TcpForward;
 use crate::config::Upstream;
-use crate::tls::Stream;
 use crate::upstream::{CheckoutError, ClientEnds, Tried};
 use std::net::SocketAddr;
 
@@ -23,17 +23,21 @@ impl Drop for Entered<'_> {
     }
 }
 
-/// Serves one connection of a TCP listener at `listener` (index `li` in `gen`) from the client
-/// `peer` (its PROXY header's, when the listener takes one), which connected to `local` (when
-/// that header said).
+/// Serves one connection of a TCP listener at `listener` (index `li` in `gen`).
 pub(super) async fn serve(
-    (mut client, early): (Stream, Vec<u8>),
-    (peer, local): (SocketAddr, Option<SocketAddr>),
+    c: TcpClient,
     (listener, li): (SocketAddr, usize),
     t: &TcpForward,
     gen: &Generation,
     ctx: &WorkerCtx,
 ) {
+    let TcpClient {
+        stream: mut client,
+        early,
+        peer,
+        peer_key,
+        local,
+    } = c;
     let stats = &gen.proxy.stats;
     if !ctx.tcp_enter(listener, t.max_connections) {
         stats.tcp_refused.inc();
@@ -42,20 +46,14 @@ pub(super) async fn serve(
     }
     let _entered = Entered { ctx, listener };
     let u = &gen.snapshot.upstreams[t.upstream];
+    // `consistent_hash` hashes the client address (as `hash_on = "client_ip"` does for HTTP).
     let key = match u.hash_on {
-        Some(_) => {
-            crate::upstream::maglev::hash_key(peer.ip().to_canonical().to_string().as_bytes())
-        }
+        Some(_) => peer_key,
         None => gen.proxy.upstreams.random(),
-    };
-    let destination = match local {
-        Some(a) => a,
-        None if listener.ip().is_unspecified() => client.tcp().local_addr().unwrap_or(listener),
-        None => listener,
     };
     let ends = ClientEnds {
         source: peer,
-        destination,
+        destination: super::client::destination(local, listener, &client),
         owner: 0,
     };
     let Some(mut conn) = open_any(u, &gen.proxy, key, &ends).await else {

@@ -198,7 +198,7 @@ impl super::client::ClientConn<'_> {
         let u = &snap.upstreams[route.upstream];
         let ends = crate::upstream::ClientEnds {
             source: self.peer,
-            destination: self.listen_addr,
+            destination: self.local_addr(),
             owner: 0,
         };
         let Some(mut conn) = super::tcp::open_any(u, self.state, self.peer_key, &ends).await else {
@@ -221,30 +221,48 @@ impl super::client::ClientConn<'_> {
         }
         self.tally.head_out += ESTABLISHED.len() as u64;
         self.tally.bytes_out += ESTABLISHED.len() as u64;
-        self.buf.consume(head_len);
+        self.relay_as_tunnel(&mut conn.stream, head_len, idle).await;
+        Next::Close
+    }
+
+    /// The client's buffered bytes after the first `request` (what it sent after its request)
+    /// go to `upstream` (within `idle`), then the two connections are relayed as a tunnel until
+    /// it ends (`limits.tunnel_idle_timeout`), counted as open meanwhile, its bytes added to the
+    /// request's tally. False when those first bytes could not be written.
+    pub(super) async fn relay_as_tunnel(
+        &mut self,
+        upstream: &mut Stream,
+        request: usize,
+        idle: Duration,
+    ) -> bool {
+        self.buf.consume(request);
         let pending = self.buf.data().len();
         if pending > 0 {
             if self
                 .buf
-                .write_range(&mut conn.stream, 0..pending, idle)
+                .write_range(upstream, 0..pending, idle)
                 .await
                 .is_err()
             {
-                return Next::Close;
+                return false;
             }
             self.buf.consume(pending);
             self.tally.bytes_in += pending as u64;
         }
+        let stats = &self.state.stats;
         stats.tunnels_open.inc();
         let moved = relay(
             &mut self.stream,
-            &mut conn.stream,
-            snap.limits.tunnel_idle_timeout,
+            upstream,
+            self.snap.limits.tunnel_idle_timeout,
         )
         .await;
-        self.state.stats.tunnels_open.dec();
+        stats.tunnels_open.dec();
         self.tally.bytes_in += moved.to_upstream;
         self.tally.bytes_out += moved.to_client;
-        Next::Close
+        if moved.idle_timeout {
+            tracing::debug!(client = %self.peer_ip, "tunnel closed after tunnel_idle_timeout without traffic");
+        }
+        true
     }
 }

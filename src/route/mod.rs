@@ -302,10 +302,9 @@ impl RouteTable {
     }
 }
 
-/// Lowercases `host` into `buf` without its port and trailing dot. `None` when empty or longer
-/// than [`MAX_HOST_LEN`].
-pub fn normalize_host<'b>(host: &[u8], buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b [u8]> {
-    let host = if host.first() == Some(&b'[') {
+/// `host` (a `Host` value or an authority) without its port; an IPv6 literal keeps its brackets.
+pub fn host_without_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
         // IPv6 literal: keep through the closing bracket.
         match memchr::memchr(b']', host) {
             Some(end) => &host[..=end],
@@ -316,7 +315,13 @@ pub fn normalize_host<'b>(host: &[u8], buf: &'b mut [u8; MAX_HOST_LEN]) -> Optio
             Some(colon) => &host[..colon],
             None => host,
         }
-    };
+    }
+}
+
+/// Lowercases `host` into `buf` without its port and trailing dot. `None` when empty or longer
+/// than [`MAX_HOST_LEN`].
+pub fn normalize_host<'b>(host: &[u8], buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b [u8]> {
+    let host = host_without_port(host);
     let host = host.strip_suffix(b".").unwrap_or(host);
     if host.is_empty() || host.len() > MAX_HOST_LEN {
         return None;
