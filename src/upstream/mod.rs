@@ -140,6 +140,17 @@ struct Slot<'a> {
     counts_open: bool,
 }
 
+impl<'a> Slot<'a> {
+    /// A request's place on `live`: in flight from now until dropped.
+    fn new(live: &'a BackendLive) -> Slot<'a> {
+        live.in_flight.set(live.in_flight.get() + 1);
+        Slot {
+            live,
+            counts_open: false,
+        }
+    }
+}
+
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let l = self.live;
@@ -369,11 +380,7 @@ impl Upstreams {
             .borrow_mut()
             .take(Instant::now(), owner, &mut closed);
         live.closed(closed);
-        live.in_flight.set(live.in_flight.get() + 1);
-        let mut slot = Slot {
-            live,
-            counts_open: false,
-        };
+        let mut slot = Slot::new(live);
         let gen = live.gen.get();
         if let Some(stream) = pooled {
             slot.counts_open = true;
@@ -424,58 +431,13 @@ impl Upstreams {
         client: &ClientEnds,
     ) -> Result<Conn<'_>, CheckoutError> {
         let live = &self.states[u.index].live[backend];
-        live.in_flight.set(live.in_flight.get() + 1);
-        let slot = Slot {
-            live,
-            counts_open: false,
-        };
+        let slot = Slot::new(live);
         if live.open.get() >= u.max_connections {
             return Err(CheckoutError::Full);
         }
         new_connection(u, backend, client, slot, live.gen.get(), 0).await
     }
-}
 
-/// Opens the connection `slot` stands for: connect, the PROXY protocol header, the TLS
-/// handshake, each within the connect timeout.
-async fn new_connection<'a>(
-    u: &Upstream,
-    backend: usize,
-    client: &ClientEnds,
-    mut slot: Slot<'a>,
-    gen: u32,
-    owner: u64,
-) -> Result<Conn<'a>, CheckoutError> {
-    let live = slot.live;
-    {
-        live.open.set(live.open.get() + 1);
-        slot.counts_open = true;
-        let mut tcp = connect(live.addr.get(), u)
-            .await
-            .map_err(CheckoutError::Connect)?;
-        if let Some(version) = u.proxy_protocol {
-            send_proxy_header(&mut tcp, version, client, u)
-                .await
-                .map_err(CheckoutError::Connect)?;
-        }
-        let stream = match &u.tls {
-            None => Stream::Plain(tcp),
-            Some(tls) => handshake(tls, tcp, &u.backends[backend].address, u)
-                .await
-                .map_err(CheckoutError::Tls)?,
-        };
-        Ok(Conn {
-            stream,
-            backend,
-            reused: false,
-            gen,
-            slot,
-            owner,
-        })
-    }
-}
-
-impl Upstreams {
     /// Waits (polling, bounded by the connect timeout) until `backend` has room under
     /// `max_connections`; `Full` when too many wait already or the time runs out. Only an
     /// overloaded backend gets here.
@@ -701,6 +663,43 @@ fn seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Opens the connection `slot` stands for: connect, the PROXY protocol header, the TLS
+/// handshake, each within the connect timeout.
+async fn new_connection<'a>(
+    u: &Upstream,
+    backend: usize,
+    client: &ClientEnds,
+    mut slot: Slot<'a>,
+    gen: u32,
+    owner: u64,
+) -> Result<Conn<'a>, CheckoutError> {
+    let live = slot.live;
+    live.open.set(live.open.get() + 1);
+    slot.counts_open = true;
+    let mut tcp = connect(live.addr.get(), u)
+        .await
+        .map_err(CheckoutError::Connect)?;
+    if let Some(version) = u.proxy_protocol {
+        send_proxy_header(&mut tcp, version, client, u)
+            .await
+            .map_err(CheckoutError::Connect)?;
+    }
+    let stream = match &u.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => handshake(tls, tcp, &u.backends[backend].address, u)
+            .await
+            .map_err(CheckoutError::Tls)?,
+    };
+    Ok(Conn {
+        stream,
+        backend,
+        reused: false,
+        gen,
+        slot,
+        owner,
+    })
 }
 
 /// Writes the PROXY protocol header that opens a connection to a backend of `u`, within its
