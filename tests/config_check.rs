@@ -93,7 +93,88 @@ fn invalid_cases() -> Vec<(&'static str, String, usize, usize, String)> {
     let suites = tls(", cipher_suites = [\"TLS_RSA_WITH_RC4_128_SHA\"]");
     let subject = tls(", client_subject_header = \"X-Client\"");
     let version = tls(", min_version = \"1.1\"");
+    // Gateway keys of the route: one more line after its `upstream` (line 21).
+    let route = |extra: &str| {
+        r(
+            "upstream = \"app\"",
+            &format!("upstream = \"app\"\n{extra}"),
+        )
+    };
+    let col21 = |text: &str, needle: &str| text.lines().nth(20).unwrap().find(needle).unwrap() + 1;
+    let unknown_var = route("request_headers = { set = { \"X-A\" = \"$nope\" } }");
+    let host_set = route("request_headers = { set = { \"Host\" = \"a\" } }");
+    let upstream_addr = route("request_headers = { add = { \"X-B\" = \"$upstream_addr\" } }");
+    let bad_regex = route("path_regex = \"(\"");
+    let unknown_auth = route("auth = \"nobody\"");
+    let consumers = route("consumers = [\"acme\"]");
+    let capture = route("path_regex = \"^/api/(x)$\"\nquery = { set = { a = \"$2\" } }");
+    let split =
+        route("split = [{ upstream = \"app\", weight = 1 }, { upstream = \"app\", weight = 1 }]");
+    let redirect = r("upstream = \"app\"", "return = { status = 302 }");
     vec![
+        (
+            "unknown template variable",
+            unknown_var.clone(),
+            21,
+            col21(&unknown_var, "\"$nope"),
+            "unknown variable $nope".into(),
+        ),
+        (
+            "Host in request_headers",
+            host_set.clone(),
+            21,
+            col21(&host_set, "\"Host"),
+            "\"Host\" is managed by the proxy and cannot be transformed (use host_rewrite)".into(),
+        ),
+        (
+            "$upstream_addr on the request",
+            upstream_addr.clone(),
+            21,
+            col21(&upstream_addr, "\"$up"),
+            "$upstream_addr is known once the response comes: use it in response_headers".into(),
+        ),
+        (
+            "bad path_regex",
+            bad_regex.clone(),
+            21,
+            14,
+            "invalid path_regex \"(\": unclosed group".into(),
+        ),
+        (
+            "unknown auth",
+            unknown_auth,
+            21,
+            8,
+            "unknown auth \"nobody\"".into(),
+        ),
+        (
+            "consumers without auth",
+            consumers,
+            21,
+            14,
+            "consumers applies to a route with auth only".into(),
+        ),
+        (
+            "capture the path_regex does not have",
+            capture.clone(),
+            22,
+            capture.lines().nth(21).unwrap().find("\"$2").unwrap() + 1,
+            "$2: path_regex has 1 capture group(s)".into(),
+        ),
+        (
+            "split with upstream",
+            split,
+            20,
+            12,
+            "upstream and split exclude each other: give one".into(),
+        ),
+        (
+            "redirect without location",
+            redirect,
+            20,
+            21,
+            "status = 302 needs a location".into(),
+        ),
         (
             "missing certificate file",
             r(
@@ -175,7 +256,7 @@ fn invalid_cases() -> Vec<(&'static str, String, usize, usize, String)> {
             format!("{BASE}\n[metrics]\nport = 1\n"),
             22,
             2,
-            "unknown field `metrics`, expected one of `runtime`, `limits`, `listeners`, `upstreams`, `routes`, `rate_limits`, `redis`, `admin`".into(),
+            "unknown field `metrics`, expected one of `runtime`, `limits`, `listeners`, `upstreams`, `routes`, `rate_limits`, `auth`, `redis`, `admin`".into(),
         ),
         (
             "proxy_protocol not a bool",
@@ -340,11 +421,11 @@ fn invalid_cases() -> Vec<(&'static str, String, usize, usize, String)> {
             "upstream \"app\" has no backends".into(),
         ),
         (
-            "missing required field",
+            "a route without a destination",
             r("upstream = \"app\"\n", ""),
-            16,
-            1,
-            "missing field `upstream`".into(),
+            17,
+            8,
+            "route \"api\" names no upstream: give upstream, split, aggregate or return".into(),
         ),
         (
             "wrong type",

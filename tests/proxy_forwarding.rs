@@ -396,7 +396,7 @@ fn concurrent_clients_get_their_own_responses(driver: &str) {
     let backend = TestBackend::start(|r| {
         let n: usize = r.target.rsplit('/').next().unwrap().parse().unwrap();
         let body = pattern(n, (n % 251) as u8);
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             Reply::ok(body)
         } else {
             Reply::new(200, Body::Chunked(body, vec![1000, 7]))

@@ -336,7 +336,7 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
         let seen = ctx.seen.get() + 1;
         ctx.seen.set(seen);
         let mut wait = ctx.args.delay.unwrap_or_default();
-        if ctx.args.stall_every > 0 && seen % ctx.args.stall_every == 0 {
+        if ctx.args.stall_every > 0 && seen.is_multiple_of(ctx.args.stall_every) {
             wait += ctx.args.stall;
         }
         if !wait.is_zero() {

@@ -883,7 +883,7 @@ mod tests {
                 while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                     buf.drain(..end + 4);
                     n += 1;
-                    let r: &[u8] = if n % 2 == 0 {
+                    let r: &[u8] = if n.is_multiple_of(2) {
                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
                     } else {
                         b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n"

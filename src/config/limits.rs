@@ -72,11 +72,12 @@ fn limit_key(k: &Spanned<String>) -> Result<LimitKey> {
     match s.split_once(':') {
         None if s == "client_ip" => Ok(LimitKey::ClientIp),
         None if s == "route" => Ok(LimitKey::Route),
+        None if s == "consumer" => Ok(LimitKey::Consumer),
         Some(("header", n)) if token(n) => Ok(LimitKey::Header(n.to_ascii_lowercase().into())),
         Some(("cookie", n)) if token(n) => Ok(LimitKey::Cookie(n.into())),
         _ => err(
             k,
-            format!("invalid key {s:?}: expected \"client_ip\", \"route\", \"header:NAME\" or \"cookie:NAME\""),
+            format!("invalid key {s:?}: expected \"client_ip\", \"route\", \"consumer\", \"header:NAME\" or \"cookie:NAME\""),
         ),
     }
 }

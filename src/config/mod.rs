@@ -5,6 +5,8 @@
 //! nothing on the request path looks anything up by name. Every error carries
 //! `file:line:col` of the offending value.
 
+mod auth;
+mod gateway;
 mod limits;
 mod logs;
 mod schema;

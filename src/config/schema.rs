@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub rate_limits: Vec<Spanned<RawRateLimit>>,
+    #[serde(default)]
+    pub auth: Vec<Spanned<super::auth::RawAuth>>,
     pub redis: Option<Spanned<RawRedis>>,
     pub admin: Option<Spanned<RawAdmin>>,
 }
@@ -550,7 +552,7 @@ pub struct RawRoute {
     pub path_exact: Option<Spanned<String>>,
     pub strip_prefix: Option<Spanned<bool>>,
     pub replace_prefix: Option<Spanned<String>>,
-    pub upstream: Spanned<String>,
+    pub upstream: Option<Spanned<String>>,
     pub rate_limits: Option<Vec<Spanned<String>>>,
     pub access_log: Option<Spanned<RawAccessLog>>,
     #[serde(default)]
@@ -560,6 +562,116 @@ pub struct RawRoute {
     pub client_subjects: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub connect: bool,
+    // Gateway keys (issue #12): matching beyond host and path, split, policies, transforms.
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub path_regex: Option<Spanned<String>>,
+    pub match_headers: Option<Vec<Spanned<RawFieldMatch>>>,
+    pub match_query: Option<Vec<Spanned<RawFieldMatch>>>,
+    pub split: Option<Spanned<Vec<Spanned<RawSplit>>>>,
+    pub auth: Option<Spanned<String>>,
+    pub consumers: Option<Vec<Spanned<String>>>,
+    pub request_headers: Option<Spanned<RawHeaderOps>>,
+    pub response_headers: Option<Spanned<RawHeaderOps>>,
+    pub path_rewrite: Option<Spanned<RawPathRewrite>>,
+    pub query: Option<Spanned<RawQueryOps>>,
+    pub host_rewrite: Option<Spanned<String>>,
+    #[serde(default)]
+    pub request_id: bool,
+    pub cors: Option<Spanned<RawCors>>,
+    #[serde(rename = "return")]
+    pub ret: Option<Spanned<RawReturn>>,
+    pub aggregate: Option<Spanned<Vec<Spanned<RawAggregatePart>>>>,
+    #[serde(default)]
+    pub aggregate_on_error: AggregateOnError,
+    pub aggregate_max_bytes: Option<Spanned<Size>>,
+}
+
+/// One condition of `match_headers` / `match_query`: exactly one of `exact`, `prefix`, `regex`,
+/// `present`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFieldMatch {
+    pub name: Spanned<String>,
+    pub exact: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub regex: Option<Spanned<String>>,
+    pub present: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplit {
+    pub upstream: Spanned<String>,
+    pub weight: Spanned<i64>,
+}
+
+/// `set` / `add` / `remove` of request or response fields.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderOps {
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub add: std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathRewrite {
+    pub regex: Spanned<String>,
+    pub replace: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueryOps {
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    pub origins: Spanned<Vec<Spanned<String>>>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub headers: Option<Vec<Spanned<String>>>,
+    pub expose_headers: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub credentials: bool,
+    pub max_age: Option<Dur<true>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReturn {
+    pub status: Spanned<u16>,
+    pub location: Option<Spanned<String>>,
+    pub body: Option<Spanned<String>>,
+    pub content_type: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAggregatePart {
+    pub key: Option<Spanned<String>>,
+    pub upstream: Spanned<String>,
+    pub path: Spanned<String>,
+    pub timeout: Option<Spanned<Dur<false>>>,
+}
+
+/// What an aggregate route answers when a part fails.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateOnError {
+    /// 200 with `"partial": true` and the part's error under `"errors"`.
+    #[default]
+    Partial,
+    /// 502 for the whole answer.
+    Fail,
 }
 
 fn yes() -> bool {

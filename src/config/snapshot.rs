@@ -20,8 +20,12 @@ pub struct Snapshot {
     pub upstreams: Vec<Upstream>,
     /// Every route in file order (`Route::index` is the position here).
     pub routes: Vec<Route>,
+    /// Policies and transforms of routes that have them (`Route::policy` indexes here).
+    pub policies: Vec<crate::policy::transform::RoutePolicy>,
     /// `[[rate_limits]]` in file order (routes name them by index).
     pub rate_limits: Vec<RateLimit>,
+    /// `[[auth]]` in file order (routes name them by index).
+    pub auths: Vec<crate::policy::auth::Auth>,
     /// `[redis]`, for limits in `redis` mode.
     pub redis: Option<RedisSettings>,
     /// `[admin]`: off when absent.
@@ -299,6 +303,8 @@ pub enum LimitKey {
     ClientIp,
     /// The matched route (one bucket per route).
     Route,
+    /// The consumer the route's auth admitted (requests without one are not limited by it).
+    Consumer,
     /// A request header's first value (name stored lowercase).
     Header(Box<str>),
     Cookie(Box<str>),
@@ -526,6 +532,7 @@ impl Snapshot {
                     match &l.key {
                         LimitKey::ClientIp => "client_ip".to_string(),
                         LimitKey::Route => "route".to_string(),
+                        LimitKey::Consumer => "consumer".to_string(),
                         LimitKey::Header(n) => format!("header:{n}"),
                         LimitKey::Cookie(n) => format!("cookie:{n}"),
                     },
@@ -534,6 +541,12 @@ impl Snapshot {
                     l.max_keys,
                     l.status
                 );
+            }
+        }
+        if !self.auths.is_empty() {
+            let _ = writeln!(s, "auth: {}", self.auths.len());
+            for a in &self.auths {
+                let _ = writeln!(s, "  {}", a.describe());
             }
         }
         if let Some(r) = &self.redis {
@@ -621,12 +634,43 @@ impl Snapshot {
         let connect = if r.connect { ", CONNECT tunnels" } else { "" };
         format!(
             "{}: {hosts}, {path}{rewrite}{limits}{log}{redirect}{upgrades}{subjects}{connect} -> {}",
-            r.name, self.upstreams[r.upstream].name
+            r.name,
+            self.route_target(r)
         )
     }
 }
 
 /// `redis://user:secret@host/0` with the password hidden.
+impl Snapshot {
+    /// Where a route sends its requests, for summaries: an upstream, a split, an aggregate or
+    /// its own answer.
+    fn route_target(&self, r: &Route) -> String {
+        let name = |u: usize| self.upstreams[u].name.as_str();
+        let policy = r.policy.map(|p| &self.policies[p]);
+        if let Some(ret) = policy.and_then(|p| p.ret.as_ref()) {
+            return format!("return {}", ret.status);
+        }
+        if let Some(a) = policy.and_then(|p| p.aggregate.as_ref()) {
+            let parts: Vec<&str> = a.parts.iter().map(|p| name(p.upstream)).collect();
+            return format!("aggregate [{}]", parts.join(", "));
+        }
+        if !r.split.is_empty() {
+            let mut last = 0;
+            let parts: Vec<String> = r
+                .split
+                .iter()
+                .map(|&(u, cum)| {
+                    let w = cum - last;
+                    last = cum;
+                    format!("{} {w}", name(u))
+                })
+                .collect();
+            return format!("split [{}]", parts.join(", "));
+        }
+        r.upstream.map_or_else(String::new, |u| name(u).to_string())
+    }
+}
+
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

@@ -59,7 +59,7 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(u.backends[0].addr, "127.0.0.1:9000".parse().unwrap());
     assert_eq!(s.listeners[0].name, "listener0");
     let r = s.listeners[0].routes.find(b"any", b"/x").unwrap();
-    assert_eq!((&*r.name, r.upstream), ("all", 0));
+    assert_eq!((&*r.name, r.upstream), ("all", Some(0)));
 }
 
 #[test]

@@ -132,11 +132,25 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
         ));
     }
 
+    let mut auths = Vec::with_capacity(raw.auth.len());
+    let mut auth_index: HashMap<&str, usize> = HashMap::new();
+    for a in &raw.auth {
+        let name = a.get_ref().name.get_ref().as_str();
+        errs.take(check_name(&a.get_ref().name, "auth"));
+        if auth_index.contains_key(name) {
+            errs.at(&a.get_ref().name, format!("duplicate auth name {name:?}"));
+        } else {
+            auth_index.insert(name, auths.len());
+        }
+        auths.push(super::auth::auth(a.get_ref(), &mut errs));
+    }
+
     let mut logs = super::logs::Logs::default();
     // Routes by name; `None` for a route that was itself invalid (listeners naming it say
     // nothing more about it).
     let mut routes: Vec<Option<Route>> = Vec::with_capacity(raw.routes.len());
     let mut route_index: HashMap<&str, usize> = HashMap::new();
+    let mut policies = Vec::new();
     // (host pattern, path) -> route name, to reject routes that could never match.
     let mut seen: HashMap<(Option<HostPattern>, PathMatch), &str> = HashMap::new();
     for r in &raw.routes {
@@ -153,6 +167,8 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
             rr,
             &upstream_index,
             &limit_index,
+            &auth_index,
+            &mut policies,
             &mut logs,
             &mut errs,
         );
@@ -167,8 +183,14 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
             } else {
                 route.hosts.iter().cloned().map(Some).collect()
             };
+            // Only a route without conditions hides later ones of the same host and path.
             for k in keys {
-                if let Some(other) = seen.insert((k, route.path.clone()), name) {
+                let key = (k, route.path.clone());
+                let earlier = seen.get(&key).copied();
+                if route.conditions.is_none() && earlier.is_none() {
+                    seen.insert(key, name);
+                }
+                if let Some(other) = earlier {
                     errs.at(
                         path_at,
                         format!("route {name:?} has the same host and path as route {other:?} and could never match"),
@@ -223,7 +245,9 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
                 listeners,
                 upstreams,
                 routes: routes.into_iter().flatten().collect(),
+                policies,
                 rate_limits: rate_limits.into_iter().flatten().collect(),
+                auths: auths.into_iter().flatten().collect(),
                 redis,
                 admin,
                 access_logs: logs.0,
@@ -480,11 +504,14 @@ fn host_pattern(h: &Spanned<String>) -> Result<HostPattern> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn route(
     index: usize,
     r: &RawRoute,
     upstreams: &HashMap<&str, usize>,
     limits: &HashMap<&str, usize>,
+    auths: &HashMap<&str, usize>,
+    policies: &mut Vec<crate::policy::transform::RoutePolicy>,
     logs: &mut super::logs::Logs,
     errs: &mut Errors,
 ) -> Option<Route> {
@@ -525,13 +552,7 @@ fn route(
         None if strip => Some(Rewrite::Strip),
         None => Some(Rewrite::None),
     };
-    let upstream = upstreams.get(r.upstream.get_ref().as_str()).copied();
-    if upstream.is_none() {
-        errs.at(
-            &r.upstream,
-            format!("unknown upstream {:?}", r.upstream.get_ref()),
-        );
-    }
+    let gateway = super::gateway::gateway(r, upstreams, auths, errs);
     let mut rate_limits = Vec::new();
     let mut limits_ok = true;
     for n in r.rate_limits.iter().flatten() {
@@ -595,13 +616,21 @@ fn route(
     if !hosts_ok || !limits_ok || !upgrades_ok {
         return None;
     }
+    let gateway = gateway?;
+    let policy = gateway.policy.map(|p| {
+        policies.push(p);
+        policies.len() - 1
+    });
     Some(Route {
         index,
         name: r.name.get_ref().as_str().into(),
         hosts,
         path: path?,
         rewrite: rewrite?,
-        upstream: upstream?,
+        upstream: gateway.upstream,
+        split: gateway.split,
+        conditions: gateway.conditions,
+        policy,
         rate_limits: rate_limits.into(),
         access_log: access_log?,
         redirect_https: redirect_https?,
@@ -687,6 +716,8 @@ fn listener(
                     None => ok = false,
                 }
             }
+            // Routes sharing a host and path are tried in file order, whatever the list says.
+            v.sort_by_key(|r| r.index);
             v
         }
     };

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::stats::{Histogram, WorkerStats, BUCKETS_US, CLASSES, ERROR_STATUSES};
+use super::stats::{Histogram, WorkerStats, AUTH_DECISIONS, BUCKETS_US, CLASSES, ERROR_STATUSES};
 use super::Registry;
 use crate::config::Snapshot;
 use crate::upstream::Shared;
@@ -75,7 +75,10 @@ pub fn encode(snapshot: &Snapshot, reg: &Registry, backends: &Shared) -> String 
             let (rname, uname) = match route {
                 Some(r) => {
                     let r = &snapshot.routes[r];
-                    (&*r.name, snapshot.upstreams[r.upstream].name.as_str())
+                    let u = r
+                        .upstream
+                        .map_or("", |u| snapshot.upstreams[u].name.as_str());
+                    (&*r.name, u)
                 }
                 None => ("", ""),
             };
@@ -363,6 +366,23 @@ pub fn encode(snapshot: &Snapshot, reg: &Registry, backends: &Shared) -> String 
                 out,
                 "coregate_rate_limit_decisions_total{{limit=\"{}\",decision=\"{decision}\"}} {n}",
                 esc(&l.name)
+            );
+        }
+    }
+
+    head(
+        &mut out,
+        "coregate_auth_decisions_total",
+        "counter",
+        "Requests an auth policy decided on, by auth and decision (missing and invalid credentials are answered 401, forbidden 403).",
+    );
+    for (i, a) in snapshot.auths.iter().enumerate() {
+        for (d, decision) in AUTH_DECISIONS.iter().enumerate() {
+            let n = sum(&|w| w.auth(i, d).get());
+            let _ = writeln!(
+                out,
+                "coregate_auth_decisions_total{{auth=\"{}\",decision=\"{decision}\"}} {n}",
+                esc(&a.name)
             );
         }
     }

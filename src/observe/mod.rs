@@ -11,7 +11,9 @@ mod metrics;
 mod stats;
 
 pub use metrics::encode;
-pub use stats::{Counter, Gauge, Histogram, WorkerStats, BUCKETS_US, CLASSES, ERROR_STATUSES};
+pub use stats::{
+    Counter, Gauge, Histogram, WorkerStats, AUTH_DECISIONS, BUCKETS_US, CLASSES, ERROR_STATUSES,
+};
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};

@@ -125,6 +125,8 @@ pub struct WorkerStats {
     /// Per rate limit.
     pub limit_admitted: Box<[Counter]>,
     pub limit_rejected: Box<[Counter]>,
+    /// Per auth, [`AUTH_DECISIONS`] counters each (see [`WorkerStats::auth`]).
+    auth_decisions: Box<[Counter]>,
     /// Answers coregate generated, by status (see [`ERROR_STATUSES`]).
     errors: Box<[Counter]>,
     pub client_connections: Gauge,
@@ -148,8 +150,12 @@ pub struct WorkerStats {
 }
 
 /// Statuses of the answers coregate generates itself.
-pub const ERROR_STATUSES: [u16; 15] = [
-    400, 403, 404, 408, 413, 417, 429, 431, 500, 501, 502, 503, 504, 505, 0,
+/// What an auth decided about a request: `allowed`, then the refusals (`missing` and `invalid`
+/// are 401s, `forbidden` a 403).
+pub const AUTH_DECISIONS: [&str; 4] = ["allowed", "missing", "invalid", "forbidden"];
+
+pub const ERROR_STATUSES: [u16; 16] = [
+    400, 401, 403, 404, 408, 413, 417, 429, 431, 500, 501, 502, 503, 504, 505, 0,
 ];
 
 fn counters(n: usize) -> Box<[Counter]> {
@@ -186,6 +192,7 @@ impl WorkerStats {
             backend_offsets: offsets.into(),
             limit_admitted: counters(s.rate_limits.len()),
             limit_rejected: counters(s.rate_limits.len()),
+            auth_decisions: counters(s.auths.len() * AUTH_DECISIONS.len()),
             errors: counters(ERROR_STATUSES.len()),
             client_connections: Gauge::default(),
             client_timeouts: Counter::default(),
@@ -237,6 +244,11 @@ impl WorkerStats {
             .iter()
             .position(|&s| s == status)
             .map_or(0, |i| self.errors[i].get())
+    }
+
+    /// The counter of decision `decision` (an index into [`AUTH_DECISIONS`]) of auth `auth`.
+    pub fn auth(&self, auth: usize, decision: usize) -> &Counter {
+        &self.auth_decisions[auth * AUTH_DECISIONS.len() + decision]
     }
 
     pub fn ejection(&self, upstream: usize, backend: usize) -> &Counter {
@@ -299,6 +311,13 @@ impl WorkerStats {
             if let Some(oi) = os.rate_limits.iter().position(|o| o.name == l.name) {
                 self.limit_admitted[i].set(old.limit_admitted[oi].get());
                 self.limit_rejected[i].set(old.limit_rejected[oi].get());
+            }
+        }
+        for (i, a) in s.auths.iter().enumerate() {
+            if let Some(oi) = os.auths.iter().position(|o| o.name == a.name) {
+                for d in 0..AUTH_DECISIONS.len() {
+                    self.auth(i, d).set(old.auth(oi, d).get());
+                }
             }
         }
         for (n, o) in self.errors.iter().zip(old.errors.iter()) {

@@ -1,5 +1,8 @@
 //! Policies a route names, applied between routing and balancing (DESIGN.md §1: policy is one
-//! step of the path, not a middleware tower): rate limits. A route that names no policy pays
-//! one empty-slice check. Authentication and transforms will join here.
+//! step of the path, not a middleware tower): authentication ([`auth`]: who the client is, from
+//! the request head; 401/403 or an identity to forward), rate limits ([`ratelimit`]) and
+//! transforms. A route that names no policy pays one empty-slice check.
 
+pub mod auth;
 pub mod ratelimit;
+pub mod transform;

@@ -85,7 +85,7 @@ pub struct ClientConn<'a> {
     pub(super) captured: Captured,
     /// The generation `state` and `snap` belong to, and the listener's address (stable across
     /// generations, unlike its index).
-    gen_id: u64,
+    pub(super) gen_id: u64,
     pub(super) listen_addr: SocketAddr,
 }
 
@@ -283,6 +283,8 @@ pub(super) struct ReqInfo {
     /// The request asks for a protocol upgrade its route allows: a 101 makes the connection a
     /// tunnel.
     pub(super) upgrade: bool,
+    /// The route's policy (index into `Snapshot::policies`), for the response's fields.
+    pub(super) policy: Option<usize>,
 }
 
 /// Up to four (limit, verdict) pairs whose `RateLimit` fields go on the response.
@@ -305,11 +307,13 @@ impl LimitFields {
     }
 }
 
-/// Per-connection scratch space for path normalisation (empty until a path needs it).
+/// Per-connection scratch space for path normalisation and gateway policies (empty until a
+/// request needs it).
 #[derive(Default)]
 pub(super) struct PathScratch {
     pub(super) decision: Vec<u8>,
     pub(super) forward: Vec<u8>,
+    pub(super) gateway: super::gateway::GatewayScratch,
 }
 
 impl<'a> ClientConn<'a> {
@@ -646,23 +650,47 @@ impl ClientConn<'_> {
             Method::Get | Method::Head => 301,
             _ => 308,
         };
+        let mut fields = Vec::with_capacity(16 + location.len());
+        fields.extend_from_slice(b"Location: ");
+        fields.extend_from_slice(location);
+        fields.extend_from_slice(b"\r\n");
+        self.respond(status, method, &fields, b"", close, head_len)
+            .await
+    }
+
+    /// Answers the request itself with `status`, the complete field lines `fields` and `body`
+    /// (left out for HEAD and statuses without one); closes when `close`, else the request
+    /// (without a body) is done.
+    pub(super) async fn respond(
+        &mut self,
+        status: u16,
+        method: Method,
+        fields: &[u8],
+        body: &[u8],
+        close: bool,
+        head_len: usize,
+    ) -> Next {
         let close = close || self.ctx.shutting_down();
-        let mut answer = Vec::with_capacity(128 + location.len());
-        let line = format!(
-            "HTTP/1.1 {status} {}\r\nLocation: ",
-            super::error::reason(status)
-        );
+        let mut answer = Vec::with_capacity(128 + fields.len() + body.len());
+        let line = format!("HTTP/1.1 {status} {}\r\n", super::error::reason(status));
         answer.extend_from_slice(line.as_bytes());
-        answer.extend_from_slice(location);
-        answer.extend_from_slice(b"\r\nContent-Length: 0\r\n");
+        answer.extend_from_slice(fields);
+        let no_body = status == 204 || status == 304;
+        if !no_body {
+            answer.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        }
         if close {
             answer.extend_from_slice(b"Connection: close\r\n");
         }
         answer.extend_from_slice(b"\r\n");
+        let head = answer.len() as u64;
+        if method != Method::Head && !no_body {
+            answer.extend_from_slice(body);
+        }
         self.tally.status = status;
         self.state.stats.request(self.listener, self.route, status);
         let idle = self.snap.limits.client_idle_timeout;
-        let sizes = (answer.len() as u64, answer.len() as u64);
+        let sizes = (answer.len() as u64, head);
         match write_all(&mut self.stream, answer, idle).await {
             Ok(_) => {
                 self.answered(sizes);

@@ -4,6 +4,7 @@
 
 use super::client::LimitFields;
 use super::client::{ClientConn, Next, ReqInfo};
+use super::gateway::RequestText;
 use super::io::write_all;
 use crate::config::Snapshot;
 use crate::config::{HashOn, LimitHeaders, LimitKey, RateLimit};
@@ -12,7 +13,8 @@ use crate::http1::{
     Request, Span, Version,
 };
 use crate::observe::access::Captured;
-use crate::policy::ratelimit::Verdict;
+use crate::policy::auth::Verdict;
+use crate::policy::ratelimit::Verdict as LimitVerdict;
 use crate::route::{self, Normalized};
 use crate::upstream::maglev;
 
@@ -83,7 +85,18 @@ impl<'a> ClientConn<'a> {
             Normalized::Unchanged => raw_path,
             _ => decision,
         };
-        let Some(route) = listener.routes.find(host.of(buf), decision) else {
+        let query = target_bytes.get(path_end + 1..).unwrap_or_default();
+        let view = route::RequestView {
+            method: req.method_span.of(buf),
+            path: decision,
+            headers: hs,
+            buf,
+            query,
+        };
+        let found = listener
+            .routes
+            .find_matching(host.of(buf), decision, &|c| c.admit(&view));
+        let Some(route) = found else {
             if conn.closes_after(req.version) {
                 return self.reject(404, "no route for this host and path").await;
             }
@@ -98,7 +111,6 @@ impl<'a> ClientConn<'a> {
                 )
                 .await;
         };
-        let upstream = &snap.upstreams[route.upstream];
         self.route = Some(route.index);
         if !route.admits_subject(self.client_subject.as_deref()) {
             let (head_len, version) = (req.head_len, req.version);
@@ -127,11 +139,140 @@ impl<'a> ClientConn<'a> {
                 return self.redirect(method, &location, close, head_len).await;
             }
         }
+        // Gateway policies the route names (nothing but this check for a plain route).
+        let policy = route.policy.map(|p| &snap.policies[p]);
+        // What templates see of the request (made only where a policy needs it).
+        let (client_ip, tls) = (&*self.peer_ip, self.stream.is_tls());
+        let text = || RequestText {
+            client_ip,
+            tls,
+            route,
+            host: host.of(buf),
+            target: target_bytes,
+            method: req.method_span.of(buf),
+            headers: hs,
+            buf,
+        };
+        if let Some(p) = policy {
+            let g = &mut self.scratch.gateway;
+            g.begin(p, decision, text());
+            if p.request_id {
+                g.request_id(hs, buf, &self.state.upstreams);
+                self.captured.set_request_id(&g.request_id);
+            }
+            let origin = p
+                .cors
+                .as_ref()
+                .and_then(|_| header_value(hs, buf, "origin"))
+                .filter(|o| !o.is_empty());
+            if let (Some(cors), Some(origin)) = (&p.cors, origin) {
+                g.origin.clear();
+                g.origin.extend_from_slice(origin);
+                let preflight = req.method == Method::Options
+                    && header_value(hs, buf, "access-control-request-method").is_some();
+                if preflight {
+                    // Answered here, never forwarded (and before auth: browsers send no
+                    // credentials with a preflight).
+                    if !cors.allows(origin) {
+                        let (head_len, version) = (req.head_len, req.version);
+                        return self
+                            .reject_keep(403, "origin not allowed", framing, head_len, version, "")
+                            .await;
+                    }
+                    let asked = header_value(hs, buf, "access-control-request-headers");
+                    let fields = cors.preflight(origin, asked);
+                    let close = framing != Framing::None || conn.closes_after(req.version);
+                    let (head_len, method) = (req.head_len, req.method);
+                    return self
+                        .respond(204, method, &fields, b"", close, head_len)
+                        .await;
+                }
+                if !cors.allows(origin) {
+                    g.origin.clear();
+                }
+            }
+            if let Some(ai) = p.auth {
+                let auth = &snap.auths[ai];
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let verdict = self.state.auth_cache.borrow_mut().check(
+                    self.gen_id,
+                    ai,
+                    auth,
+                    hs,
+                    buf,
+                    query,
+                    now,
+                    &mut g.identity,
+                );
+                let refused = match verdict {
+                    Verdict::Allowed
+                        if p.consumers.is_empty()
+                            || p.consumers.iter().any(|c| **c == *g.identity.consumer) =>
+                    {
+                        None
+                    }
+                    Verdict::Allowed => {
+                        Some((403, "consumer not allowed on this route", String::new()))
+                    }
+                    v @ Verdict::Forbidden(why) => Some((403, why, auth.challenge(v))),
+                    v @ (Verdict::Missing | Verdict::Invalid(_)) => {
+                        let why = match v {
+                            Verdict::Invalid(why) => why,
+                            _ => "credentials missing",
+                        };
+                        Some((401, why, auth.challenge(v)))
+                    }
+                };
+                let decision = match verdict {
+                    Verdict::Allowed if refused.is_none() => 0,
+                    Verdict::Missing => 1,
+                    Verdict::Invalid(_) => 2,
+                    _ => 3,
+                };
+                self.state.stats.auth(ai, decision).inc();
+                if let Some((status, why, extra)) = refused {
+                    let (head_len, version) = (req.head_len, req.version);
+                    if conn.closes_after(version) {
+                        return self.reject_with(status, why, &extra).await;
+                    }
+                    return self
+                        .reject_keep(status, why, framing, head_len, version, &extra)
+                        .await;
+                }
+            }
+            if let Some(ret) = &p.ret {
+                let g = &self.scratch.gateway;
+                let vars = g.vars(text());
+                let mut fields = Vec::new();
+                if let Some(l) = &ret.location {
+                    fields.extend_from_slice(b"Location: ");
+                    l.expand_into(&vars, &mut fields);
+                    fields.extend_from_slice(b"\r\n");
+                }
+                let mut body = Vec::new();
+                if let Some(b) = &ret.body {
+                    b.expand_into(&vars, &mut body);
+                    fields.extend_from_slice(b"Content-Type: ");
+                    fields.extend_from_slice(ret.content_type.as_bytes());
+                    fields.extend_from_slice(b"\r\n");
+                }
+                g.response_fields(p, None, &mut |b: &[u8]| fields.extend_from_slice(b));
+                let close = framing != Framing::None || conn.closes_after(req.version);
+                let (head_len, method, status) = (req.head_len, req.method, ret.status);
+                return self
+                    .respond(status, method, &fields, &body, close, head_len)
+                    .await;
+            }
+        }
         // Policy: the route's rate limits, in order (nothing at all for a route without any).
         let mut limit_fields = LimitFields::default();
         for &li in route.rate_limits.iter() {
             let l = &snap.rate_limits[li];
-            let Some(key) = limit_key(l, hs, buf, route.index, self.peer_key) else {
+            let consumer = &self.scratch.gateway.identity.consumer;
+            let consumer = policy.and_then(|p| p.auth).map(|_| consumer.as_str());
+            let Some(key) = limit_key(l, hs, buf, route.index, self.peer_key, consumer) else {
                 continue; // no such header or cookie: the limit does not apply
             };
             let v = self.state.limits.check(l, key);
@@ -164,6 +305,33 @@ impl<'a> ClientConn<'a> {
                 limit_fields.push(li, v);
             }
         }
+        if let Some(agg) = policy.and_then(|p| p.aggregate.as_ref()) {
+            let g = &self.scratch.gateway;
+            let vars = g.vars(text());
+            let paths: Vec<Vec<u8>> = agg
+                .parts
+                .iter()
+                .map(|part| {
+                    let mut v = Vec::new();
+                    part.path.expand_into(&vars, &mut v);
+                    v
+                })
+                .collect();
+            let close = framing != Framing::None || conn.closes_after(req.version);
+            let (head_len, method) = (req.head_len, req.method);
+            let p = policy.unwrap_or_else(|| unreachable!());
+            return self.aggregate(p, agg, paths, method, close, head_len).await;
+        }
+        // The upstream, or one of the split by weight.
+        let upstream = match (route.split.last(), route.upstream) {
+            (Some(&(_, total)), _) => {
+                let r = (self.state.upstreams.random() % total as u64) as u32;
+                let u = route.split.iter().find(|s| r < s.1).map_or(0, |s| s.0);
+                &snap.upstreams[u]
+            }
+            (None, Some(u)) => &snap.upstreams[u],
+            (None, None) => return self.reject(500, "route has no upstream").await,
+        };
         let key = match &upstream.hash_on {
             None => 0,
             Some(on) => hash_key(on, hs, buf, decision, &self.peer_ip)
@@ -178,7 +346,47 @@ impl<'a> ClientConn<'a> {
         }
 
         // The head to send: rewritten target, hop-by-hop fields out, X-Forwarded-* in.
-        let new_target = if normalized == Normalized::Rewritten {
+        let new_target = if let Some(p) = policy.filter(|p| p.rewrites_target()) {
+            // Path rewrite or query changes: the target is rebuilt in the gateway scratch.
+            let g = &mut self.scratch.gateway;
+            let path: &[u8] = if normalized == Normalized::Rewritten {
+                &self.scratch.forward
+            } else {
+                raw_path
+            };
+            let mut target = std::mem::take(&mut g.target);
+            target.clear();
+            let rewritten = match &p.path_rewrite {
+                Some(pr) => pr.apply(path, &mut target),
+                None => false,
+            };
+            if !rewritten {
+                let r = route.rewrite(path);
+                if r.prefix.is_empty() && r.rest.first() != Some(&b'/') {
+                    target.push(b'/');
+                }
+                target.extend_from_slice(r.prefix);
+                target.extend_from_slice(r.rest);
+            }
+            if p.query.is_empty() {
+                target.extend_from_slice(&target_bytes[path_end..]);
+            } else {
+                let g = &self.scratch.gateway;
+                let vars = g.vars(text());
+                let mark = target.len();
+                target.push(b'?');
+                p.query.apply(query, &vars, &mut target);
+                if target.len() == mark + 1 {
+                    target.pop();
+                }
+            }
+            self.scratch.gateway.target = target;
+            Some(NewTarget {
+                prefix: b"",
+                owned: &self.scratch.gateway.target,
+                input: Span::default(),
+            })
+        } else if normalized == Normalized::Rewritten {
             // The normalised path with the query as received, rewritten by the route.
             let owned = &mut self.scratch.forward;
             owned.extend_from_slice(&target_bytes[path_end..]);
@@ -224,12 +432,25 @@ impl<'a> ClientConn<'a> {
         } else {
             None
         };
+        let auth = policy.and_then(|p| p.auth).map(|a| &snap.auths[a]);
+        let host_rewrite = policy.and_then(|p| p.host.as_ref());
         let plan = &mut self.plan;
         plan.clear();
         plan.request_head(&req, hs, new_target, |h| {
             !(length.is_some() && h.kind == HeaderKind::ContentLength)
                 && keep_request_field(h, buf, hs, &conn, absolute.is_some())
                 && subject_field.is_none_or(|n| !same_field_name(h.name.of(buf), n.as_bytes()))
+                && policy.is_none_or(|p| {
+                    let name = h.name.of(buf);
+                    !(p.request_headers.drops(name)
+                        || (p.request_id && name.eq_ignore_ascii_case(b"x-request-id"))
+                        || (host_rewrite.is_some() && h.kind == HeaderKind::Host)
+                        || auth.is_some_and(|a| {
+                            a.forwarded()
+                                .iter()
+                                .any(|f| same_field_name(name, f.as_bytes()))
+                        }))
+                })
         });
         if let Some(n) = length {
             plan.header(b"Content-Length", n.to_string().as_bytes());
@@ -256,12 +477,38 @@ impl<'a> ClientConn<'a> {
         if !host.is_empty() {
             plan.header(b"X-Forwarded-Host", host.of(buf));
         }
-        if absolute.is_some() {
+        if let Some(p) = policy {
+            let g = &self.scratch.gateway;
+            let vars = g.vars(text());
+            let out = &mut |b: &[u8]| plan.bytes(b);
+            if let Some(t) = host_rewrite {
+                out(b"Host: ");
+                t.expand(&vars, out);
+                out(b"\r\n");
+            }
+            if p.request_id {
+                out(b"X-Request-Id: ");
+                out(&g.request_id);
+                out(b"\r\n");
+            }
+            if let Some(a) = auth {
+                for (name, value) in a.forwarded().iter().zip(&g.identity.claims) {
+                    if let Some(v) = value {
+                        out(name.as_bytes());
+                        out(b": ");
+                        out(v.as_bytes());
+                        out(b"\r\n");
+                    }
+                }
+            }
+            p.request_headers.write(&vars, out);
+        }
+        if absolute.is_some() && host_rewrite.is_none() {
             plan.header(b"Host", host.of(buf));
         }
         // An HTTP/1.0 request without Host goes out as HTTP/1.1, which requires the field: the
         // exchange adds the backend's address once it has picked one, then ends the head.
-        let needs_host = absolute.is_none() && req.host.is_none();
+        let needs_host = absolute.is_none() && req.host.is_none() && host_rewrite.is_none();
         let head_mark = plan.mark();
 
         let available = buf.len() - req.head_len;
@@ -299,6 +546,7 @@ impl<'a> ClientConn<'a> {
             key,
             limit_fields,
             upgrade: upgrade.is_some(),
+            policy: route.policy,
         };
         let needs_continue = expect_continue
             && req.version == Version::Http11
@@ -428,8 +676,17 @@ fn hash_key(on: &HashOn, hs: &[Header], buf: &[u8], path: &[u8], client_ip: &str
 }
 
 /// The key of rate limit `l` for a request, hashed; `None` when the request has none.
-fn limit_key(l: &RateLimit, hs: &[Header], buf: &[u8], route: usize, peer: u64) -> Option<u64> {
+/// `consumer`: the identity the route's auth admitted.
+fn limit_key(
+    l: &RateLimit,
+    hs: &[Header],
+    buf: &[u8],
+    route: usize,
+    peer: u64,
+    consumer: Option<&str>,
+) -> Option<u64> {
     Some(match &l.key {
+        LimitKey::Consumer => maglev::hash_key(consumer?.as_bytes()),
         LimitKey::ClientIp => peer,
         LimitKey::Route => route as u64,
         LimitKey::Header(name) => maglev::hash_key(header_value(hs, buf, name)?),
@@ -458,7 +715,7 @@ fn cookie_value<'b>(hs: &[Header], buf: &'b [u8], name: &str) -> Option<&'b [u8]
 
 /// `Retry-After`, and unless `headers = "none"`, `RateLimit-Policy` and `RateLimit`, for a
 /// rejection by `l`.
-fn rejection_fields(l: &RateLimit, v: &Verdict) -> String {
+fn rejection_fields(l: &RateLimit, v: &LimitVerdict) -> String {
     let mut s = format!("Retry-After: {}\r\n", v.reset);
     if l.headers != LimitHeaders::None {
         s.push_str(&l.policy_field);

@@ -17,12 +17,14 @@
 //! before any response byte on a request without a body, is replaced by a new connection once.
 
 mod abort;
+mod aggregate;
 mod body;
 mod client;
 mod ctx;
 mod error;
 mod exchange;
 mod forward;
+mod gateway;
 mod io;
 pub mod proxy_protocol;
 mod response;
@@ -93,6 +95,8 @@ pub struct WorkerState {
     pub limits: crate::policy::ratelimit::Limiters,
     /// The worker's log buffer of each of the snapshot's access logs.
     pub log_slots: Box<[usize]>,
+    /// Credentials verified on this worker (per generation: a reload starts afresh).
+    pub auth_cache: std::cell::RefCell<crate::policy::auth::AuthCache>,
 }
 
 impl WorkerState {
@@ -108,6 +112,7 @@ impl WorkerState {
             stats: shared.stats(worker, snapshot),
             failures: FailureLog::default(),
             log_slots: Box::new([]),
+            auth_cache: std::cell::RefCell::new(crate::policy::auth::AuthCache::new()),
         }
     }
 

@@ -165,11 +165,14 @@ impl<'a> ClientConn<'a> {
             Framing::Length(n) if !single_length_field(rh, data) => Some(n),
             _ => None,
         };
+        let policy = info.policy.map(|p| &self.snap.policies[p]);
+        let gateway = &self.scratch.gateway;
         let plan = &mut self.plan;
         plan.clear();
         plan.response_head(&resp, rh, |h| {
             !(length.is_some() && h.kind == HeaderKind::ContentLength)
                 && keep_response_field(h, data, rh, &rconn, dechunk)
+                && policy.is_none_or(|p| !gateway.drops_response_field(p, h.name.of(data)))
         });
         if let Some(n) = length {
             plan.header(b"Content-Length", n.to_string().as_bytes());
@@ -189,6 +192,12 @@ impl<'a> ClientConn<'a> {
                 plan.bytes(decimal(&mut line, v.reset));
                 plan.bytes(b"\r\n");
             }
+        }
+        if let Some(p) = policy {
+            let backend = self.tally.backend.map_or("", |(u, b)| {
+                self.snap.upstreams[u].backends[b].address.as_str()
+            });
+            gateway.response_fields(p, Some((backend, status)), &mut |b: &[u8]| plan.bytes(b));
         }
         if !keep_client {
             plan.static_bytes(b"Connection: close\r\n");

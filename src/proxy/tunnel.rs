@@ -195,7 +195,9 @@ impl super::client::ClientConn<'_> {
     ) -> super::client::Next {
         use super::client::Next;
         let snap = self.snap;
-        let u = &snap.upstreams[route.upstream];
+        let Some(u) = route.upstream.map(|u| &snap.upstreams[u]) else {
+            return self.reject(501, "CONNECT is not supported").await;
+        };
         let ends = crate::upstream::ClientEnds {
             source: self.peer,
             destination: self.local_addr(),

@@ -8,14 +8,17 @@
 //! Precedence: host groups are tried from most to least specific — the exact host, then
 //! `*.suffix` wildcards (longest suffix first), then routes without `hosts` — and the first group
 //! with a matching path wins. Inside a group an exact path beats every prefix, and among
-//! prefixes the longest wins. Hosts compare case-insensitively, without the port and a trailing
+//! prefixes the longest wins; routes with the same path are tried in file order, the first
+//! whose conditions (method, header, query: [`Conditions`]) hold winning. Hosts compare case-insensitively, without the port and a trailing
 //! dot. Paths compare byte for byte against the request's normalised path ([`normalize`]:
 //! decoded, dot segments resolved, slashes merged), never against the bytes as received.
 
 #![forbid(unsafe_code)]
 
+mod matcher;
 mod path;
 
+pub use matcher::{decode as decode_query, query_param, Conditions, FieldMatch, RequestView, Test};
 pub use path::{
     config_path, encoded_len, is_path_char, normalize, Normalized, PathError, PathOptions,
 };
@@ -74,8 +77,17 @@ pub struct Route {
     pub hosts: Vec<HostPattern>,
     pub path: PathMatch,
     pub rewrite: Rewrite,
-    /// Index into `Snapshot::upstreams`.
-    pub upstream: usize,
+    /// Index into `Snapshot::upstreams`; `None` for a route that answers itself (`return`) or
+    /// only aggregates.
+    pub upstream: Option<usize>,
+    /// Weighted split between upstreams: (upstream index, cumulative weight), empty when the
+    /// route has one upstream.
+    pub split: Box<[(usize, u32)]>,
+    /// Conditions beyond host and path (method, header, query); `None`: host and path decide.
+    pub conditions: Option<Box<Conditions>>,
+    /// Index into `Snapshot::policies` when the route names policies or transforms beyond rate
+    /// limits; `None` for a plain route (one check on the path).
+    pub policy: Option<usize>,
     /// Indices into `Snapshot::rate_limits`, in the order they apply.
     pub rate_limits: Box<[usize]>,
     /// Where the route's requests are logged.
@@ -173,47 +185,96 @@ impl Route {
     }
 }
 
-/// Path rules of one host group: exact paths in a map, prefixes longest first.
+/// Routes sharing one path (file order): the first whose conditions hold wins.
+type Candidates = Box<[usize]>;
+
+/// Prefixes with their candidates, longest first.
+type Prefixes = Vec<(Box<[u8]>, Candidates)>;
+
+/// Path rules of one host group: exact paths in a map; prefixes longest first, indexed by their
+/// first segment so that a table of a thousand prefixes is not scanned whole.
 #[derive(Debug, Default, Clone)]
 struct PathRules {
-    exact: AHashMap<Box<[u8]>, usize>,
-    prefixes: Vec<(Box<[u8]>, usize)>,
+    exact: AHashMap<Box<[u8]>, Candidates>,
+    /// Prefixes holding a second `/` (`/api/…`), by their first segment (`/api`), longest first.
+    by_segment: AHashMap<Box<[u8]>, Prefixes>,
+    /// Prefixes without a second `/` (`/`, `/api`, `/ap`), longest first. A path matching one
+    /// of these never matches a longer prefix of another segment, so the segment's own list is
+    /// tried first and these after.
+    short: Prefixes,
+}
+
+/// `/seg` of `/seg/…`; `None` when the bytes hold no second `/`.
+fn first_segment(p: &[u8]) -> Option<&[u8]> {
+    let rest = p.get(1..)?;
+    memchr::memchr(b'/', rest).map(|i| &p[..i + 1])
+}
+
+fn push_candidate(list: &mut Prefixes, p: &[u8], pos: usize) {
+    match list.iter_mut().find(|(q, _)| &**q == p) {
+        Some((_, c)) => *c = c.iter().copied().chain([pos]).collect(),
+        None => list.push((p.into(), Box::new([pos]))),
+    }
 }
 
 impl PathRules {
     fn insert(&mut self, path: &PathMatch, pos: usize) {
         match path {
             PathMatch::Exact(p) => {
-                self.exact.entry(p.clone()).or_insert(pos);
+                let c = self.exact.entry(p.clone()).or_default();
+                *c = c.iter().copied().chain([pos]).collect();
             }
-            PathMatch::Prefix(p) => {
-                if !self.prefixes.iter().any(|(q, _)| q == p) {
-                    self.prefixes.push((p.clone(), pos));
-                }
-            }
+            PathMatch::Prefix(p) => match first_segment(p) {
+                Some(seg) => push_candidate(self.by_segment.entry(seg.into()).or_default(), p, pos),
+                None => push_candidate(&mut self.short, p, pos),
+            },
         }
     }
 
     fn finish(&mut self) {
         // Longest first; equal lengths keep file order (stable sort).
-        self.prefixes
-            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        let by_len = |l: &mut Prefixes| {
+            l.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        };
+        by_len(&mut self.short);
+        self.by_segment.values_mut().for_each(by_len);
     }
 
-    fn find(&self, path: &[u8]) -> Option<usize> {
+    fn find(
+        &self,
+        routes: &[Route],
+        path: &[u8],
+        admits: &impl Fn(&Conditions) -> bool,
+    ) -> Option<usize> {
+        let first = |c: &Candidates| {
+            c.iter()
+                .copied()
+                .find(|&pos| routes[pos].conditions.as_deref().is_none_or(admits))
+        };
         if !self.exact.is_empty() {
-            if let Some(&pos) = self.exact.get(path) {
+            if let Some(pos) = self.exact.get(path).and_then(first) {
                 return Some(pos);
             }
         }
-        self.prefixes
+        if !self.by_segment.is_empty() {
+            if let Some(list) = first_segment(path).and_then(|s| self.by_segment.get(s)) {
+                let found = list
+                    .iter()
+                    .filter(|(p, _)| path.starts_with(p))
+                    .find_map(|(_, c)| first(c));
+                if found.is_some() {
+                    return found;
+                }
+            }
+        }
+        self.short
             .iter()
-            .find(|(p, _)| path.starts_with(p))
-            .map(|&(_, pos)| pos)
+            .filter(|(p, _)| path.starts_with(p))
+            .find_map(|(_, c)| first(c))
     }
 
     fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefixes.is_empty()
+        self.exact.is_empty() && self.by_segment.is_empty() && self.short.is_empty()
     }
 }
 
@@ -276,21 +337,38 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
+    /// Finds the route for a request by host and path alone (routes with conditions never
+    /// match): CONNECT targets, tests and benchmarks.
+    pub fn find(&self, host: &[u8], path: &[u8]) -> Option<&Route> {
+        self.find_matching(host, path, &|_: &Conditions| false)
+    }
+
     /// Finds the route for a request. `host` is the `Host` header value as received (any case,
     /// with or without `:port`), empty when absent; `path` is the path of the target without the
-    /// query.
-    pub fn find(&self, host: &[u8], path: &[u8]) -> Option<&Route> {
+    /// query; `admits` decides a route's extra conditions (called only for routes that have
+    /// some).
+    pub fn find_matching(
+        &self,
+        host: &[u8],
+        path: &[u8],
+        admits: &impl Fn(&Conditions) -> bool,
+    ) -> Option<&Route> {
         let mut buf = [0u8; MAX_HOST_LEN];
+        let routes = &self.routes[..];
         if let Some(host) = normalize_host(host, &mut buf) {
             if !self.exact_hosts.is_empty() {
-                if let Some(pos) = self.exact_hosts.get(host).and_then(|r| r.find(path)) {
-                    return Some(&self.routes[pos]);
+                if let Some(pos) = self
+                    .exact_hosts
+                    .get(host)
+                    .and_then(|r| r.find(routes, path, admits))
+                {
+                    return Some(&routes[pos]);
                 }
             }
             for (suffix, rules) in &self.wildcard_hosts {
                 if host.len() > suffix.len() && host.ends_with(suffix) {
-                    if let Some(pos) = rules.find(path) {
-                        return Some(&self.routes[pos]);
+                    if let Some(pos) = rules.find(routes, path, admits) {
+                        return Some(&routes[pos]);
                     }
                 }
             }
@@ -298,7 +376,9 @@ impl RouteTable {
         if self.any_host.is_empty() {
             return None;
         }
-        self.any_host.find(path).map(|pos| &self.routes[pos])
+        self.any_host
+            .find(routes, path, admits)
+            .map(|pos| &routes[pos])
     }
 }
 

@@ -22,7 +22,10 @@ fn route(name: &str, hosts: &[&str], path: &str, rewrite: Rewrite) -> Route {
         hosts,
         path,
         rewrite,
-        upstream: 0,
+        upstream: Some(0),
+        split: Box::new([]),
+        conditions: None,
+        policy: None,
         rate_limits: Box::new([]),
         access_log: Default::default(),
     }
@@ -34,7 +37,7 @@ fn table(routes: Vec<Route>) -> RouteTable {
         .enumerate()
         .map(|(i, mut r)| {
             r.index = i;
-            r.upstream = i;
+            r.upstream = Some(i);
             r
         })
         .collect();
@@ -210,7 +213,7 @@ fn route_knows_its_upstream() {
         route("a", &[], "/a/", Rewrite::None),
         route("b", &[], "/b/", Rewrite::None),
     ]);
-    assert_eq!(t.find(b"", b"/b/x").unwrap().upstream, 1);
+    assert_eq!(t.find(b"", b"/b/x").unwrap().upstream, Some(1));
     assert_eq!(t.find(b"", b"/a/x").unwrap().index, 0);
     assert_eq!(t.routes().len(), 2);
 }
@@ -270,4 +273,66 @@ fn rewrite_counts_escapes_in_the_matched_part_as_one_byte() {
     assert_eq!(rewritten(&r, "/api%2Fusers?x"), "/users?x");
     let r = route("a", &[], "/caf\u{e9}/", Rewrite::Replace((*b"/c/").into()));
     assert_eq!(rewritten(&r, "/caf%C3%A9/menu"), "/c/menu");
+}
+
+#[test]
+fn a_thousand_prefixes_are_found_through_their_first_segment() {
+    let mut routes = vec![
+        route("root", &[], "/", Rewrite::None),
+        route("short", &[], "/sv", Rewrite::None),
+        route("svc7-exact", &[], "=/svc7/health", Rewrite::None),
+    ];
+    for i in 0..1000 {
+        routes.push(route(
+            &format!("svc{i}"),
+            &[],
+            &format!("/svc{i}/"),
+            Rewrite::None,
+        ));
+        routes.push(route(
+            &format!("svc{i}-v2"),
+            &[],
+            &format!("/svc{i}/v2/"),
+            Rewrite::None,
+        ));
+    }
+    let t = table(routes);
+    assert_eq!(name(&t, "", "/svc7/x"), Some("svc7"));
+    assert_eq!(name(&t, "", "/svc7/v2/x"), Some("svc7-v2"));
+    assert_eq!(name(&t, "", "/svc999/v2/"), Some("svc999-v2"));
+    assert_eq!(name(&t, "", "/svc7/health"), Some("svc7-exact"));
+    // No route of the segment matches: the prefixes without a second slash decide.
+    assert_eq!(name(&t, "", "/svc7"), Some("short"));
+    assert_eq!(name(&t, "", "/svc1000/x"), Some("short"));
+    assert_eq!(name(&t, "", "/other/x"), Some("root"));
+}
+
+#[test]
+fn conditions_choose_among_routes_of_one_path() {
+    let mut post = route("post", &[], "/api/", Rewrite::None);
+    post.conditions = Some(Box::new(Conditions {
+        methods: Box::new([(*b"POST").into()]),
+        ..Conditions::default()
+    }));
+    let t = table(vec![
+        post,
+        route("any", &[], "/api/", Rewrite::None),
+        route("root", &[], "/", Rewrite::None),
+    ]);
+    let view = |method: &'static [u8]| RequestView {
+        method,
+        path: b"/api/x",
+        headers: &[],
+        buf: b"",
+        query: b"",
+    };
+    let find = |m: &'static [u8]| {
+        let v = view(m);
+        t.find_matching(b"", b"/api/x", &|c| c.admit(&v))
+            .map(|r| &*r.name)
+    };
+    assert_eq!(find(b"POST"), Some("post"));
+    assert_eq!(find(b"GET"), Some("any"));
+    // Plain `find` never takes a route with conditions.
+    assert_eq!(name(&t, "", "/api/x"), Some("any"));
 }

@@ -101,7 +101,7 @@ fn civil_from_days(z: i64) -> (u64, u64, u64) {
 }
 
 /// A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 bits from `n` (scrambled).
-pub(super) fn uuid_v7(out: &mut [u8; 36], ms: u64, n: u64) -> &[u8] {
+pub fn uuid_v7(out: &mut [u8; 36], ms: u64, n: u64) -> &[u8] {
     let r = splitmix(n);
     let hi = (ms << 16) | 0x7000 | (r >> 52);
     let lo = (r & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::{AccessLog, LogFormat};
 use crate::http1::Span;
-use format::{uuid_v7, Clock, Id};
+pub use format::uuid_v7;
+use format::{Clock, Id};
 
 mod format;
 
@@ -397,6 +398,18 @@ impl Captured {
         }
         self.protocol = protocol;
         self.valid = true;
+    }
+
+    /// Records the request id the proxy forwarded (a route with `request_id`), in place of the
+    /// received one.
+    pub fn set_request_id(&mut self, id: &[u8]) {
+        if !self.valid {
+            return;
+        }
+        let start = self.head.len();
+        self.head.extend_from_slice(id);
+        self.spans[5] = Span::new(start, self.head.len());
+        self.present |= 1 << 5;
     }
 
     /// Forgets the request (after its line).

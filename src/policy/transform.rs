@@ -1,0 +1,625 @@
+//! What a route does to a request and its response beyond forwarding it: header `set` / `add` /
+//! `remove` with variables, a regex path rewrite, query `set` / `remove`, a Host rewrite,
+//! `X-Request-Id`, CORS, and static answers (`return`). Compiled once per snapshot into a
+//! [`RoutePolicy`]; a route without one pays a single `Option` check.
+//!
+//! Values are [`Template`]s: literal bytes and `$variables` (`$client_ip`, `$host`, `$uri`,
+//! `$request_uri`, `$args`, `$method`, `$scheme`, `$route`, `$request_id`, `$consumer`,
+//! `$upstream_addr`, `$status`, `$http_NAME`, `$arg_NAME`, and `$1` / `${name}` for the
+//! captures of the route's `path_regex`), expanded straight into the head being written.
+
+use crate::http1::Header;
+
+/// A value with variables, compiled from `"text $var ${var}text"`.
+#[derive(Debug, Clone, Default)]
+pub struct Template {
+    parts: Box<[Part]>,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Lit(Box<[u8]>),
+    Var(Var),
+}
+
+/// A variable of a [`Template`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Var {
+    ClientIp,
+    Host,
+    Uri,
+    RequestUri,
+    Args,
+    Method,
+    Scheme,
+    Route,
+    RequestId,
+    Consumer,
+    UpstreamAddr,
+    Status,
+    /// `$http_x_user` → the first `X-User` field (`_` stands for `-`).
+    Http(Box<str>),
+    /// `$arg_page` → query parameter `page` as received (not decoded).
+    Arg(Box<str>),
+    /// `$1`, `${id}`: a capture of the route's `path_regex` (by group index).
+    Capture(usize),
+}
+
+/// Where a template is used: which variables make sense there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Request fields, the Host rewrite, query values, aggregate part paths, `return`.
+    Request,
+    /// Response fields: what the request carried is no longer at hand (`$http_*`, `$arg_*`
+    /// and captures are refused), but the backend and status are.
+    Response,
+}
+
+impl Template {
+    /// Compiles `src`; `captures` names the groups of the route's `path_regex` (index 0 is the
+    /// whole match), empty when it has none. The error says what is wrong.
+    pub fn parse(src: &str, place: Place, captures: &[Option<&str>]) -> Result<Template, String> {
+        let b = src.as_bytes();
+        let mut parts = Vec::new();
+        let mut lit = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] != b'$' {
+                lit.push(b[i]);
+                i += 1;
+                continue;
+            }
+            if b.get(i + 1) == Some(&b'$') {
+                lit.push(b'$'); // `$$` is a literal `$`
+                i += 2;
+                continue;
+            }
+            let (name, next) = if b.get(i + 1) == Some(&b'{') {
+                let end = src[i + 2..]
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed ${{ in {src:?}"))?;
+                (&src[i + 2..i + 2 + end], i + 3 + end)
+            } else {
+                let len = b[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                    .count();
+                (&src[i + 1..i + 1 + len], i + 1 + len)
+            };
+            if name.is_empty() {
+                return Err(format!(
+                    "'$' without a variable name in {src:?} (write $$ for a '$')"
+                ));
+            }
+            let var = variable(name, place, captures)?;
+            if !lit.is_empty() {
+                parts.push(Part::Lit(std::mem::take(&mut lit).into()));
+            }
+            parts.push(Part::Var(var));
+            i = next;
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit.into()));
+        }
+        Ok(Template {
+            parts: parts.into(),
+        })
+    }
+
+    /// The value when the template holds no variable.
+    pub fn literal(&self) -> Option<&[u8]> {
+        match &*self.parts {
+            [] => Some(b""),
+            [Part::Lit(l)] => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Writes the value for `cx` to `out`.
+    pub fn expand(&self, cx: &Vars, out: &mut impl FnMut(&[u8])) {
+        for p in self.parts.iter() {
+            match p {
+                Part::Lit(l) => out(l),
+                Part::Var(v) => cx.write(v, out),
+            }
+        }
+    }
+
+    /// The value for `cx` appended to `out`.
+    pub fn expand_into(&self, cx: &Vars, out: &mut Vec<u8>) {
+        self.expand(cx, &mut |b: &[u8]| out.extend_from_slice(b));
+    }
+}
+
+fn variable(name: &str, place: Place, captures: &[Option<&str>]) -> Result<Var, String> {
+    let request_only = |v: Var| {
+        if place == Place::Response {
+            Err(format!(
+                "${name} is not available in response_headers (the request is gone by then)"
+            ))
+        } else {
+            Ok(v)
+        }
+    };
+    Ok(match name {
+        "client_ip" | "remote_addr" => Var::ClientIp,
+        "host" => Var::Host,
+        "uri" => Var::Uri,
+        "request_uri" => Var::RequestUri,
+        "args" | "query_string" => Var::Args,
+        "method" | "request_method" => Var::Method,
+        "scheme" => Var::Scheme,
+        "route" => Var::Route,
+        "request_id" => Var::RequestId,
+        "consumer" => Var::Consumer,
+        "upstream_addr" if place == Place::Response => Var::UpstreamAddr,
+        "upstream_addr" => {
+            return Err(
+                "$upstream_addr is known once the response comes: use it in response_headers"
+                    .into(),
+            )
+        }
+        "status" if place == Place::Response => Var::Status,
+        "status" => return Err("$status is only available in response_headers".into()),
+        n if n.starts_with("http_") && n.len() > 5 => {
+            request_only(Var::Http(n[5..].replace('_', "-").into()))?
+        }
+        n if n.starts_with("arg_") && n.len() > 4 => request_only(Var::Arg(n[4..].into()))?,
+        n if n.bytes().all(|b| b.is_ascii_digit()) => {
+            let i: usize = n.parse().map_err(|_| format!("bad capture ${n}"))?;
+            if i == 0 || i >= captures.len() {
+                return Err(format!(
+                    "${i}: path_regex has {} capture group(s)",
+                    captures.len().saturating_sub(1)
+                ));
+            }
+            request_only(Var::Capture(i))?
+        }
+        n => match captures.iter().position(|c| *c == Some(n)) {
+            Some(i) => request_only(Var::Capture(i))?,
+            None => return Err(format!("unknown variable ${n}")),
+        },
+    })
+}
+
+/// The values variables stand for, for one request.
+#[derive(Default)]
+pub struct Vars<'r> {
+    pub client_ip: &'r str,
+    /// The `Host` value without its port.
+    pub host: &'r [u8],
+    /// The request target as received; the path is the part before `?`.
+    pub target: &'r [u8],
+    pub method: &'r [u8],
+    pub scheme: &'static str,
+    pub route: &'r str,
+    pub request_id: &'r [u8],
+    pub consumer: &'r str,
+    pub upstream_addr: &'r str,
+    pub status: u16,
+    pub headers: &'r [Header],
+    pub buf: &'r [u8],
+    /// Capture spans of `path_regex` in `captured` (by group index).
+    pub captures: &'r [Option<(usize, usize)>],
+    pub captured: &'r [u8],
+}
+
+impl Vars<'_> {
+    fn write(&self, v: &Var, out: &mut impl FnMut(&[u8])) {
+        let split = memchr::memchr(b'?', self.target);
+        match v {
+            Var::ClientIp => out(self.client_ip.as_bytes()),
+            Var::Host => out(self.host),
+            Var::Uri => out(&self.target[..split.unwrap_or(self.target.len())]),
+            Var::RequestUri => out(self.target),
+            Var::Args => out(split.map_or(&b""[..], |i| &self.target[i + 1..])),
+            Var::Method => out(self.method),
+            Var::Scheme => out(self.scheme.as_bytes()),
+            Var::Route => out(self.route.as_bytes()),
+            Var::RequestId => out(self.request_id),
+            Var::Consumer => out(self.consumer.as_bytes()),
+            Var::UpstreamAddr => out(self.upstream_addr.as_bytes()),
+            Var::Status => {
+                let s = self.status;
+                out(&[
+                    b'0' + (s / 100 % 10) as u8,
+                    b'0' + (s / 10 % 10) as u8,
+                    b'0' + (s % 10) as u8,
+                ])
+            }
+            Var::Http(name) => {
+                if let Some(h) = self
+                    .headers
+                    .iter()
+                    .find(|h| h.name.of(self.buf).eq_ignore_ascii_case(name.as_bytes()))
+                {
+                    out(h.value.of(self.buf))
+                }
+            }
+            Var::Arg(name) => {
+                let query = split.map_or(&b""[..], |i| &self.target[i + 1..]);
+                if let Some(raw) = raw_param(query, name) {
+                    out(raw)
+                }
+            }
+            Var::Capture(i) => {
+                if let Some(Some((s, e))) = self.captures.get(*i) {
+                    out(&self.captured[*s..*e])
+                }
+            }
+        }
+    }
+}
+
+/// The first value of `name` in `query`, as received.
+fn raw_param<'q>(query: &'q [u8], name: &str) -> Option<&'q [u8]> {
+    query.split(|&b| b == b'&').find_map(|pair| {
+        let (n, v) = match memchr::memchr(b'=', pair) {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        (n == name.as_bytes()).then_some(v)
+    })
+}
+
+/// `set` / `add` / `remove` of header fields, compiled: the names whose received fields give
+/// way, the lines whose values hold no variable written out once at load, and the others with
+/// their templates.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    /// Removed and set names, lower case.
+    drop: Box<[Box<[u8]>]>,
+    /// Complete field lines of `set` and `add` values without variables.
+    fixed: Box<[u8]>,
+    /// `Name: ` and the template of each value with variables.
+    dynamic: Box<[(Box<[u8]>, Template)]>,
+}
+
+impl HeaderOps {
+    /// `set` replaces received fields of its names, `add` appends, `remove` drops (names as
+    /// configured; compared ignoring case).
+    pub fn new(
+        set: Vec<(Box<str>, Template)>,
+        add: Vec<(Box<str>, Template)>,
+        remove: Vec<Box<str>>,
+    ) -> HeaderOps {
+        let drop = remove
+            .iter()
+            .chain(set.iter().map(|(n, _)| n))
+            .map(|n| n.to_ascii_lowercase().into_bytes().into())
+            .collect();
+        let mut fixed = Vec::new();
+        let mut dynamic = Vec::new();
+        for (name, t) in set.into_iter().chain(add) {
+            match t.literal() {
+                Some([]) => {}
+                Some(value) => {
+                    fixed.extend_from_slice(name.as_bytes());
+                    fixed.extend_from_slice(b": ");
+                    fixed.extend_from_slice(value);
+                    fixed.extend_from_slice(b"\r\n");
+                }
+                None => dynamic.push((format!("{name}: ").into_bytes().into(), t)),
+            }
+        }
+        HeaderOps {
+            drop,
+            fixed: fixed.into(),
+            dynamic: dynamic.into(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.drop.is_empty() && self.fixed.is_empty() && self.dynamic.is_empty()
+    }
+
+    /// Whether writing the fields needs the request's variables.
+    pub fn has_variables(&self) -> bool {
+        !self.dynamic.is_empty()
+    }
+
+    /// Whether a received field named `name` is dropped (removed, or replaced by `set`).
+    pub fn drops(&self, name: &[u8]) -> bool {
+        self.drop
+            .iter()
+            .any(|n| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+    }
+
+    /// Writes the `set` and `add` fields (complete lines); a value that expands to nothing is
+    /// left out.
+    pub fn write(&self, cx: &Vars, out: &mut impl FnMut(&[u8])) {
+        out(&self.fixed);
+        for (name, t) in self.dynamic.iter() {
+            let mut empty = true;
+            t.expand(cx, &mut |b: &[u8]| empty &= b.is_empty());
+            if !empty {
+                out(name);
+                t.expand(cx, out);
+                out(b"\r\n");
+            }
+        }
+    }
+}
+
+/// `path_rewrite = { regex, replace }`.
+#[derive(Debug, Clone)]
+pub struct PathRewrite {
+    pub regex: regex::bytes::Regex,
+    /// In the `regex` crate's replacement syntax (`$1`, `${name}`).
+    pub replace: Box<str>,
+}
+
+impl PathRewrite {
+    /// The rewritten path, appended to `out`; `false` (nothing appended) when the regex does
+    /// not match (the path goes on unchanged).
+    pub fn apply(&self, path: &[u8], out: &mut Vec<u8>) -> bool {
+        match self.regex.captures(path) {
+            Some(c) => {
+                let whole = c.get(0).map_or(0..0, |m| m.range());
+                out.extend_from_slice(&path[..whole.start]);
+                c.expand(self.replace.as_bytes(), out);
+                out.extend_from_slice(&path[whole.end..]);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// `query = { set, remove }`.
+#[derive(Debug, Clone, Default)]
+pub struct QueryOps {
+    pub set: Box<[(Box<str>, Template)]>,
+    pub remove: Box<[Box<str>]>,
+}
+
+impl QueryOps {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
+    /// Appends the query after the changes (without `?`) to `out`: received parameters in
+    /// order except removed and set ones, then the set ones (values percent-encoded).
+    pub fn apply(&self, query: &[u8], cx: &Vars, out: &mut Vec<u8>) {
+        let start = out.len();
+        for pair in query.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+            let name = &pair[..memchr::memchr(b'=', pair).unwrap_or(pair.len())];
+            let decoded = crate::route::decode_query(name);
+            let gone = self
+                .remove
+                .iter()
+                .chain(self.set.iter().map(|(n, _)| n))
+                .any(|n| n.as_bytes() == &*decoded);
+            if !gone {
+                if out.len() > start {
+                    out.push(b'&');
+                }
+                out.extend_from_slice(pair);
+            }
+        }
+        for (name, t) in self.set.iter() {
+            if out.len() > start {
+                out.push(b'&');
+            }
+            encode_component(name.as_bytes(), out);
+            out.push(b'=');
+            t.expand(cx, &mut |b: &[u8]| encode_component(b, out));
+        }
+    }
+}
+
+/// Percent-encodes all but unreserved characters (RFC 3986 §2.3).
+pub fn encode_component(b: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &c in b {
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+            out.push(c);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
+        }
+    }
+}
+
+/// A route's CORS policy.
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// Allowed origins (exact, compared ignoring ASCII case); `["*"]`: any.
+    pub origins: Box<[Box<str>]>,
+    pub any_origin: bool,
+    /// `Access-Control-Allow-Methods` value.
+    pub methods: Box<str>,
+    /// `Access-Control-Allow-Headers` value; `None`: echo the preflight's request headers.
+    pub headers: Option<Box<str>>,
+    /// `Access-Control-Expose-Headers` value (empty: none).
+    pub expose: Box<str>,
+    pub credentials: bool,
+    pub max_age: Option<u64>,
+}
+
+impl Cors {
+    /// Whether `origin` may use the route.
+    pub fn allows(&self, origin: &[u8]) -> bool {
+        self.any_origin
+            || self
+                .origins
+                .iter()
+                .any(|o| o.as_bytes().eq_ignore_ascii_case(origin))
+    }
+
+    /// `Access-Control-Allow-Origin` and the fields every answer to `origin` carries.
+    pub fn write_common(&self, origin: &[u8], out: &mut impl FnMut(&[u8])) {
+        out(b"Access-Control-Allow-Origin: ");
+        if self.any_origin && !self.credentials {
+            out(b"*\r\n");
+        } else {
+            out(origin);
+            out(b"\r\nVary: Origin\r\n");
+        }
+        if self.credentials {
+            out(b"Access-Control-Allow-Credentials: true\r\n");
+        }
+    }
+
+    /// The fields of an answer to an actual (not preflight) request from `origin`.
+    pub fn write_response(&self, origin: &[u8], out: &mut impl FnMut(&[u8])) {
+        self.write_common(origin, out);
+        if !self.expose.is_empty() {
+            out(b"Access-Control-Expose-Headers: ");
+            out(self.expose.as_bytes());
+            out(b"\r\n");
+        }
+    }
+
+    /// The fields of the answer to a preflight from `origin` asking for `request_headers`.
+    pub fn preflight(&self, origin: &[u8], request_headers: Option<&[u8]>) -> Vec<u8> {
+        let mut v = Vec::with_capacity(256);
+        let mut out = |b: &[u8]| v.extend_from_slice(b);
+        self.write_common(origin, &mut out);
+        out(b"Access-Control-Allow-Methods: ");
+        out(self.methods.as_bytes());
+        out(b"\r\n");
+        let allow = match &self.headers {
+            Some(h) => Some(h.as_bytes()),
+            None => request_headers,
+        };
+        if let Some(h) = allow.filter(|h| !h.is_empty()) {
+            out(b"Access-Control-Allow-Headers: ");
+            out(h);
+            out(b"\r\n");
+        }
+        if let Some(age) = self.max_age {
+            out(format!("Access-Control-Max-Age: {age}\r\n").as_bytes());
+        }
+        v
+    }
+}
+
+/// `return = { status, location, body, content_type }`: the route answers itself.
+#[derive(Debug, Clone)]
+pub struct Return {
+    pub status: u16,
+    pub location: Option<Template>,
+    pub body: Option<Template>,
+    pub content_type: Box<str>,
+}
+
+/// One part of an aggregate route.
+#[derive(Debug, Clone)]
+pub struct AggregatePart {
+    /// The member of the merged object the part's body goes under; `None`: its members are
+    /// merged at the top level.
+    pub key: Option<Box<str>>,
+    pub upstream: usize,
+    /// Path and query sent, with variables (`$1`, `${id}`, `$args`, …).
+    pub path: Template,
+    pub timeout: std::time::Duration,
+}
+
+/// `aggregate = [...]` with its error mode and body bound.
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    pub parts: Box<[AggregatePart]>,
+    /// `true`: one failed part fails the whole answer (502).
+    pub fail_whole: bool,
+    /// Largest body accepted from one part.
+    pub max_bytes: usize,
+}
+
+/// Everything a route applies besides rate limits. Absent for a plain route.
+#[derive(Debug, Clone, Default)]
+pub struct RoutePolicy {
+    /// Index into `Snapshot::auths`.
+    pub auth: Option<usize>,
+    /// Consumers allowed on the route (empty: any authenticated one); others get 403.
+    pub consumers: Box<[Box<str>]>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub path_rewrite: Option<PathRewrite>,
+    pub query: QueryOps,
+    pub host: Option<Template>,
+    pub request_id: bool,
+    pub cors: Option<Cors>,
+    pub ret: Option<Return>,
+    pub aggregate: Option<Aggregate>,
+}
+
+impl RoutePolicy {
+    /// Whether the request target is rebuilt (path rewrite or query changes).
+    pub fn rewrites_target(&self) -> bool {
+        self.path_rewrite.is_some() || !self.query.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars<'a>(target: &'a [u8]) -> Vars<'a> {
+        Vars {
+            client_ip: "10.0.0.1",
+            host: b"api.test",
+            target,
+            method: b"GET",
+            scheme: "http",
+            route: "r",
+            request_id: b"id-1",
+            consumer: "alice",
+            ..Vars::default()
+        }
+    }
+
+    fn expand(t: &str, place: Place, target: &[u8]) -> String {
+        let t = Template::parse(t, place, &[None]).unwrap();
+        let mut v = Vec::new();
+        t.expand_into(&vars(target), &mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn templates() {
+        let r = Place::Request;
+        assert_eq!(
+            expand("https://$host$request_uri", r, b"/a?b=1"),
+            "https://api.test/a?b=1"
+        );
+        assert_eq!(expand("${uri}x $args", r, b"/a?b=1"), "/ax b=1");
+        assert_eq!(
+            expand("$$5 $consumer@$client_ip", r, b"/"),
+            "$5 alice@10.0.0.1"
+        );
+        assert_eq!(expand("p=$arg_b;", r, b"/a?a=2&b=x%20y"), "p=x%20y;");
+        assert!(Template::parse("$nope", r, &[None]).is_err());
+        assert!(Template::parse("$upstream_addr", r, &[None]).is_err());
+        assert!(Template::parse("$http_x", Place::Response, &[None]).is_err());
+        assert!(Template::parse("${host", r, &[None]).is_err());
+        assert!(Template::parse("$1", r, &[None]).is_err());
+        assert!(Template::parse("${id}/$1", r, &[None, Some("id")]).is_ok());
+    }
+
+    #[test]
+    fn query_ops() {
+        let ops = QueryOps {
+            set: Box::new([(
+                "v".into(),
+                Template::parse("a b&", Place::Request, &[None]).unwrap(),
+            )]),
+            remove: Box::new(["debug".into()]),
+        };
+        let mut out = Vec::new();
+        ops.apply(b"x=1&debug=1&v=old&de%62ug=2&y", &vars(b"/"), &mut out);
+        assert_eq!(out, b"x=1&y&v=a%20b%26");
+    }
+
+    #[test]
+    fn path_rewrite() {
+        let p = PathRewrite {
+            regex: regex::bytes::Regex::new("^/users/(?P<id>[0-9]+)$").unwrap(),
+            replace: "/v2/u/${id}".into(),
+        };
+        let mut out = Vec::new();
+        assert!(p.apply(b"/users/42", &mut out));
+        assert_eq!(out, b"/v2/u/42");
+        out.clear();
+        assert!(!p.apply(b"/users/x", &mut out));
+    }
+}
