@@ -139,3 +139,59 @@ fn access_log_variants_and_an_extra_binary() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The gateway variants (`jwt`, `transforms`, `routes1000`) against coregate: each config is
+/// accepted and every request answered 200 (the JWT variant's requests carry the token its auth
+/// admits; without it every one would be a 401 and the bench would count errors).
+#[test]
+fn gateway_variants_measure_without_errors() {
+    let bin = coregate_release_bin();
+    let dir = tempdir();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "bench",
+        "--quick",
+        "--rounds",
+        "1",
+        "--proxies",
+        "coregate",
+        "--scenarios",
+        "small",
+        "--coregate-variants",
+        "rr,jwt,transforms,routes1000",
+    ])
+    .arg("--coregate")
+    .arg(&bin)
+    .arg("--results")
+    .arg(&dir);
+    let (code, out) = run_bounded(&mut cmd, Duration::from_secs(180));
+    assert_eq!(code, 0, "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let targets = json["scenarios"][0]["targets"].as_array().unwrap();
+    let names: Vec<&str> = targets
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "coregate-rr",
+            "coregate-jwt",
+            "coregate-transforms",
+            "coregate-routes1000"
+        ],
+        "{out}"
+    );
+    for t in targets {
+        assert_eq!(t["errors"].as_u64(), Some(0), "{t}");
+        assert!(t["saturation_median"].as_f64().unwrap() > 0.0, "{t}");
+        assert!(t["cpu_us_per_req_median"].as_f64().unwrap() > 0.0, "{t}");
+    }
+    let conf =
+        |n: &str| std::fs::read_to_string(dir.join(format!("small/coregate-{n}.toml"))).unwrap();
+    assert!(conf("jwt").contains("kind = \"jwt\""));
+    assert!(conf("transforms").contains("[routes.response_headers]"));
+    assert_eq!(conf("routes1000").matches("[[routes]]").count(), 1001);
+    let _ = std::fs::remove_dir_all(&dir);
+}

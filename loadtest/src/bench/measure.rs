@@ -158,7 +158,7 @@ fn load(
         rate,
         pipeline: 1,
         method: if s.post_body.is_some() { "POST" } else { "GET" }.into(),
-        headers: Vec::new(),
+        headers: t.variant.map(Variant::request_headers).unwrap_or_default(),
         body: None,
         body_file: None,
         body_size: s.post_body,

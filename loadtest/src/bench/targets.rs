@@ -168,16 +168,26 @@ pub enum Variant {
     /// rr plus a `[[rate_limits]]` table (sync mode, by client_ip) that never trips, named by
     /// the route: the cost of a limit's bookkeeping on every request.
     Limit,
+    /// rr plus JWT authentication (HS256) on the route; the generator sends a valid token.
+    Jwt,
+    /// rr plus five header transforms on the route (four on the request, one on the response).
+    Transforms,
+    /// rr with 1,000 more routes (`/svcN/`, half with JWT auth, half with transforms) before the
+    /// plain catch-all route the requests take.
+    Routes1000,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 9] = [
         Variant::Rr,
         Variant::P2c,
         Variant::Health,
         Variant::LogCombined,
         Variant::LogJson,
         Variant::Limit,
+        Variant::Jwt,
+        Variant::Transforms,
+        Variant::Routes1000,
     ];
 
     pub fn name(self) -> &'static str {
@@ -188,6 +198,9 @@ impl Variant {
             Variant::LogCombined => "log-combined",
             Variant::LogJson => "log-json",
             Variant::Limit => "limit",
+            Variant::Jwt => "jwt",
+            Variant::Transforms => "transforms",
+            Variant::Routes1000 => "routes1000",
         }
     }
 
@@ -198,7 +211,7 @@ impl Variant {
             .ok_or_else(|| {
                 format!(
                     "unknown coregate variant {s:?} (rr, p2c, health, log-combined, log-json, \
-                     limit)"
+                     limit, jwt, transforms, routes1000)"
                 )
             })
     }
@@ -221,15 +234,31 @@ impl Variant {
                 "balancer = \"round_robin\", [[rate_limits]] name = \"never\", key = \"client_ip\", \
                  rate = 100000000, period = \"1s\", mode = \"sync\"; route rate_limits = [\"never\"]"
             }
+            Variant::Jwt => {
+                "balancer = \"round_robin\", [[auth]] kind = \"jwt\" (HS256 secret, issuer, \
+                 forward_claims sub), route auth; requests carry a valid token"
+            }
+            Variant::Transforms => {
+                "balancer = \"round_robin\", route request_headers set 2 / add 1 / remove 1, \
+                 response_headers set 1"
+            }
+            Variant::Routes1000 => {
+                "balancer = \"round_robin\", 1,000 more routes /svcN/ (half JWT, half transforms) \
+                 before the plain catch-all the requests take"
+            }
         }
     }
 
     /// The balancer line and the extra tables of the upstream.
     fn upstream(self) -> (&'static str, &'static str) {
         match self {
-            Variant::Rr | Variant::LogCombined | Variant::LogJson | Variant::Limit => {
-                ("round_robin", "")
-            }
+            Variant::Rr
+            | Variant::LogCombined
+            | Variant::LogJson
+            | Variant::Limit
+            | Variant::Jwt
+            | Variant::Transforms
+            | Variant::Routes1000 => ("round_robin", ""),
             Variant::P2c => ("p2c", ""),
             Variant::Health => (
                 "p2c",
@@ -238,12 +267,36 @@ impl Variant {
         }
     }
 
-    /// The top-level tables (`[[rate_limits]]`) and the route's extra lines of the variants
-    /// that limit: [`NEVER_LIMIT`] and the route naming it.
-    pub fn rate_limit(self) -> Option<(&'static str, &'static str)> {
+    /// The top-level tables (`[[rate_limits]]`, `[[auth]]`, more `[[routes]]`) and the
+    /// catch-all route's extra lines of the variants that add policy.
+    pub fn policy(self) -> (String, &'static str) {
         match self {
-            Variant::Limit => Some((NEVER_LIMIT, "rate_limits = [\"never\"]\n")),
-            _ => None,
+            Variant::Limit => (NEVER_LIMIT.into(), "rate_limits = [\"never\"]\n"),
+            Variant::Jwt => (JWT_AUTH.into(), "auth = \"bench\"\n"),
+            Variant::Transforms => (String::new(), TRANSFORMS),
+            Variant::Routes1000 => {
+                let mut t = String::from(JWT_AUTH);
+                for i in 0..1000 {
+                    let policy = if i % 2 == 0 {
+                        "auth = \"bench\"\n"
+                    } else {
+                        TRANSFORMS
+                    };
+                    t += &format!(
+                        "[[routes]]\nname = \"svc{i}\"\npath_prefix = \"/svc{i}/\"\nupstream = \"backend\"\n{policy}\n"
+                    );
+                }
+                (t, "")
+            }
+            _ => (String::new(), ""),
+        }
+    }
+
+    /// Fields every request of the variant carries (a token for [`Variant::Jwt`]).
+    pub fn request_headers(self) -> Vec<String> {
+        match self {
+            Variant::Jwt => vec![format!("Authorization: Bearer {BENCH_JWT}")],
+            _ => Vec::new(),
         }
     }
 
@@ -397,6 +450,29 @@ upstream = "backend"
     }
 }
 
+/// The auth of [`Variant::Jwt`]: HS256 with a fixed secret; [`BENCH_JWT`] passes it.
+pub const JWT_AUTH: &str = "[[auth]]
+name = \"bench\"
+kind = \"jwt\"
+secret = \"loadtest-bench-secret-0123456789abcdef\"
+issuer = \"loadtest\"
+forward_claims = { sub = \"X-User\" }
+
+";
+
+/// A token [`JWT_AUTH`] admits: `{"sub":"bench","iss":"loadtest","exp":4102444800}` (2100-01-01)
+/// signed HS256 with its secret (made with PyJWT).
+pub const BENCH_JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaCIsImlzcyI6ImxvYWR0ZXN0IiwiZXhwIjo0MTAyNDQ0ODAwfQ.Q-s9782I42lwpAqc3FKiVRoIBT6NDdiY40NsZnIwmqI";
+
+/// The five header transforms of [`Variant::Transforms`] (route subtables).
+const TRANSFORMS: &str = "[routes.request_headers]
+set = { \"X-Client\" = \"$client_ip\", \"X-Env\" = \"bench\" }
+add = { \"X-Via\" = \"coregate $method\" }
+remove = [\"X-Debug\"]
+[routes.response_headers]
+set = { \"Server\" = \"coregate\" }
+";
+
 /// The limit of [`Variant::Limit`]: by client address, sync mode (coregate's default), a rate
 /// no benchmark reaches, so it never trips and only its bookkeeping is measured.
 pub const NEVER_LIMIT: &str = "[[rate_limits]]
@@ -477,10 +553,10 @@ pub fn coregate_config(
     if let Some(t) = tls {
         listener.push_str(&t.coregate());
     }
-    let (tables, route) = variant.rate_limit().unwrap_or(("", ""));
+    let (tables, route) = variant.policy();
     Ok(CoregateToml {
         listener: &listener,
-        tables,
+        tables: &tables,
         balancer: Some(balancer),
         extra,
         route,
