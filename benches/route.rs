@@ -1,5 +1,7 @@
 //! Route lookup: the compiled table of the gateway example shape, scaled to 50 routes, against
-//! typical request hosts and paths.
+//! typical request hosts and paths; and a table of 1,000 prefix routes (`/svcN/`), found through
+//! the first-segment index, against a linear scan of the same prefixes longest first (what the
+//! table did before the index).
 
 use std::hint::black_box;
 
@@ -60,5 +62,53 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+fn thousand() -> coregate::config::Snapshot {
+    let mut src = String::from(
+        "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[[upstreams]]\nname = \"u\"\nbackends = [{ address = \"127.0.0.1:9000\" }]\n",
+    );
+    for i in 0..1000 {
+        src += &format!(
+            "[[routes]]\nname = \"svc{i}\"\npath_prefix = \"/svc{i}/\"\nupstream = \"u\"\n"
+        );
+    }
+    src += "[[routes]]\nname = \"default\"\nupstream = \"u\"\n";
+    coregate::config::parse("bench.toml", &src).unwrap()
+}
+
+fn bench_thousand(c: &mut Criterion) {
+    let snap = thousand();
+    let t = &snap.listeners[0].routes;
+    let mut linear: Vec<(Vec<u8>, usize)> = (0..1000)
+        .map(|i| (format!("/svc{i}/").into_bytes(), i))
+        .chain([(b"/".to_vec(), 1000)])
+        .collect();
+    linear.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    let mut g = c.benchmark_group("route_find_1000");
+    for (name, path) in [
+        ("prefix /svc500/", &b"/svc500/items/42"[..]),
+        ("prefix /svc7/", b"/svc7/x"),
+        ("catch-all", b"/static/app.js"),
+    ] {
+        let want = t.find(b"a.test", path).unwrap().index;
+        let scan = linear.iter().find(|(p, _)| path.starts_with(p)).unwrap().1;
+        assert_eq!(want, scan);
+        g.bench_function(format!("index, {name}"), |b| {
+            b.iter(|| {
+                t.find(black_box(b"a.test"), black_box(path))
+                    .map(|r| r.index)
+            })
+        });
+        g.bench_function(format!("linear scan, {name}"), |b| {
+            b.iter(|| {
+                linear
+                    .iter()
+                    .find(|(p, _)| black_box(path).starts_with(p))
+                    .map(|r| r.1)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_thousand);
 criterion_main!(benches);
