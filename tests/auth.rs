@@ -477,8 +477,10 @@ name = "api"
 auth = "staff"
 request_headers = {{ set = {{ "X-User" = "$consumer" }} }}
 upstream = "app"
+access_log = {{ path = "{}", format = "combined", flush = "10ms" }}
 "#,
-            file.display()
+            file.display(),
+            dir.0.join("access.log").display()
         );
     let p = start_proxy("io_uring", "", &rest);
     let basic = |user: &str, pass: &str| {
@@ -508,4 +510,49 @@ upstream = "app"
         .map(|r| r.header("X-User").unwrap_or("").to_string())
         .collect();
     assert_eq!(users, ["ali", "ali", "bob"]);
+    // The access log names the consumer where nginx writes $remote_user.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut log = String::new();
+    while log.lines().count() < 6 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        log = std::fs::read_to_string(dir.0.join("access.log")).unwrap_or_default();
+    }
+    let who: Vec<&str> = log.lines().map(|l| l.split(' ').nth(2).unwrap()).collect();
+    assert_eq!(who, ["ali", "ali", "bob", "-", "-", "-"], "{log}");
+}
+
+#[test]
+fn a_reload_reads_the_keys_file_again() {
+    let dir = TempDir::new("apikey-reload");
+    let keys = dir.write("keys.txt", "old-key acme\n");
+    let b = TestBackend::hello();
+    let rest = upstream_toml("app", &[b.port], "")
+        + &format!(
+            "[[auth]]\nname = \"k\"\nkind = \"api_key\"\nheader = \"X-Api-Key\"\nkeys_file = \"{}\"\n\n\
+             [[routes]]\nname = \"api\"\nauth = \"k\"\nupstream = \"app\"\n",
+            keys.display()
+        );
+    let p = start_proxy("io_uring", "", &rest);
+    assert_eq!(request(p.addr, "/", "X-Api-Key: old-key\r\n").status, 200);
+    assert_eq!(request(p.addr, "/", "X-Api-Key: new-key\r\n").status, 401);
+    dir.write("keys.txt", "new-key acme\n");
+    p.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while request(p.addr, "/", "X-Api-Key: new-key\r\n").status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key was never admitted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(request(p.addr, "/", "X-Api-Key: old-key\r\n").status, 401);
+    // A broken file on reload keeps the keys in force.
+    dir.write("keys.txt", "new-key acme\nnew-key globex\n");
+    p.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !p.log_text().contains("duplicate key") {
+        assert!(std::time::Instant::now() < deadline, "{}", p.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(request(p.addr, "/", "X-Api-Key: new-key\r\n").status, 200);
 }

@@ -549,6 +549,11 @@ impl<'a> ClientConn<'a> {
                 request_time: elapsed,
                 upstream,
                 upstream_time: t.upstream_time,
+                consumer: route
+                    .and_then(|r| r.policy)
+                    .and_then(|p| snap.policies[p].auth)
+                    .map(|_| self.scratch.gateway.identity.consumer.as_str())
+                    .filter(|c| !c.is_empty()),
             };
             let slot = self.state.log_slots[i];
             self.ctx

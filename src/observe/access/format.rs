@@ -403,12 +403,18 @@ fn plain(v: &[u8]) -> bool {
     bad == 0
 }
 
-/// `client - - [time] "METHOD TARGET PROTOCOL" status body_bytes "referer" "user agent"
-/// rt=SECONDS upstream=ADDR urt=SECONDS id=REQUEST-ID`. The method is a token (the parser
+/// `client - consumer [time] "METHOD TARGET PROTOCOL" status body_bytes "referer" "user agent"
+/// rt=SECONDS upstream=ADDR urt=SECONDS id=REQUEST-ID` (the consumer where nginx writes
+/// `$remote_user`, `-` without one). The method is a token (the parser
 /// checked it) and the backend address comes from the config: both are written as they are.
 fn combined(w: &mut Cursor<'_>, e: &Entry<'_>, clock: &Clock, id: Id<'_>) {
     w.put(e.client.as_bytes());
-    w.put(b" - - [");
+    w.put(b" - ");
+    match e.consumer.filter(|c| !c.is_empty()) {
+        Some(c) => w.escaped(c.as_bytes()),
+        None => w.byte(b'-'),
+    }
+    w.put(b" [");
     w.put(&clock.common);
     w.put(b"] \"");
     match &e.request {
@@ -511,6 +517,8 @@ fn json_line(w: &mut Cursor<'_>, e: &Entry<'_>, clock: &Clock, millis: u32, id: 
         Some(t) => w.seconds(t),
         None => w.put(b"null"),
     }
+    w.put(b",\"consumer\":");
+    w.json_opt(e.consumer.map(str::as_bytes));
     w.put(b",\"referer\":");
     w.json_opt(r.and_then(|r| r.referer));
     w.put(b",\"user_agent\":");
@@ -541,6 +549,7 @@ mod tests {
             request_time: Duration::from_micros(3_456),
             upstream: Some(("app", "127.0.0.1:9001")),
             upstream_time: Some(Duration::from_millis(2)),
+            consumer: None,
         }
     }
 
@@ -584,6 +593,18 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "127.0.0.1 - - [01/Dec/2026:16:30:00 +0000] \"GET /a\\x22b?c=\\x01 HTTP/1.1\" 200 5 \"-\" \"curl/8 \\xFF\" rt=0.003 upstream=127.0.0.1:9001 urt=0.002 id=abc\n"
+        );
+        // The consumer (escaped like the rest: it may come from a token's claim).
+        let mut out = Vec::new();
+        let e = Entry {
+            consumer: Some("al ice\""),
+            ..entry(Some(request()))
+        };
+        line(&mut out, false, &e, &c, 0, Id::Received(b"abc"));
+        assert!(
+            out.starts_with(b"127.0.0.1 - al ice\\x22 [01/Dec/2026:16:30:00 +0000] "),
+            "{}",
+            String::from_utf8_lossy(&out)
         );
         let mut out = Vec::new();
         let mut e = entry(None);

@@ -355,6 +355,8 @@ pub struct Entry<'a> {
     /// The upstream's name and the backend's address as the config gives it.
     pub upstream: Option<(&'a str, &'a str)>,
     pub upstream_time: Option<Duration>,
+    /// The consumer the route's auth admitted.
+    pub consumer: Option<&'a str>,
 }
 
 /// What a log line says about the request itself (raw bytes as received).
