@@ -111,7 +111,24 @@ fn invalid_cases() -> Vec<(&'static str, String, usize, usize, String)> {
     let split =
         route("split = [{ upstream = \"app\", weight = 1 }, { upstream = \"app\", weight = 1 }]");
     let redirect = r("upstream = \"app\"", "return = { status = 302 }");
+    let any_credentials = route("cors = { origins = [\"*\"], credentials = true }");
+    let consumer_limit = route("rate_limits = [\"c\"]")
+        + "\n[[rate_limits]]\nname = \"c\"\nkey = \"consumer\"\nrate = 1\nperiod = \"1s\"\n";
     vec![
+        (
+            "CORS for any origin with credentials",
+            any_credentials,
+            21,
+            20,
+            "origins = [\"*\"] with credentials = true would let every site read credentialed answers: list the origins".into(),
+        ),
+        (
+            "a consumer-keyed limit without auth",
+            consumer_limit,
+            17,
+            8,
+            "route \"api\" names a rate limit keyed by the consumer but no auth".into(),
+        ),
         (
             "unknown template variable",
             unknown_var.clone(),

@@ -508,3 +508,125 @@ aggregate = [
     let r = get(p.addr, "a", "/whole");
     assert_eq!(r.status, 502);
 }
+
+#[test]
+fn decoded_values_cannot_inject_fields_or_targets() {
+    let b = TestBackend::hello();
+    let rest = upstream_toml("app", &[b.port], "")
+        + r#"
+[[routes]]
+name = "users"
+path_prefix = "/u/"
+path_regex = "^/u/(?P<name>[^/]+)$"
+request_headers = { set = { "X-Name" = "${name}" } }
+path_rewrite = { regex = "^/u/([^/]+)$", replace = "/users/$1" }
+upstream = "app"
+
+[[routes]]
+name = "go"
+path_prefix = "/go/"
+path_regex = "(?s)^/go/(.+)$"
+return = { status = 302, location = "/to/$1?from=$http_x_from" }
+"#;
+    let p = start_proxy("io_uring", "", &rest);
+    // %0D%0A decodes to CR LF in the path the route sees: it must reach neither a field nor the
+    // request line as such.
+    let r = send(
+        p.addr,
+        "GET /u/a%0D%0AX-Evil:%201?x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = b.wait_requests(1).remove(0);
+    assert_eq!(seen.header("X-Name"), Some("a%0D%0AX-Evil: 1"));
+    assert_eq!(seen.header("X-Evil"), None);
+    assert_eq!(seen.target, "/users/a%0D%0AX-Evil:%201?x=1");
+    assert!(b.garbage().is_empty());
+    // The same through a Location: escaped for a target (no space, CR, LF, `?`, `&` or `#`
+    // from a decoded value).
+    let r = send(
+        p.addr,
+        "GET /go/x%0D%0ASet-Cookie:%20a=b%26c%3Fd HTTP/1.1\r\nHost: a\r\nX-From: me&you\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        header(&r, "Location"),
+        vec!["/to/x%0d%0aset-cookie:%20a%3db%26c%3fd?from=me%26you"]
+    );
+    assert!(header(&r, "Set-Cookie").is_empty(), "{}", r.head);
+}
+
+#[test]
+fn path_rewrite_sees_the_normalised_path() {
+    let b = TestBackend::hello();
+    let rest = upstream_toml("app", &[b.port], "")
+        + r#"
+[[routes]]
+name = "partners"
+path_prefix = "/partner/"
+path_rewrite = { regex = "^/partner/v1/(.*)$", replace = "/$1" }
+upstream = "app"
+"#;
+    let p = start_proxy("io_uring", "", &rest);
+    for target in [
+        "/partner/v1/orders/7?a=1",
+        "/partner/v%31/orders/7?a=1",
+        "/partner/x/../v1//orders/7?a=1",
+    ] {
+        let r = get(p.addr, "a", target);
+        assert_eq!(r.status, 200, "{target}");
+    }
+    let targets: Vec<String> = b.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/orders/7?a=1"; 3]);
+}
+
+#[test]
+fn cors_preflights_route_by_the_announced_method_and_refusals_carry_cors_fields() {
+    let dir = TempDir::new("cors-auth");
+    let keys = dir.write("keys.txt", "k1 acme\n");
+    let b = TestBackend::hello();
+    let rest = upstream_toml("app", &[b.port], "")
+        + &format!(
+            r#"
+[[auth]]
+name = "partners"
+kind = "api_key"
+header = "X-Api-Key"
+keys_file = "{}"
+
+[[routes]]
+name = "writes"
+methods = ["POST"]
+auth = "partners"
+request_id = true
+cors = {{ origins = ["https://app.example"], headers = ["X-Api-Key", "Content-Type"] }}
+upstream = "app"
+"#,
+            keys.display()
+        );
+    let p = start_proxy("io_uring", "", &rest);
+    // The preflight for a POST reaches the POST route (its methods would refuse OPTIONS) and is
+    // answered without credentials.
+    let r = send(
+        p.addr,
+        "OPTIONS /items HTTP/1.1\r\nHost: a\r\nOrigin: https://app.example\r\n\
+         Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(
+        header(&r, "Access-Control-Allow-Headers"),
+        vec!["x-api-key, content-type"]
+    );
+    assert_eq!(header(&r, "X-Request-Id").len(), 1);
+    // A refusal by the auth can be read by the page: CORS fields and the request id.
+    let r = send(
+        p.addr,
+        "POST /items HTTP/1.1\r\nHost: a\r\nOrigin: https://app.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(
+        header(&r, "Access-Control-Allow-Origin"),
+        vec!["https://app.example"]
+    );
+    assert_eq!(header(&r, "X-Request-Id").len(), 1);
+    assert!(b.requests().is_empty());
+}

@@ -162,10 +162,7 @@ pub(super) fn gateway(
             );
             return None;
         }
-        Some(PathRewrite {
-            regex: re,
-            replace: rep.as_str().into(),
-        })
+        errs.take(PathRewrite::new(re, rep).or_else(|e| err(&p.replace, e)))
     });
     let query_ops = r.query.as_ref().map(|q| {
         let q = q.get_ref();
@@ -500,6 +497,13 @@ fn cors(c: &Spanned<super::schema::RawCors>, errs: &mut Errors) -> Option<Cors> 
                 .join(", "),
         )
     };
+    if c.credentials && origins.iter().any(|o| &**o == "*") {
+        errs.at(
+            &c.origins,
+            "origins = [\"*\"] with credentials = true would let every site read credentialed answers: list the origins",
+        );
+        return None;
+    }
     let methods = list(&c.methods, errs)
         .unwrap_or_else(|| "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS".into());
     let headers = list(&c.headers, errs);

@@ -151,6 +151,10 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
     let mut routes: Vec<Option<Route>> = Vec::with_capacity(raw.routes.len());
     let mut route_index: HashMap<&str, usize> = HashMap::new();
     let mut policies = Vec::new();
+    let consumer_keyed: Vec<bool> = rate_limits
+        .iter()
+        .map(|l| matches!(l, Some(l) if l.key == crate::config::LimitKey::Consumer))
+        .collect();
     // (host pattern, path) -> route name, to reject routes that could never match.
     let mut seen: HashMap<(Option<HostPattern>, PathMatch), &str> = HashMap::new();
     for r in &raw.routes {
@@ -168,6 +172,7 @@ pub fn validate(raw: RawConfig) -> std::result::Result<Snapshot, Vec<Invalid>> {
             &upstream_index,
             &limit_index,
             &auth_index,
+            &consumer_keyed,
             &mut policies,
             &mut logs,
             &mut errs,
@@ -511,6 +516,7 @@ fn route(
     upstreams: &HashMap<&str, usize>,
     limits: &HashMap<&str, usize>,
     auths: &HashMap<&str, usize>,
+    consumer_keyed: &[bool],
     policies: &mut Vec<crate::policy::transform::RoutePolicy>,
     logs: &mut super::logs::Logs,
     errs: &mut Errors,
@@ -617,6 +623,22 @@ fn route(
         return None;
     }
     let gateway = gateway?;
+    // Limits keyed by the consumer apply after the auth: last, in their order.
+    rate_limits.sort_by_key(|&i| consumer_keyed.get(i).copied().unwrap_or(false));
+    let consumer_limits = rate_limits
+        .iter()
+        .filter(|&&i| consumer_keyed.get(i).copied().unwrap_or(false))
+        .count();
+    if consumer_limits > 0 && r.auth.is_none() {
+        errs.at(
+            &r.name,
+            format!(
+                "route {:?} names a rate limit keyed by the consumer but no auth",
+                r.name.get_ref()
+            ),
+        );
+        return None;
+    }
     let policy = gateway.policy.map(|p| {
         policies.push(p);
         policies.len() - 1
@@ -632,6 +654,7 @@ fn route(
         conditions: gateway.conditions,
         policy,
         rate_limits: rate_limits.into(),
+        consumer_limits,
         access_log: access_log?,
         redirect_https: redirect_https?,
         upgrades: upgrades.into(),

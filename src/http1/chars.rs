@@ -80,6 +80,28 @@ pub fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// The value of a hex digit (either case).
+pub fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The `name=value` pairs of a query (without the `?`), as received: a pair without `=` has an
+/// empty value; empty pairs (`a=1&&b=2`) are skipped.
+pub fn query_pairs(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    query
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| match memchr::memchr(b'=', pair) {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

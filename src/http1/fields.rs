@@ -266,6 +266,24 @@ pub fn find<'a>(headers: &[Header], buf: &'a [u8], kind: HeaderKind) -> Option<&
         .map(|h| h.value.of(buf))
 }
 
+/// The value of the first cookie named `name` (case-sensitive) in the `Cookie` fields, without
+/// the double quotes RFC 6265 allows around it.
+pub fn cookie<'a>(headers: &[Header], buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    find_all(headers, buf, b"cookie")
+        .flat_map(|v| v.split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = super::trim_ows(pair);
+            let eq = memchr::memchr(b'=', pair)?;
+            if &pair[..eq] != name.as_bytes() {
+                return None;
+            }
+            Some(match &pair[eq + 1..] {
+                [b'"', inner @ .., b'"'] => inner,
+                v => v,
+            })
+        })
+}
+
 /// The values of every field named `name` (case-insensitive), in order.
 pub fn find_all<'a, 'h>(
     headers: &'h [Header],

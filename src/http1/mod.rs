@@ -31,9 +31,9 @@ mod serialize;
 #[allow(unsafe_code)]
 mod simd;
 
-pub use chars::{is_token, is_token_str, trim_ows};
+pub use chars::{hex_digit, is_token, is_token_str, query_pairs, trim_ows};
 pub use chunked::{chunk_size_line, Chunk, ChunkedDecoder, LAST_CHUNK};
-pub use fields::{connection_has, find, find_all, tokens, ConnectionOptions, HeaderKind};
+pub use fields::{connection_has, cookie, find, find_all, tokens, ConnectionOptions, HeaderKind};
 pub use framing::{request_framing, response_framing, Framing};
 pub use incremental::HeadReader;
 pub use request::{parse_request, Method, Request, TargetForm};

@@ -182,9 +182,28 @@ fn variable(name: &str, place: Place, captures: &[Option<&str>]) -> Result<Var, 
     })
 }
 
+/// Where an expanded value goes, which decides how variable values are escaped (literal text
+/// from the config is written as it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sink {
+    /// A field value: control bytes (a decoded `%0D%0A` in a capture, a claim) are written as
+    /// `%XX`, so a value can never end the field or the head.
+    #[default]
+    Field,
+    /// A request target or `Location`: values decoded from the request (captures, fields,
+    /// the consumer, the host) are percent-encoded except unreserved characters, `/` and the
+    /// sub-delimiters that cannot split a query (`!$'()*,;:@`); values taken from the target as
+    /// received (`$uri`, `$request_uri`, `$args`, `$arg_*`) are valid target bytes already.
+    Target,
+    /// A body: written as it is.
+    Body,
+}
+
 /// The values variables stand for, for one request.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 pub struct Vars<'r> {
+    /// How values are escaped.
+    pub sink: Sink,
     pub client_ip: &'r str,
     /// The `Host` value without its port.
     pub host: &'r [u8],
@@ -204,8 +223,28 @@ pub struct Vars<'r> {
     pub captured: &'r [u8],
 }
 
-impl Vars<'_> {
+impl<'r> Vars<'r> {
+    /// The same values, escaped for `sink`.
+    pub fn for_sink(self, sink: Sink) -> Vars<'r> {
+        Vars { sink, ..self }
+    }
+
     fn write(&self, v: &Var, out: &mut impl FnMut(&[u8])) {
+        // Values decoded from the request or from tokens; the others are safe as they are
+        // (addresses, tokens the parser checked, target bytes as received, numbers).
+        let decoded = matches!(
+            v,
+            Var::Capture(_) | Var::Http(_) | Var::Consumer | Var::Host
+        );
+        match self.sink {
+            Sink::Body => self.raw(v, out),
+            Sink::Field => self.raw(v, &mut |b: &[u8]| escape(b, is_field_byte, out)),
+            Sink::Target if decoded => self.raw(v, &mut |b: &[u8]| escape(b, is_target_byte, out)),
+            Sink::Target => self.raw(v, out),
+        }
+    }
+
+    fn raw(&self, v: &Var, out: &mut impl FnMut(&[u8])) {
         let split = memchr::memchr(b'?', self.target);
         match v {
             Var::ClientIp => out(self.client_ip.as_bytes()),
@@ -228,12 +267,9 @@ impl Vars<'_> {
                 ])
             }
             Var::Http(name) => {
-                if let Some(h) = self
-                    .headers
-                    .iter()
-                    .find(|h| h.name.of(self.buf).eq_ignore_ascii_case(name.as_bytes()))
-                {
-                    out(h.value.of(self.buf))
+                let name = name.as_bytes();
+                if let Some(v) = crate::http1::find_all(self.headers, self.buf, name).next() {
+                    out(v)
                 }
             }
             Var::Arg(name) => {
@@ -251,15 +287,35 @@ impl Vars<'_> {
     }
 }
 
+/// Writes `b` with the bytes `keep` refuses as `%XX` (one call when it refuses none).
+fn escape(b: &[u8], keep: fn(u8) -> bool, out: &mut impl FnMut(&[u8])) {
+    if b.iter().all(|&c| keep(c)) {
+        return out(b);
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &c in b {
+        if keep(c) {
+            out(&[c]);
+        } else {
+            out(&[b'%', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
+        }
+    }
+}
+
+/// A byte a field value may hold as it is: not a control byte.
+fn is_field_byte(c: u8) -> bool {
+    c >= 0x20 && c != 0x7f
+}
+
+/// A byte a decoded value may keep in a target: unreserved, `/`, and sub-delimiters that
+/// neither start a query nor split one.
+fn is_target_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-._~/!$'()*,;:@".contains(&c)
+}
+
 /// The first value of `name` in `query`, as received.
 fn raw_param<'q>(query: &'q [u8], name: &str) -> Option<&'q [u8]> {
-    query.split(|&b| b == b'&').find_map(|pair| {
-        let (n, v) = match memchr::memchr(b'=', pair) {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &b""[..]),
-        };
-        (n == name.as_bytes()).then_some(v)
-    })
+    crate::http1::query_pairs(query).find_map(|(n, v)| (n == name.as_bytes()).then_some(v))
 }
 
 /// `set` / `add` / `remove` of header fields, compiled: the names whose received fields give
@@ -341,29 +397,96 @@ impl HeaderOps {
     }
 }
 
-/// `path_rewrite = { regex, replace }`.
+/// `path_rewrite = { regex, replace }`, applied to the normalised path the route was chosen
+/// on (so that no spelling of the path dodges it), the result re-encoded for the target.
 #[derive(Debug, Clone)]
 pub struct PathRewrite {
-    pub regex: regex::bytes::Regex,
-    /// In the `regex` crate's replacement syntax (`$1`, `${name}`).
-    pub replace: Box<str>,
+    regex: regex::bytes::Regex,
+    replace: Box<[Rep]>,
+}
+
+#[derive(Debug, Clone)]
+enum Rep {
+    Lit(Box<[u8]>),
+    Group(usize),
 }
 
 impl PathRewrite {
-    /// The rewritten path, appended to `out`; `false` (nothing appended) when the regex does
-    /// not match (the path goes on unchanged).
-    pub fn apply(&self, path: &[u8], out: &mut Vec<u8>) -> bool {
-        match self.regex.captures(path) {
-            Some(c) => {
-                let whole = c.get(0).map_or(0..0, |m| m.range());
-                out.extend_from_slice(&path[..whole.start]);
-                c.expand(self.replace.as_bytes(), out);
-                out.extend_from_slice(&path[whole.end..]);
-                true
+    /// Compiles `replace` (`$1`, `${name}` for the groups of `regex`, `$$` for `$`).
+    pub fn new(regex: regex::bytes::Regex, replace: &str) -> Result<PathRewrite, String> {
+        let names: Vec<Option<&str>> = regex.capture_names().collect();
+        let b = replace.as_bytes();
+        let (mut reps, mut lit, mut i) = (Vec::new(), Vec::new(), 0);
+        while i < b.len() {
+            if b[i] != b'$' || b.get(i + 1) == Some(&b'$') {
+                lit.push(b[i]);
+                i += if b[i] == b'$' { 2 } else { 1 };
+                continue;
             }
-            None => false,
+            let (name, next) = if b.get(i + 1) == Some(&b'{') {
+                let end = replace[i + 2..]
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed ${{ in {replace:?}"))?;
+                (&replace[i + 2..i + 2 + end], i + 3 + end)
+            } else {
+                let n = b[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                    .count();
+                (&replace[i + 1..i + 1 + n], i + 1 + n)
+            };
+            let group = match name.parse::<usize>() {
+                Ok(n) if n < names.len() => n,
+                _ => names
+                    .iter()
+                    .position(|g| *g == Some(name))
+                    .ok_or_else(|| format!("${name}: no such group in the regex"))?,
+            };
+            if !lit.is_empty() {
+                reps.push(Rep::Lit(std::mem::take(&mut lit).into()));
+            }
+            reps.push(Rep::Group(group));
+            i = next;
         }
+        if !lit.is_empty() {
+            reps.push(Rep::Lit(lit.into()));
+        }
+        Ok(PathRewrite {
+            regex,
+            replace: reps.into(),
+        })
     }
+
+    /// The rewritten path for the normalised path `path`, appended to `out` (escaped for a
+    /// target, starting with `/`); `false` (nothing appended) when the regex does not match.
+    pub fn apply(&self, path: &[u8], out: &mut Vec<u8>) -> bool {
+        let Some(c) = self.regex.captures(path) else {
+            return false;
+        };
+        let start = out.len();
+        let whole = c.get(0).map_or(0..0, |m| m.range());
+        let esc = |b: &[u8], out: &mut Vec<u8>| {
+            escape(b, is_path_byte, &mut |e: &[u8]| out.extend_from_slice(e))
+        };
+        esc(&path[..whole.start], out);
+        for r in self.replace.iter() {
+            match r {
+                // Checked at load: path characters only, escapes included.
+                Rep::Lit(l) => out.extend_from_slice(l),
+                Rep::Group(g) => esc(c.get(*g).map_or(&b""[..], |m| m.as_bytes()), out),
+            }
+        }
+        esc(&path[whole.end..], out);
+        if out.get(start) != Some(&b'/') {
+            out.insert(start, b'/');
+        }
+        true
+    }
+}
+
+/// A byte a decoded path may keep in a target: a path character other than `%`.
+fn is_path_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&c)
 }
 
 /// `query = { set, remove }`.
@@ -403,7 +526,9 @@ impl QueryOps {
             }
             encode_component(name.as_bytes(), out);
             out.push(b'=');
-            t.expand(cx, &mut |b: &[u8]| encode_component(b, out));
+            // Encoded whole below: no escaping before.
+            let cx = cx.for_sink(Sink::Body);
+            t.expand(&cx, &mut |b: &[u8]| encode_component(b, out));
         }
     }
 }
@@ -597,6 +722,24 @@ mod tests {
     }
 
     #[test]
+    fn decoded_values_cannot_break_out() {
+        let t = Template::parse("v=$1", Place::Request, &[None, None]).unwrap();
+        let path = b"/u/a\r\nX: 1&b=2?#% /";
+        let caps = [None, Some((3, path.len()))];
+        let cx = Vars {
+            captures: &caps,
+            captured: path,
+            ..Vars::default()
+        };
+        let mut field = Vec::new();
+        t.expand_into(&cx, &mut field);
+        assert_eq!(field, b"v=a%0D%0AX: 1&b=2?#% /");
+        let mut target = Vec::new();
+        t.expand_into(&cx.for_sink(Sink::Target), &mut target);
+        assert_eq!(target, b"v=a%0D%0AX:%201%26b%3D2%3F%23%25%20/");
+    }
+
+    #[test]
     fn query_ops() {
         let ops = QueryOps {
             set: Box::new([(
@@ -612,14 +755,22 @@ mod tests {
 
     #[test]
     fn path_rewrite() {
-        let p = PathRewrite {
-            regex: regex::bytes::Regex::new("^/users/(?P<id>[0-9]+)$").unwrap(),
-            replace: "/v2/u/${id}".into(),
-        };
+        let re = regex::bytes::Regex::new("^/users/(?P<id>[^/]+)$").unwrap();
+        let p = PathRewrite::new(re.clone(), "/v2/u/${id}/$$x").unwrap();
         let mut out = Vec::new();
         assert!(p.apply(b"/users/42", &mut out));
-        assert_eq!(out, b"/v2/u/42");
+        assert_eq!(out, b"/v2/u/42/$x");
         out.clear();
-        assert!(!p.apply(b"/users/x", &mut out));
+        // A decoded capture goes out escaped: no `?`, `#`, space or control byte unescaped.
+        assert!(p.apply(b"/users/a?b#c d\r", &mut out));
+        assert_eq!(out, b"/v2/u/a%3Fb%23c%20d%0D/$x");
+        out.clear();
+        assert!(!p.apply(b"/users/x/y", &mut out));
+        assert!(out.is_empty());
+        // A result that does not start with `/` gets one.
+        let p = PathRewrite::new(regex::bytes::Regex::new("^/api(.*)$").unwrap(), "$1").unwrap();
+        assert!(p.apply(b"/api", &mut out));
+        assert_eq!(out, b"/");
+        assert!(PathRewrite::new(re, "/$2").is_err());
     }
 }

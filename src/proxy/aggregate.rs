@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use super::client::{ClientConn, Next};
+use super::client::{ClientConn, Done, Next};
 use super::io::{write_all, IoFail, RecvBuf};
 use super::WorkerState;
 use crate::config::Upstream;
@@ -26,9 +26,7 @@ impl ClientConn<'_> {
         p: &RoutePolicy,
         agg: &Aggregate,
         paths: Vec<Vec<u8>>,
-        method: Method,
-        close: bool,
-        head_len: usize,
+        done: Done,
     ) -> Next {
         let snap = self.snap;
         let state = self.state;
@@ -54,16 +52,10 @@ impl ClientConn<'_> {
         });
         let g = &self.scratch.gateway;
         if p.request_id {
-            common.extend_from_slice(b"X-Request-Id: ");
-            common.extend_from_slice(&g.request_id);
-            common.extend_from_slice(b"\r\n");
+            g.request_id_field(&mut common);
         }
         if let Some(a) = p.auth.map(|a| &snap.auths[a]) {
-            for (name, value) in a.forwarded().iter().zip(&g.identity.claims) {
-                if let Some(v) = value {
-                    common.extend_from_slice(format!("{name}: {v}\r\n").as_bytes());
-                }
-            }
+            g.write_claims(a, &mut |b: &[u8]| common.extend_from_slice(b));
         }
         let started = Instant::now();
         let ends = ClientEnds {
@@ -106,13 +98,10 @@ impl ClientConn<'_> {
         }
         if !errors.is_empty() {
             if agg.fail_whole {
-                let detail = "a part of the aggregate failed";
-                return if close {
-                    self.reject(502, detail).await
-                } else {
-                    self.reject_keep(502, detail, Framing::None, head_len, Version::Http11, "")
-                        .await
-                };
+                let extra = self.scratch.gateway.answer_fields(p);
+                return self
+                    .refuse(502, "a part of the aggregate failed", &extra, done)
+                    .await;
             }
             merged.insert("partial".into(), Value::Bool(true));
             merged.insert("errors".into(), Value::Object(errors));
@@ -122,9 +111,10 @@ impl ClientConn<'_> {
         fields.extend_from_slice(b"Content-Type: application/json\r\n");
         self.scratch
             .gateway
-            .response_fields(p, None, &mut |b: &[u8]| fields.extend_from_slice(b));
-        self.respond(200, method, &fields, &body, close, head_len)
-            .await
+            .response_fields(p, Some(("", 200)), &mut |b: &[u8]| {
+                fields.extend_from_slice(b)
+            });
+        self.respond(200, &fields, &body, done).await
     }
 }
 

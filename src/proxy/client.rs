@@ -589,23 +589,47 @@ impl<'a> ClientConn<'a> {
         let sizes = answer_sizes(&answer);
         if write_all(&mut self.stream, answer, idle).await.is_ok() {
             self.answered(sizes);
-            let _ = self.stream.shutdown().await;
-            let mut drained = 0;
-            let deadline = Instant::now() + LINGER;
-            self.buf = RecvBuf::with_capacity(16 * 1024);
-            while drained < LINGER_BYTES {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.buf.read_from(&mut self.stream, left, 16 * 1024).await {
-                    Ok(n) => {
-                        drained += n;
-                        let len = self.buf.data().len();
-                        self.buf.consume(len);
-                    }
-                    Err(_) => break,
-                }
-            }
+            self.linger().await;
         }
         Next::Close
+    }
+
+    /// Closes our side after an answer and reads what the client still sends, briefly, so that
+    /// a body it had not finished sending does not reset the connection before the answer is
+    /// read.
+    async fn linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let mut drained = 0;
+        let deadline = Instant::now() + LINGER;
+        self.buf = RecvBuf::with_capacity(16 * 1024);
+        while drained < LINGER_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.buf.read_from(&mut self.stream, left, 16 * 1024).await {
+                Ok(n) => {
+                    drained += n;
+                    let len = self.buf.data().len();
+                    self.buf.consume(len);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Answers with an error and the complete field lines `extra`; the connection ends as
+    /// `done` says.
+    pub(super) async fn refuse(
+        &mut self,
+        status: u16,
+        detail: &str,
+        extra: &str,
+        done: Done,
+    ) -> Next {
+        if done.close {
+            return self.reject_with(status, detail, extra).await;
+        }
+        let framing = Framing::None;
+        self.reject_keep(status, detail, framing, done.head_len, done.version, extra)
+            .await
     }
 
     /// Answers with an error; keeps the connection when the request had no body.
@@ -643,15 +667,9 @@ impl<'a> ClientConn<'a> {
 
 impl ClientConn<'_> {
     /// Answers with a redirect to `location` (301 for GET and HEAD, else 308, which keeps the
-    /// method and body); closes when `close`, else the request (without a body) is done.
-    pub(super) async fn redirect(
-        &mut self,
-        method: Method,
-        location: &[u8],
-        close: bool,
-        head_len: usize,
-    ) -> Next {
-        let status = match method {
+    /// method and body).
+    pub(super) async fn redirect(&mut self, location: &[u8], done: Done) -> Next {
+        let status = match done.method {
             Method::Get | Method::Head => 301,
             _ => 308,
         };
@@ -659,23 +677,20 @@ impl ClientConn<'_> {
         fields.extend_from_slice(b"Location: ");
         fields.extend_from_slice(location);
         fields.extend_from_slice(b"\r\n");
-        self.respond(status, method, &fields, b"", close, head_len)
-            .await
+        self.respond(status, &fields, b"", done).await
     }
 
     /// Answers the request itself with `status`, the complete field lines `fields` and `body`
-    /// (left out for HEAD and statuses without one); closes when `close`, else the request
-    /// (without a body) is done.
+    /// (left out for HEAD and statuses without one). The connection is kept unless `done`
+    /// says to close (then what the client still sends is read briefly, as for an error).
     pub(super) async fn respond(
         &mut self,
         status: u16,
-        method: Method,
         fields: &[u8],
         body: &[u8],
-        close: bool,
-        head_len: usize,
+        done: Done,
     ) -> Next {
-        let close = close || self.ctx.shutting_down();
+        let close = done.close || self.ctx.shutting_down();
         let mut answer = Vec::with_capacity(128 + fields.len() + body.len());
         let line = format!("HTTP/1.1 {status} {}\r\n", super::error::reason(status));
         answer.extend_from_slice(line.as_bytes());
@@ -686,10 +701,12 @@ impl ClientConn<'_> {
         }
         if close {
             answer.extend_from_slice(b"Connection: close\r\n");
+        } else if done.version == Version::Http10 {
+            answer.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         answer.extend_from_slice(b"\r\n");
         let head = answer.len() as u64;
-        if method != Method::Head && !no_body {
+        if done.method != Method::Head && !no_body {
             answer.extend_from_slice(body);
         }
         self.tally.status = status;
@@ -700,13 +717,35 @@ impl ClientConn<'_> {
             Ok(_) => {
                 self.answered(sizes);
                 if close {
-                    let _ = self.stream.shutdown().await;
+                    self.linger().await;
                     return Next::Close;
                 }
-                self.buf.consume(head_len);
+                self.buf.consume(done.head_len);
                 Next::KeepAlive
             }
             Err(_) => Next::Close,
+        }
+    }
+}
+
+/// How a request the proxy answers itself ends: its method and version, the length of its
+/// head, and whether the connection closes after the answer (a body not read, or the client's
+/// wish).
+#[derive(Clone, Copy)]
+pub(super) struct Done {
+    pub(super) method: Method,
+    pub(super) version: Version,
+    pub(super) head_len: usize,
+    pub(super) close: bool,
+}
+
+impl Done {
+    pub(super) fn of(req: &Request, framing: Framing, conn: &ConnectionOptions) -> Done {
+        Done {
+            method: req.method,
+            version: req.version,
+            head_len: req.head_len,
+            close: framing != Framing::None || conn.closes_after(req.version),
         }
     }
 }

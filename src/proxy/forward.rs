@@ -3,7 +3,7 @@
 //! fields out, `X-Forwarded-*` in).
 
 use super::client::LimitFields;
-use super::client::{ClientConn, Next, ReqInfo};
+use super::client::{ClientConn, Done, Next, ReqInfo};
 use super::gateway::RequestText;
 use super::io::write_all;
 use crate::config::Snapshot;
@@ -15,6 +15,7 @@ use crate::http1::{
 use crate::observe::access::Captured;
 use crate::policy::auth::Verdict;
 use crate::policy::ratelimit::Verdict as LimitVerdict;
+use crate::policy::transform::Sink;
 use crate::route::{self, Normalized};
 use crate::upstream::maglev;
 
@@ -86,8 +87,16 @@ impl<'a> ClientConn<'a> {
             _ => decision,
         };
         let query = target_bytes.get(path_end + 1..).unwrap_or_default();
+        // A CORS preflight is routed as the request it announces (a route for POST answers the
+        // OPTIONS before it).
+        let method = match req.method {
+            Method::Options => header_value(hs, buf, "access-control-request-method")
+                .filter(|_| header_value(hs, buf, "origin").is_some())
+                .unwrap_or(req.method_span.of(buf)),
+            _ => req.method_span.of(buf),
+        };
         let view = route::RequestView {
-            method: req.method_span.of(buf),
+            method,
             path: decision,
             headers: hs,
             buf,
@@ -96,32 +105,25 @@ impl<'a> ClientConn<'a> {
         let found = listener
             .routes
             .find_matching(host.of(buf), decision, &|c| c.admit(&view));
+        // How the connection ends when the proxy answers this request itself.
+        let done = Done::of(&req, framing, &conn);
         let Some(route) = found else {
-            if conn.closes_after(req.version) {
-                return self.reject(404, "no route for this host and path").await;
-            }
             return self
-                .reject_keep(
-                    404,
-                    "no route for this host and path",
-                    framing,
-                    req.head_len,
-                    req.version,
-                    "",
-                )
+                .refuse(404, "no route for this host and path", "", done)
                 .await;
         };
         self.route = Some(route.index);
+        if route.policy.is_some() {
+            // No consumer until this request's auth admits one (the log must not name the
+            // previous request's).
+            self.scratch.gateway.identity.consumer.clear();
+        }
         if !route.admits_subject(self.client_subject.as_deref()) {
-            let (head_len, version) = (req.head_len, req.version);
             let detail = "client certificate not allowed on this route";
-            return self
-                .reject_keep(403, detail, framing, head_len, version, "")
-                .await;
+            return self.refuse(403, detail, "", done).await;
         }
         if let Some(port) = route.redirect_https {
             if !self.stream.is_tls() {
-                let close = framing != Framing::None || conn.closes_after(req.version);
                 // An HTTP/1.0 request without Host: the address it came to.
                 let fallback;
                 let host = match host.of(buf) {
@@ -135,8 +137,34 @@ impl<'a> ClientConn<'a> {
                     h => h,
                 };
                 let location = https_location(host, port, target_bytes);
-                let (head_len, method) = (req.head_len, req.method);
-                return self.redirect(method, &location, close, head_len).await;
+                return self.redirect(&location, done).await;
+            }
+        }
+        // Policy: the route's rate limits, in order (nothing at all for a route without any);
+        // all but those keyed by the consumer before the auth, so that a flood of bad
+        // credentials is limited before it costs a verification.
+        let mut limit_fields = LimitFields::default();
+        let limits_before = route.rate_limits.len() - route.consumer_limits;
+        if limits_before > 0 {
+            let key = LimitKeys {
+                hs,
+                buf,
+                route: route.index,
+                peer: self.peer_key,
+                consumer: None,
+            };
+            let rejected = apply_limits(
+                snap,
+                self.state,
+                route,
+                &key,
+                ..limits_before,
+                &mut limit_fields,
+            );
+            if let Some((status, extra)) = rejected {
+                return self
+                    .refuse(status, "rate limit exceeded", &extra, done)
+                    .await;
             }
         }
         // Gateway policies the route names (nothing but this check for a plain route).
@@ -174,18 +202,14 @@ impl<'a> ClientConn<'a> {
                     // Answered here, never forwarded (and before auth: browsers send no
                     // credentials with a preflight).
                     if !cors.allows(origin) {
-                        let (head_len, version) = (req.head_len, req.version);
-                        return self
-                            .reject_keep(403, "origin not allowed", framing, head_len, version, "")
-                            .await;
+                        return self.refuse(403, "origin not allowed", "", done).await;
                     }
                     let asked = header_value(hs, buf, "access-control-request-headers");
-                    let fields = cors.preflight(origin, asked);
-                    let close = framing != Framing::None || conn.closes_after(req.version);
-                    let (head_len, method) = (req.head_len, req.method);
-                    return self
-                        .respond(204, method, &fields, b"", close, head_len)
-                        .await;
+                    let mut fields = cors.preflight(origin, asked);
+                    if p.request_id {
+                        g.request_id_field(&mut fields);
+                    }
+                    return self.respond(204, &fields, b"", done).await;
                 }
                 if !cors.allows(origin) {
                     g.origin.clear();
@@ -232,14 +256,9 @@ impl<'a> ClientConn<'a> {
                     _ => 3,
                 };
                 self.state.stats.auth(ai, decision).inc();
-                if let Some((status, why, extra)) = refused {
-                    let (head_len, version) = (req.head_len, req.version);
-                    if conn.closes_after(version) {
-                        return self.reject_with(status, why, &extra).await;
-                    }
-                    return self
-                        .reject_keep(status, why, framing, head_len, version, &extra)
-                        .await;
+                if let Some((status, why, mut extra)) = refused {
+                    extra.push_str(&self.scratch.gateway.answer_fields(p));
+                    return self.refuse(status, why, &extra, done).await;
                 }
             }
             if let Some(ret) = &p.ret {
@@ -248,61 +267,45 @@ impl<'a> ClientConn<'a> {
                 let mut fields = Vec::new();
                 if let Some(l) = &ret.location {
                     fields.extend_from_slice(b"Location: ");
-                    l.expand_into(&vars, &mut fields);
+                    l.expand_into(&vars.for_sink(Sink::Target), &mut fields);
                     fields.extend_from_slice(b"\r\n");
                 }
                 let mut body = Vec::new();
                 if let Some(b) = &ret.body {
-                    b.expand_into(&vars, &mut body);
+                    b.expand_into(&vars.for_sink(Sink::Body), &mut body);
                     fields.extend_from_slice(b"Content-Type: ");
                     fields.extend_from_slice(ret.content_type.as_bytes());
                     fields.extend_from_slice(b"\r\n");
                 }
-                g.response_fields(p, None, &mut |b: &[u8]| fields.extend_from_slice(b));
-                let close = framing != Framing::None || conn.closes_after(req.version);
-                let (head_len, method, status) = (req.head_len, req.method, ret.status);
-                return self
-                    .respond(status, method, &fields, &body, close, head_len)
-                    .await;
+                let status = ret.status;
+                let answer = Some(("", status));
+                g.response_fields(p, answer, &mut |b: &[u8]| fields.extend_from_slice(b));
+                return self.respond(status, &fields, &body, done).await;
             }
         }
-        // Policy: the route's rate limits, in order (nothing at all for a route without any).
-        let mut limit_fields = LimitFields::default();
-        for &li in route.rate_limits.iter() {
-            let l = &snap.rate_limits[li];
-            let consumer = &self.scratch.gateway.identity.consumer;
-            let consumer = policy.and_then(|p| p.auth).map(|_| consumer.as_str());
-            let Some(key) = limit_key(l, hs, buf, route.index, self.peer_key, consumer) else {
-                continue; // no such header or cookie: the limit does not apply
+        // The limits keyed by the consumer, once the auth has named it.
+        if route.rate_limits.len() > limits_before {
+            let consumer = self.scratch.gateway.identity.consumer.as_str();
+            let consumer = policy.and_then(|p| p.auth).map(|_| consumer);
+            let key = LimitKeys {
+                hs,
+                buf,
+                route: route.index,
+                peer: self.peer_key,
+                consumer,
             };
-            let v = self.state.limits.check(l, key);
-            let counter = if v.admitted {
-                &self.state.stats.limit_admitted
-            } else {
-                &self.state.stats.limit_rejected
-            };
-            counter[li].inc();
-            if !v.admitted {
-                let extra = rejection_fields(l, &v);
-                let (head_len, version) = (req.head_len, req.version);
-                if conn.closes_after(version) {
-                    return self
-                        .reject_with(l.status, "rate limit exceeded", &extra)
-                        .await;
-                }
+            let rejected = apply_limits(
+                snap,
+                self.state,
+                route,
+                &key,
+                limits_before..,
+                &mut limit_fields,
+            );
+            if let Some((status, extra)) = rejected {
                 return self
-                    .reject_keep(
-                        l.status,
-                        "rate limit exceeded",
-                        framing,
-                        head_len,
-                        version,
-                        &extra,
-                    )
+                    .refuse(status, "rate limit exceeded", &extra, done)
                     .await;
-            }
-            if l.headers == LimitHeaders::All {
-                limit_fields.push(li, v);
             }
         }
         if let Some(agg) = policy.and_then(|p| p.aggregate.as_ref()) {
@@ -313,14 +316,12 @@ impl<'a> ClientConn<'a> {
                 .iter()
                 .map(|part| {
                     let mut v = Vec::new();
-                    part.path.expand_into(&vars, &mut v);
+                    part.path.expand_into(&vars.for_sink(Sink::Target), &mut v);
                     v
                 })
                 .collect();
-            let close = framing != Framing::None || conn.closes_after(req.version);
-            let (head_len, method) = (req.head_len, req.method);
             let p = policy.unwrap_or_else(|| unreachable!());
-            return self.aggregate(p, agg, paths, method, close, head_len).await;
+            return self.aggregate(p, agg, paths, done).await;
         }
         // The upstream, or one of the split by weight.
         let upstream = match (route.split.last(), route.upstream) {
@@ -356,8 +357,9 @@ impl<'a> ClientConn<'a> {
             };
             let mut target = std::mem::take(&mut g.target);
             target.clear();
+            // The regex sees the path the route was chosen on (decoded, normalised).
             let rewritten = match &p.path_rewrite {
-                Some(pr) => pr.apply(path, &mut target),
+                Some(pr) => pr.apply(decision, &mut target),
                 None => false,
             };
             if !rewritten {
@@ -492,14 +494,7 @@ impl<'a> ClientConn<'a> {
                 out(b"\r\n");
             }
             if let Some(a) = auth {
-                for (name, value) in a.forwarded().iter().zip(&g.identity.claims) {
-                    if let Some(v) = value {
-                        out(name.as_bytes());
-                        out(b": ");
-                        out(v.as_bytes());
-                        out(b"\r\n");
-                    }
-                }
+                g.write_claims(a, out);
             }
             p.request_headers.write(&vars, out);
         }
@@ -670,47 +665,70 @@ fn hash_key(on: &HashOn, hs: &[Header], buf: &[u8], path: &[u8], client_ip: &str
         HashOn::ClientIp => client_ip.as_bytes(),
         HashOn::Path => path,
         HashOn::Header(name) => header_value(hs, buf, name)?,
-        HashOn::Cookie(name) => cookie_value(hs, buf, name)?,
+        HashOn::Cookie(name) => http1::cookie(hs, buf, name)?,
     };
     Some(maglev::hash_key(value))
 }
 
-/// The key of rate limit `l` for a request, hashed; `None` when the request has none.
-/// `consumer`: the identity the route's auth admitted.
-fn limit_key(
-    l: &RateLimit,
-    hs: &[Header],
-    buf: &[u8],
+/// What the keys of a request's rate limits are made of.
+struct LimitKeys<'b> {
+    hs: &'b [Header],
+    buf: &'b [u8],
     route: usize,
     peer: u64,
-    consumer: Option<&str>,
-) -> Option<u64> {
-    Some(match &l.key {
-        LimitKey::Consumer => maglev::hash_key(consumer?.as_bytes()),
-        LimitKey::ClientIp => peer,
-        LimitKey::Route => route as u64,
-        LimitKey::Header(name) => maglev::hash_key(header_value(hs, buf, name)?),
-        LimitKey::Cookie(name) => maglev::hash_key(cookie_value(hs, buf, name)?),
-    })
+    /// The consumer the route's auth admitted.
+    consumer: Option<&'b str>,
+}
+
+impl LimitKeys<'_> {
+    /// The key of rate limit `l`, hashed; `None` when the request has none.
+    fn of(&self, l: &RateLimit) -> Option<u64> {
+        Some(match &l.key {
+            LimitKey::ClientIp => self.peer,
+            LimitKey::Route => self.route as u64,
+            LimitKey::Consumer => maglev::hash_key(self.consumer?.as_bytes()),
+            LimitKey::Header(name) => maglev::hash_key(header_value(self.hs, self.buf, name)?),
+            LimitKey::Cookie(name) => maglev::hash_key(http1::cookie(self.hs, self.buf, name)?),
+        })
+    }
+}
+
+/// Applies the route's rate limits `which` (positions in `route.rate_limits`) in order: the
+/// status and fields of the first that rejects, else `None` (the admitting verdicts that
+/// announce themselves go to `fields`).
+fn apply_limits(
+    snap: &Snapshot,
+    state: &super::WorkerState,
+    route: &route::Route,
+    key: &LimitKeys,
+    which: impl std::slice::SliceIndex<[usize], Output = [usize]>,
+    fields: &mut LimitFields,
+) -> Option<(u16, String)> {
+    for &li in route.rate_limits[which].iter() {
+        let l = &snap.rate_limits[li];
+        let Some(k) = key.of(l) else {
+            continue; // no such header, cookie or consumer: the limit does not apply
+        };
+        let v = state.limits.check(l, k);
+        let counter = if v.admitted {
+            &state.stats.limit_admitted
+        } else {
+            &state.stats.limit_rejected
+        };
+        counter[li].inc();
+        if !v.admitted {
+            return Some((l.status, rejection_fields(l, &v)));
+        }
+        if l.headers == LimitHeaders::All {
+            fields.push(li, v);
+        }
+    }
+    None
 }
 
 /// The first value of header `name` (given lowercase).
 fn header_value<'b>(hs: &[Header], buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
-    hs.iter()
-        .find(|h| h.name.of(buf).eq_ignore_ascii_case(name.as_bytes()))
-        .map(|h| h.value.of(buf))
-}
-
-/// The value of cookie `name` in the `Cookie` fields.
-fn cookie_value<'b>(hs: &[Header], buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
-    hs.iter()
-        .filter(|h| h.name.of(buf).eq_ignore_ascii_case(b"cookie"))
-        .flat_map(|h| h.value.of(buf).split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let (n, v) = pair.split_at(memchr::memchr(b'=', pair)?);
-            (n == name.as_bytes()).then(|| &v[1..])
-        })
+    http1::find_all(hs, buf, name.as_bytes()).next()
 }
 
 /// `Retry-After`, and unless `headers = "none"`, `RateLimit-Policy` and `RateLimit`, for a

@@ -4,8 +4,8 @@
 //! are reused from request to request; a route without policies never touches them.
 
 use crate::http1::Header;
-use crate::policy::auth::Identity;
-use crate::policy::transform::{RoutePolicy, Vars};
+use crate::policy::auth::{Auth, Identity};
+use crate::policy::transform::{RoutePolicy, Sink, Vars};
 use crate::route::Route;
 
 #[derive(Default)]
@@ -95,10 +95,8 @@ impl GatewayScratch {
         buf: &[u8],
         rng: &crate::upstream::Upstreams,
     ) {
-        let received = hs
-            .iter()
-            .find(|h| h.name.of(buf).eq_ignore_ascii_case(b"x-request-id"))
-            .map(|h| h.value.of(buf))
+        let received = crate::http1::find_all(hs, buf, b"x-request-id")
+            .next()
             .filter(|v| {
                 (1..=MAX_REQUEST_ID).contains(&v.len()) && v.iter().all(|b| b.is_ascii_graphic())
             });
@@ -119,6 +117,7 @@ impl GatewayScratch {
     /// The variables of the request being forwarded.
     pub(super) fn vars<'v>(&'v self, r: RequestText<'v>) -> Vars<'v> {
         Vars {
+            sink: Sink::Field,
             client_ip: r.client_ip,
             host: crate::route::host_without_port(r.host),
             target: r.target,
@@ -133,6 +132,40 @@ impl GatewayScratch {
             buf: r.buf,
             captures: &self.captures,
             captured: &self.path,
+        }
+    }
+
+    /// `X-Request-Id: …` (a route with `request_id`) appended to `out`.
+    pub(super) fn request_id_field(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"X-Request-Id: ");
+        out.extend_from_slice(&self.request_id);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The fields of an error answer on a policy route (a refusal by auth or a limit, a failed
+    /// aggregate): the request id and, for an allowed origin, the CORS fields, so that a
+    /// browser can read the refusal. `response_headers` are for relayed answers only.
+    pub(super) fn answer_fields(&self, p: &RoutePolicy) -> String {
+        let mut out = Vec::new();
+        if p.request_id {
+            self.request_id_field(&mut out);
+        }
+        if let Some(cors) = p.cors.as_ref().filter(|_| !self.origin.is_empty()) {
+            cors.write_response(&self.origin, &mut |b: &[u8]| out.extend_from_slice(b));
+        }
+        // Field lines made of checked bytes (ids, origins and config text).
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The auth's forwarded claims as request fields.
+    pub(super) fn write_claims(&self, auth: &Auth, out: &mut impl FnMut(&[u8])) {
+        for (name, value) in auth.forwarded().iter().zip(&self.identity.claims) {
+            if let Some(v) = value {
+                out(name.as_bytes());
+                out(b": ");
+                out(v.as_bytes());
+                out(b"\r\n");
+            }
         }
     }
 

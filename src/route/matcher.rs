@@ -88,13 +88,8 @@ impl Conditions {
 /// The first value of query parameter `name` in `query`, percent-decoded (`+` as space);
 /// borrowed unless it holds an escape.
 pub fn query_param<'q>(query: &'q [u8], name: &str) -> Option<Cow<'q, [u8]>> {
-    query.split(|&b| b == b'&').find_map(|pair| {
-        let (n, v) = match memchr::memchr(b'=', pair) {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &b""[..]),
-        };
-        (decode(n) == name.as_bytes()).then(|| decode(v))
-    })
+    crate::http1::query_pairs(query)
+        .find_map(|(n, v)| (decode(n) == name.as_bytes()).then(|| decode(v)))
 }
 
 /// Percent-decodes a query component (`+` is a space); a broken escape is kept as it is.
@@ -107,7 +102,7 @@ pub fn decode(s: &[u8]) -> Cow<'_, [u8]> {
     while i < s.len() {
         match s[i] {
             b'+' => out.push(b' '),
-            b'%' => match (s.get(i + 1).and_then(hex), s.get(i + 2).and_then(hex)) {
+            b'%' => match (hex(s.get(i + 1)), hex(s.get(i + 2))) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
                     i += 2;
@@ -121,8 +116,8 @@ pub fn decode(s: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-fn hex(b: &u8) -> Option<u8> {
-    (*b as char).to_digit(16).map(|d| d as u8)
+fn hex(b: Option<&u8>) -> Option<u8> {
+    b.and_then(|&b| crate::http1::hex_digit(b))
 }
 
 #[cfg(test)]

@@ -88,8 +88,11 @@ pub struct Route {
     /// Index into `Snapshot::policies` when the route names policies or transforms beyond rate
     /// limits; `None` for a plain route (one check on the path).
     pub policy: Option<usize>,
-    /// Indices into `Snapshot::rate_limits`, in the order they apply.
+    /// Indices into `Snapshot::rate_limits`, in the order they apply: those keyed by the
+    /// consumer last (they apply after the auth).
     pub rate_limits: Box<[usize]>,
+    /// How many of `rate_limits` (the last ones) are keyed by the consumer.
+    pub consumer_limits: usize,
     /// Where the route's requests are logged.
     pub access_log: LogChoice,
     /// On a listener without TLS, requests are answered with a redirect to `https://` on this
@@ -185,6 +188,20 @@ impl Route {
     }
 }
 
+/// What a host group says about a request.
+enum Lookup {
+    Found(usize),
+    /// Routes of the group match the path, but none whose conditions hold: the group decides
+    /// (no route), later groups are not tried.
+    Refused,
+    /// No route of the group matches the path.
+    Miss,
+}
+
+/// Prefixes tried one by one below this many in a host group; from it on, indexed by first
+/// segment.
+const SEGMENT_INDEX_FROM: usize = 16;
+
 /// Routes sharing one path (file order): the first whose conditions hold wins.
 type Candidates = Box<[usize]>;
 
@@ -232,6 +249,13 @@ impl PathRules {
     }
 
     fn finish(&mut self) {
+        // A few prefixes are scanned faster than hashed: one list then.
+        if self.by_segment.values().map(Vec::len).sum::<usize>() + self.short.len()
+            < SEGMENT_INDEX_FROM
+        {
+            self.short
+                .extend(self.by_segment.drain().flat_map(|(_, l)| l));
+        }
         // Longest first; equal lengths keep file order (stable sort).
         let by_len = |l: &mut Prefixes| {
             l.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
@@ -240,37 +264,38 @@ impl PathRules {
         self.by_segment.values_mut().for_each(by_len);
     }
 
-    fn find(
-        &self,
-        routes: &[Route],
-        path: &[u8],
-        admits: &impl Fn(&Conditions) -> bool,
-    ) -> Option<usize> {
-        let first = |c: &Candidates| {
+    fn find(&self, routes: &[Route], path: &[u8], admits: &impl Fn(&Conditions) -> bool) -> Lookup {
+        let mut matched = false;
+        let mut first = |c: &Candidates| {
+            matched = true;
             c.iter()
                 .copied()
                 .find(|&pos| routes[pos].conditions.as_deref().is_none_or(admits))
         };
+        let mut found = None;
         if !self.exact.is_empty() {
-            if let Some(pos) = self.exact.get(path).and_then(first) {
-                return Some(pos);
-            }
+            found = self.exact.get(path).and_then(&mut first);
         }
-        if !self.by_segment.is_empty() {
+        if found.is_none() && !self.by_segment.is_empty() {
             if let Some(list) = first_segment(path).and_then(|s| self.by_segment.get(s)) {
-                let found = list
+                found = list
                     .iter()
                     .filter(|(p, _)| path.starts_with(p))
                     .find_map(|(_, c)| first(c));
-                if found.is_some() {
-                    return found;
-                }
             }
         }
-        self.short
-            .iter()
-            .filter(|(p, _)| path.starts_with(p))
-            .find_map(|(_, c)| first(c))
+        if found.is_none() {
+            found = self
+                .short
+                .iter()
+                .filter(|(p, _)| path.starts_with(p))
+                .find_map(|(_, c)| first(c));
+        }
+        match found {
+            Some(pos) => Lookup::Found(pos),
+            None if matched => Lookup::Refused,
+            None => Lookup::Miss,
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -355,20 +380,25 @@ impl RouteTable {
     ) -> Option<&Route> {
         let mut buf = [0u8; MAX_HOST_LEN];
         let routes = &self.routes[..];
+        // The first group with a route for the path decides, even when none of its routes'
+        // conditions hold (then: no route).
+        let decide = |l: Lookup| match l {
+            Lookup::Found(pos) => Some(Some(&routes[pos])),
+            Lookup::Refused => Some(None),
+            Lookup::Miss => None,
+        };
         if let Some(host) = normalize_host(host, &mut buf) {
             if !self.exact_hosts.is_empty() {
-                if let Some(pos) = self
-                    .exact_hosts
-                    .get(host)
-                    .and_then(|r| r.find(routes, path, admits))
-                {
-                    return Some(&routes[pos]);
+                if let Some(rules) = self.exact_hosts.get(host) {
+                    if let Some(d) = decide(rules.find(routes, path, admits)) {
+                        return d;
+                    }
                 }
             }
             for (suffix, rules) in &self.wildcard_hosts {
                 if host.len() > suffix.len() && host.ends_with(suffix) {
-                    if let Some(pos) = rules.find(routes, path, admits) {
-                        return Some(&routes[pos]);
+                    if let Some(d) = decide(rules.find(routes, path, admits)) {
+                        return d;
                     }
                 }
             }
@@ -376,9 +406,7 @@ impl RouteTable {
         if self.any_host.is_empty() {
             return None;
         }
-        self.any_host
-            .find(routes, path, admits)
-            .map(|pos| &routes[pos])
+        decide(self.any_host.find(routes, path, admits)).flatten()
     }
 }
 

@@ -27,6 +27,7 @@ fn route(name: &str, hosts: &[&str], path: &str, rewrite: Rewrite) -> Route {
         conditions: None,
         policy: None,
         rate_limits: Box::new([]),
+        consumer_limits: 0,
         access_log: Default::default(),
     }
 }
@@ -335,4 +336,36 @@ fn conditions_choose_among_routes_of_one_path() {
     assert_eq!(find(b"GET"), Some("any"));
     // Plain `find` never takes a route with conditions.
     assert_eq!(name(&t, "", "/api/x"), Some("any"));
+}
+
+#[test]
+fn a_host_group_whose_routes_refuse_decides() {
+    // `api.test` has a route for /admin/ that only admits POST: a GET to it gets no route,
+    // rather than the any-host catch-all (the documented "first group with a route for the path
+    // decides"); within the group a shorter prefix still catches it.
+    let mut post = route("admin-post", &["api.test"], "/admin/", Rewrite::None);
+    post.conditions = Some(Box::new(Conditions {
+        methods: Box::new([(*b"POST").into()]),
+        ..Conditions::default()
+    }));
+    let t = table(vec![
+        post,
+        route("www", &[], "/", Rewrite::None),
+        route("other-host-root", &["other.test"], "/", Rewrite::None),
+    ]);
+    let find = |host: &str, m: &'static [u8]| {
+        let v = RequestView {
+            method: m,
+            path: b"/admin/x",
+            headers: &[],
+            buf: b"",
+            query: b"",
+        };
+        t.find_matching(host.as_bytes(), b"/admin/x", &|c| c.admit(&v))
+            .map(|r| &*r.name)
+    };
+    assert_eq!(find("api.test", b"POST"), Some("admin-post"));
+    assert_eq!(find("api.test", b"GET"), None);
+    assert_eq!(find("other.test", b"GET"), Some("other-host-root"));
+    assert_eq!(find("else.test", b"GET"), Some("www"));
 }

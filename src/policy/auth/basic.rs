@@ -25,6 +25,19 @@ enum PwHash {
     Sha1([u8; 20]),
 }
 
+impl PwHash {
+    /// How dear a check is, to order hashes: bcrypt by its cost, then SHA-crypt, then SHA-1.
+    fn cost(&self) -> u32 {
+        match self {
+            PwHash::Crypt(c) if c.starts_with("$2") => {
+                1000 + c.get(4..6).and_then(|n| n.parse::<u32>().ok()).unwrap_or(0)
+            }
+            PwHash::Crypt(_) => 500,
+            PwHash::Sha1(_) => 0,
+        }
+    }
+}
+
 impl std::fmt::Debug for Htpasswd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Htpasswd({} users)", self.users.len())
@@ -52,7 +65,14 @@ impl Htpasswd {
             if let Some(first) = lines.insert(user, n) {
                 return Err((n, format!("duplicate user {user:?} (also on line {first})")));
             }
-            decoy.get_or_insert_with(|| hash.clone());
+            // The decoy is the dearest hash, so that no unknown user answers faster than a
+            // known one.
+            if decoy
+                .as_ref()
+                .is_none_or(|d: &PwHash| d.cost() < hash.cost())
+            {
+                decoy = Some(hash.clone());
+            }
             users.insert(user.as_bytes().into(), hash);
         }
         let Some(decoy) = decoy else {

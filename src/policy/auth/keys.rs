@@ -76,7 +76,16 @@ impl KeyTable {
             if let Some(first) = lines.insert(digest, n) {
                 return Err((n, format!("duplicate key (also on line {first})")));
             }
-            by_digest.insert(digest, consumer.into());
+            // A key without a name is its own consumer, named by the start of its digest
+            // (distinct per key for consumer-keyed limits and logs, and not the key itself).
+            let consumer: Box<str> = match consumer {
+                "" => digest[..6]
+                    .iter()
+                    .fold(String::from("key-"), |s, b| s + &format!("{b:02x}"))
+                    .into(),
+                c => c.into(),
+            };
+            by_digest.insert(digest, consumer);
         }
         if by_digest.is_empty() {
             return Err((0, "holds no key".into()));
@@ -108,9 +117,7 @@ fn parse_hex(s: &str) -> Option<[u8; 32]> {
     }
     let mut out = [0u8; 32];
     for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        *o = (hi * 16 + lo) as u8;
+        *o = crate::http1::hex_digit(pair[0])? << 4 | crate::http1::hex_digit(pair[1])?;
     }
     Some(out)
 }

@@ -40,35 +40,14 @@ pub(super) fn credentials<'v>(value: &'v [u8], scheme: &str) -> Option<&'v [u8]>
         .then(|| trim_ows(rest))
 }
 
-/// The value of the first cookie named `name` (case-sensitive) in the `Cookie` fields, without
-/// the double quotes RFC 6265 allows around it.
-pub(super) fn cookie<'b>(hs: &[Header], buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
-    hs.iter()
-        .filter(|h| h.name.of(buf).eq_ignore_ascii_case(b"cookie"))
-        .flat_map(|h| h.value.of(buf).split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = trim_ows(pair);
-            let eq = memchr::memchr(b'=', pair)?;
-            let (n, v) = (&pair[..eq], &pair[eq + 1..]);
-            if n != name.as_bytes() {
-                return None;
-            }
-            Some(match v {
-                [b'"', inner @ .., b'"'] => inner,
-                v => v,
-            })
-        })
-}
+/// The value of the first cookie named `name` in the `Cookie` fields.
+pub(super) use crate::http1::cookie;
 
 /// The raw (still percent-encoded) value of query parameter `name`: `None` when absent, an
 /// error when given twice.
 pub(super) fn query_param<'q>(query: &'q [u8], name: &str) -> Result<Option<&'q [u8]>, Ambiguous> {
     let mut found = None;
-    for pair in query.split(|&b| b == b'&') {
-        let (n, v) = match memchr::memchr(b'=', pair) {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &[][..]),
-        };
+    for (n, v) in crate::http1::query_pairs(query) {
         if n == name.as_bytes() {
             if found.is_some() {
                 return Err(Ambiguous);
@@ -115,14 +94,7 @@ pub(super) fn decoded_digest(raw: &[u8]) -> Result<[u8; 32], Ambiguous> {
     Ok(out)
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
+use crate::http1::hex_digit as hex_val;
 
 /// SHA-256 of `bytes`.
 pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {

@@ -653,9 +653,15 @@ fn api_keys_plain_and_hashed_in_header_and_query() {
     assert_eq!(consumer(&[], "a=1&api_key=key-one"), allowed("alice"));
     assert_eq!(consumer(&[], "api_key=key%2Ftwo&b=2"), allowed("bob"));
     assert_eq!(consumer(&[], "api_key=%6Bey%2D%6fne"), allowed("alice"));
-    // `+` is not a space here.
-    assert_eq!(consumer(&[], "api_key=key+four"), allowed(""));
-    assert_eq!(consumer(&[], "api_key=key%2Bfour"), allowed(""));
+    // `+` is not a space here; a key without a name is named by its digest.
+    assert_eq!(
+        consumer(&[], "api_key=key+four"),
+        allowed("key-78da33903dc3")
+    );
+    assert_eq!(
+        consumer(&[], "api_key=key%2Bfour"),
+        allowed("key-78da33903dc3")
+    );
     let invalid = |r| (Verdict::Invalid(r), String::new());
     assert_eq!(
         consumer(&[("X-Api-Key", b"key-two")], ""),
