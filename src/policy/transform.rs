@@ -230,17 +230,18 @@ impl<'r> Vars<'r> {
     }
 
     fn write(&self, v: &Var, out: &mut impl FnMut(&[u8])) {
-        // Values decoded from the request or from tokens; the others are safe as they are
-        // (addresses, tokens the parser checked, target bytes as received, numbers).
-        let decoded = matches!(
-            v,
-            Var::Capture(_) | Var::Http(_) | Var::Consumer | Var::Host
-        );
+        // Values decoded from the path or taken from a token may hold any byte; field values
+        // and the host hold no control byte (the parser checked) but may hold what a target
+        // must not; the rest is safe anywhere (addresses, tokens the parser checked, target
+        // bytes as received, numbers).
+        let any_byte = matches!(v, Var::Capture(_) | Var::Consumer);
+        let field_text = matches!(v, Var::Http(_) | Var::Host);
         match self.sink {
-            Sink::Body => self.raw(v, out),
-            Sink::Field => self.raw(v, &mut |b: &[u8]| escape(b, is_field_byte, out)),
-            Sink::Target if decoded => self.raw(v, &mut |b: &[u8]| escape(b, is_target_byte, out)),
-            Sink::Target => self.raw(v, out),
+            Sink::Field if any_byte => self.raw(v, &mut |b: &[u8]| escape(b, is_field_byte, out)),
+            Sink::Target if any_byte || field_text => {
+                self.raw(v, &mut |b: &[u8]| escape(b, is_target_byte, out))
+            }
+            _ => self.raw(v, out),
         }
     }
 
