@@ -38,6 +38,9 @@ pub struct IdleArgs {
     /// Write the figures as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Extra request header "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
 }
 
 #[derive(Default)]
@@ -131,8 +134,17 @@ pub fn main(args: IdleArgs) -> i32 {
 pub fn measure(args: &IdleArgs) -> Result<IdleReport, String> {
     util::raise_nofile();
     let (host, addr, path) = parse_url(&args.url)?;
+    let mut extra = String::new();
+    for h in &args.headers {
+        if !h.contains(':') || h.contains(['\r', '\n']) {
+            return Err(format!("invalid header {h:?} (expected \"Name: value\")"));
+        }
+        extra.push_str(h);
+        extra.push_str("\r\n");
+    }
     let request: Bytes =
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: loadtest\r\n\r\n").into();
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: loadtest\r\n{extra}\r\n")
+            .into();
     let n = args.connections.max(1);
     let rss_before = args.pid.and_then(rss_tree);
     let shared = Arc::new(Shared::default());

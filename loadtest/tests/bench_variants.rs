@@ -188,6 +188,14 @@ fn gateway_variants_measure_without_errors() {
         assert!(t["saturation_median"].as_f64().unwrap() > 0.0, "{t}");
         assert!(t["cpu_us_per_req_median"].as_f64().unwrap() > 0.0, "{t}");
     }
+    // The idle-memory phase holds its connections with requests each variant answers 200 (the
+    // JWT one's carry the token too).
+    let idle = json["idle"].as_array().expect("an idle phase");
+    assert_eq!(idle.len(), 4, "{idle:?}");
+    for t in idle {
+        assert_eq!(t["errors"].as_u64(), Some(0), "{t}");
+        assert_eq!(t["established"], t["connections"], "{t}");
+    }
     let conf =
         |n: &str| std::fs::read_to_string(dir.join(format!("small/coregate-{n}.toml"))).unwrap();
     assert!(conf("jwt").contains("kind = \"jwt\""));

@@ -206,6 +206,7 @@ pub(super) fn idle_memory(
             pid: t.proc.as_ref().and_then(Running::pid),
             threads: 1,
             json: None,
+            headers: t.variant.map(Variant::request_headers).unwrap_or_default(),
         })?;
         eprintln!(
             "  {:<9} {} of {n} held, {:.0} bytes per connection",
