@@ -16,10 +16,56 @@ pub struct Template {
     parts: Box<[Part]>,
 }
 
+/// Literal bytes, or a reference (`$name`, `${name}`) compiled into a `T`.
 #[derive(Debug, Clone)]
-enum Part {
+enum Piece<T> {
     Lit(Box<[u8]>),
-    Var(Var),
+    Ref(T),
+}
+
+type Part = Piece<Var>;
+
+/// Splits `src` into literal runs and `$name` / `${name}` references (`$$` is a `$`), each
+/// name compiled by `name`.
+fn pieces<T>(
+    src: &str,
+    mut name: impl FnMut(&str) -> Result<T, String>,
+) -> Result<Vec<Piece<T>>, String> {
+    let b = src.as_bytes();
+    let (mut out, mut lit, mut i) = (Vec::new(), Vec::new(), 0);
+    while i < b.len() {
+        if b[i] != b'$' || b.get(i + 1) == Some(&b'$') {
+            lit.push(b[i]);
+            i += if b[i] == b'$' { 2 } else { 1 };
+            continue;
+        }
+        let (n, next) = if b.get(i + 1) == Some(&b'{') {
+            let end = src[i + 2..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed ${{ in {src:?}"))?;
+            (&src[i + 2..i + 2 + end], i + 3 + end)
+        } else {
+            let len = b[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                .count();
+            (&src[i + 1..i + 1 + len], i + 1 + len)
+        };
+        if n.is_empty() {
+            return Err(format!(
+                "'$' without a name in {src:?} (write $$ for a '$')"
+            ));
+        }
+        if !lit.is_empty() {
+            out.push(Piece::Lit(std::mem::take(&mut lit).into()));
+        }
+        out.push(Piece::Ref(name(n)?));
+        i = next;
+    }
+    if !lit.is_empty() {
+        out.push(Piece::Lit(lit.into()));
+    }
+    Ok(out)
 }
 
 /// A variable of a [`Template`].
@@ -59,48 +105,7 @@ impl Template {
     /// Compiles `src`; `captures` names the groups of the route's `path_regex` (index 0 is the
     /// whole match), empty when it has none. The error says what is wrong.
     pub fn parse(src: &str, place: Place, captures: &[Option<&str>]) -> Result<Template, String> {
-        let b = src.as_bytes();
-        let mut parts = Vec::new();
-        let mut lit = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] != b'$' {
-                lit.push(b[i]);
-                i += 1;
-                continue;
-            }
-            if b.get(i + 1) == Some(&b'$') {
-                lit.push(b'$'); // `$$` is a literal `$`
-                i += 2;
-                continue;
-            }
-            let (name, next) = if b.get(i + 1) == Some(&b'{') {
-                let end = src[i + 2..]
-                    .find('}')
-                    .ok_or_else(|| format!("unclosed ${{ in {src:?}"))?;
-                (&src[i + 2..i + 2 + end], i + 3 + end)
-            } else {
-                let len = b[i + 1..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
-                    .count();
-                (&src[i + 1..i + 1 + len], i + 1 + len)
-            };
-            if name.is_empty() {
-                return Err(format!(
-                    "'$' without a variable name in {src:?} (write $$ for a '$')"
-                ));
-            }
-            let var = variable(name, place, captures)?;
-            if !lit.is_empty() {
-                parts.push(Part::Lit(std::mem::take(&mut lit).into()));
-            }
-            parts.push(Part::Var(var));
-            i = next;
-        }
-        if !lit.is_empty() {
-            parts.push(Part::Lit(lit.into()));
-        }
+        let parts = pieces(src, |name| variable(name, place, captures))?;
         Ok(Template {
             parts: parts.into(),
         })
@@ -110,7 +115,7 @@ impl Template {
     pub fn literal(&self) -> Option<&[u8]> {
         match &*self.parts {
             [] => Some(b""),
-            [Part::Lit(l)] => Some(l),
+            [Piece::Lit(l)] => Some(l),
             _ => None,
         }
     }
@@ -119,8 +124,8 @@ impl Template {
     pub fn expand(&self, cx: &Vars, out: &mut impl FnMut(&[u8])) {
         for p in self.parts.iter() {
             match p {
-                Part::Lit(l) => out(l),
-                Part::Var(v) => cx.write(v, out),
+                Piece::Lit(l) => out(l),
+                Piece::Ref(v) => cx.write(v, out),
             }
         }
     }
@@ -403,55 +408,20 @@ impl HeaderOps {
 #[derive(Debug, Clone)]
 pub struct PathRewrite {
     regex: regex::bytes::Regex,
-    replace: Box<[Rep]>,
-}
-
-#[derive(Debug, Clone)]
-enum Rep {
-    Lit(Box<[u8]>),
-    Group(usize),
+    replace: Box<[Piece<usize>]>,
 }
 
 impl PathRewrite {
     /// Compiles `replace` (`$1`, `${name}` for the groups of `regex`, `$$` for `$`).
     pub fn new(regex: regex::bytes::Regex, replace: &str) -> Result<PathRewrite, String> {
         let names: Vec<Option<&str>> = regex.capture_names().collect();
-        let b = replace.as_bytes();
-        let (mut reps, mut lit, mut i) = (Vec::new(), Vec::new(), 0);
-        while i < b.len() {
-            if b[i] != b'$' || b.get(i + 1) == Some(&b'$') {
-                lit.push(b[i]);
-                i += if b[i] == b'$' { 2 } else { 1 };
-                continue;
-            }
-            let (name, next) = if b.get(i + 1) == Some(&b'{') {
-                let end = replace[i + 2..]
-                    .find('}')
-                    .ok_or_else(|| format!("unclosed ${{ in {replace:?}"))?;
-                (&replace[i + 2..i + 2 + end], i + 3 + end)
-            } else {
-                let n = b[i + 1..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
-                    .count();
-                (&replace[i + 1..i + 1 + n], i + 1 + n)
-            };
-            let group = match name.parse::<usize>() {
-                Ok(n) if n < names.len() => n,
-                _ => names
-                    .iter()
-                    .position(|g| *g == Some(name))
-                    .ok_or_else(|| format!("${name}: no such group in the regex"))?,
-            };
-            if !lit.is_empty() {
-                reps.push(Rep::Lit(std::mem::take(&mut lit).into()));
-            }
-            reps.push(Rep::Group(group));
-            i = next;
-        }
-        if !lit.is_empty() {
-            reps.push(Rep::Lit(lit.into()));
-        }
+        let reps = pieces(replace, |name| match name.parse::<usize>() {
+            Ok(n) if n < names.len() => Ok(n),
+            _ => names
+                .iter()
+                .position(|g| *g == Some(name))
+                .ok_or_else(|| format!("${name}: no such group in the regex")),
+        })?;
         Ok(PathRewrite {
             regex,
             replace: reps.into(),
@@ -473,8 +443,8 @@ impl PathRewrite {
         for r in self.replace.iter() {
             match r {
                 // Checked at load: path characters only, escapes included.
-                Rep::Lit(l) => out.extend_from_slice(l),
-                Rep::Group(g) => esc(c.get(*g).map_or(&b""[..], |m| m.as_bytes()), out),
+                Piece::Lit(l) => out.extend_from_slice(l),
+                Piece::Ref(g) => esc(c.get(*g).map_or(&b""[..], |m| m.as_bytes()), out),
             }
         }
         esc(&path[whole.end..], out);
