@@ -42,12 +42,20 @@ fn keep_alive_reuses_connections_on_both_sides(driver: &str) {
     }
     let n = clients * per_client;
     assert_eq!(backend.requests().len(), n);
-    // One worker and sequential clients: the pooled connection serves every request.
-    assert!(
-        backend.conns() <= clients,
+    // One worker and sequential clients: the one pooled connection serves every request, from
+    // every client.
+    assert_eq!(
+        backend.conns(),
+        1,
         "{} backend connections for {n} requests",
         backend.conns()
     );
+    let on: Vec<(usize, usize)> = backend
+        .requests()
+        .iter()
+        .map(|r| (r.conn, r.nth_on_conn))
+        .collect();
+    assert_eq!(on, (0..n).map(|i| (0, i)).collect::<Vec<_>>());
 }
 
 fn pipelined_requests_are_answered_in_order(driver: &str) {

@@ -1,7 +1,8 @@
 //! Request smuggling shapes end to end, under both drivers: every ambiguous or malformed head is
 //! answered 400 with `Connection: close` and nothing reaches the backend (it counts bytes);
 //! malformed chunked bodies (valid head, so the request may already be upstream) end in 400 or a
-//! close, and the backend never sees a second request hidden in the body. Positive controls
+//! close, the backend never sees a second request hidden in the body, and the backend
+//! connection that carried the broken body is closed, never pooled. Positive controls
 //! prove the backend was reachable and the accepted variants are forwarded.
 
 mod common;
@@ -217,6 +218,15 @@ fn malformed_chunked_bodies_never_smuggle_a_request(driver: &str) {
         "malformed chunked bodies mishandled:\n{}",
         failures.join("\n")
     );
+    // The head and the good chunks had gone upstream: every backend connection that carried
+    // part of a malformed body was closed, never pooled (its request is unfinished).
+    let opened = backend.conns();
+    assert!(opened >= 1, "no malformed body reached the backend at all");
+    assert_eq!(
+        backend.wait_ended(opened),
+        opened,
+        "a backend connection that carried a broken body was kept"
+    );
 
     // Control: a well-formed chunked request followed by a pipelined one: both forwarded.
     let mut client = Client::connect(proxy.addr);
@@ -226,6 +236,8 @@ fn malformed_chunked_bodies_never_smuggle_a_request(driver: &str) {
     );
     assert_eq!(client.response_to("POST").text(), "backend saw /first");
     assert_eq!(client.response().text(), "backend saw /second");
+    // ... on a new backend connection.
+    assert!(backend.requests().iter().all(|r| r.conn >= opened));
 }
 
 fn tab_after_colon_is_accepted(driver: &str) {

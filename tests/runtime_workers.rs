@@ -135,26 +135,35 @@ fn unpinned_workers_may_run_anywhere() {
 fn epoll_driver_serves() {
     let backend = Backend::start();
     let port = free_port();
-    let proxy = Proxy::start(
-        &config(port, backend.port, "workers = 1\ndriver = \"epoll\"", ""),
-        port,
-        "info",
+    // The catch-all route answers host `h` only, so that another host is a routing miss.
+    let text = config(port, backend.port, "workers = 1\ndriver = \"epoll\"", "").replace(
+        "name = \"default\"\n",
+        "name = \"default\"\nhosts = [\"h\"]\n",
     );
+    assert!(text.contains("hosts = [\"h\"]"), "{text}");
+    let proxy = Proxy::start(&text, port, "info");
     assert!(
         proxy.log_text().contains("worker 0: driver epoll"),
         "{}",
         proxy.log_text()
     );
-    // Keep-alive: three requests on one connection, then a routing miss.
+    // Keep-alive: three requests on one connection, then a routing miss (404, the connection
+    // kept), then one more on the same connection.
     let mut s = connect(proxy.addr);
     for path in ["/api/a", "/", "/api/b?x=1"] {
         write!(s, "GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
         let r = read_response(&mut s);
         assert_eq!(r.status, 200);
+        assert_eq!(r.body, format!("backend saw {path}\n").as_bytes());
         assert!(!r.head.contains("connection: close"));
     }
+    write!(s, "GET /x HTTP/1.1\r\nHost: elsewhere\r\n\r\n").unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(!r.head.contains("connection: close"), "{r:?}");
+    write!(s, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).body, b"backend saw /x\n");
     assert_eq!(get(proxy.addr, "h", "/api/x").status, 200);
-    assert_eq!(get(proxy.addr, "h", "/x").status, 200);
 }
 
 #[test]

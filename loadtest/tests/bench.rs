@@ -1,55 +1,23 @@
-//! `loadtest bench --quick` end to end: backend, relay floor and direct (and coregate when
-//! $COREGATE_BIN is set or target/release/coregate is up to date), every scenario, within a
-//! minute, producing the table and the JSON.
+//! `loadtest bench --quick` end to end: backend, coregate, relay floor and direct, every
+//! scenario, within a minute (plus building coregate when $COREGATE_BIN is not set), producing
+//! the table and the JSON. coregate is always measured: `coregate_release_bin` builds it (a
+//! stale or missing binary is rebuilt, never silently left out).
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use common::{run_bounded, tempdir, BIN};
-
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let m = if e.path().is_dir() {
-            newest_mtime(&e.path())
-        } else {
-            e.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(m);
-    }
-    newest
-}
-
-/// coregate's release binary: $COREGATE_BIN, else target/release/coregate when it is newer than
-/// every source file (a stale binary would measure old code).
-fn coregate_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("COREGATE_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bin = root.join("target/release/coregate");
-    let built = bin.metadata().and_then(|m| m.modified()).ok()?;
-    if newest_mtime(&root.join("src")).is_some_and(|src| src > built) {
-        eprintln!("{} is older than src/: not benchmarked", bin.display());
-        return None;
-    }
-    Some(bin)
-}
+use common::{coregate_release_bin, run_bounded, tempdir, BIN};
 
 #[test]
 fn bench_quick_produces_the_table() {
+    let bin = coregate_release_bin();
     let dir = tempdir();
-    let mut proxies = String::from("relay,direct");
     let mut cmd = Command::new(BIN);
     cmd.args(["bench", "--quick", "--results"]).arg(&dir);
-    if let Some(bin) = coregate_bin() {
-        proxies.insert_str(0, "coregate,");
-        cmd.arg("--coregate").arg(bin);
-    }
-    cmd.args(["--proxies", &proxies]);
+    cmd.arg("--coregate").arg(&bin);
+    cmd.args(["--proxies", "coregate,relay,direct"]);
     let started = Instant::now();
     let (code, out) = run_bounded(&mut cmd, Duration::from_secs(60));
     eprintln!("bench --quick took {:?}", started.elapsed());
@@ -57,6 +25,7 @@ fn bench_quick_produces_the_table() {
     for scenario in ["small", "16k", "256k", "post4k", "c1000", "noka"] {
         assert!(out.contains(&format!("### {scenario}: ")), "{out}");
     }
+    assert!(out.contains("| coregate | "), "{out}");
     assert!(out.contains("| relay | "), "{out}");
     assert!(out.contains("| direct | "), "{out}");
     let json: serde_json::Value =
@@ -64,10 +33,17 @@ fn bench_quick_produces_the_table() {
     let scenarios = json["scenarios"].as_array().unwrap();
     assert_eq!(scenarios.len(), 6);
     for s in scenarios {
+        let names: Vec<&str> = s["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["coregate", "relay", "direct"], "{s}");
         for t in s["targets"].as_array().unwrap() {
             assert!(t["saturation_median"].as_f64().unwrap() > 0.0, "{t}");
             assert_eq!(t["errors"].as_u64(), Some(0), "{t}");
-            if t["name"] == "relay" {
+            if t["name"] == "relay" || t["name"] == "coregate" {
                 assert!(t["cpu_us_per_req_median"].as_f64().unwrap() > 0.0, "{t}");
                 assert!(t["rss_bytes"].as_u64().unwrap() > 0, "{t}");
             }
@@ -81,6 +57,12 @@ fn bench_quick_produces_the_table() {
         .expect("relay idle row");
     assert_eq!(relay["established"], relay["connections"], "{relay}");
     assert!(relay["rss_held"].as_u64().unwrap() > 0, "{relay}");
+    let cg = idle
+        .iter()
+        .find(|r| r["name"] == "coregate")
+        .expect("coregate idle row");
+    assert_eq!(cg["established"], cg["connections"], "{cg}");
+    assert_eq!(cg["errors"].as_u64(), Some(0), "{cg}");
     assert!(
         out.contains("### Memory per idle keep-alive connection"),
         "{out}"

@@ -14,6 +14,16 @@ fn idle_holds_connections_and_reports_rss() {
     let dir = tempdir();
     let json = dir.join("idle.json");
     let pid = be.child.id().to_string();
+    let vmrss = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    };
+    let before = vmrss();
     let url = format!("http://{}/", be.addr);
     let mut cmd = Command::new(BIN);
     cmd.args(["idle", &url, "-c", "300", "--interval", "500ms", "-d", "2s"])
@@ -27,8 +37,20 @@ fn idle_holds_connections_and_reports_rss() {
     assert_eq!(u(&r, &["errors"]), 0);
     // At least one request per connection, and more as the interval comes round.
     assert!(u(&r, &["ok"]) >= 600, "{r}");
-    assert!(u(&r, &["rss_held"]) > 0);
-    assert!(r["bytes_per_connection"].as_f64().is_some());
+    // The figures are the backend's own memory: its RSS before as we read it (within 1 MiB),
+    // more while holding 300 connections (at least 512 B and at most 1 MiB each), and the
+    // figure per connection is that growth divided by the connections.
+    let (rss_before, rss_held) = (u(&r, &["rss_before"]), u(&r, &["rss_held"]));
+    assert!(
+        rss_before.abs_diff(before) < 1 << 20,
+        "{r} (we read {before})"
+    );
+    let growth = rss_held.saturating_sub(rss_before);
+    assert!((300 * 512..=300 << 20).contains(&growth), "{r}");
+    let per = r["bytes_per_connection"]
+        .as_f64()
+        .expect("a figure per connection");
+    assert!((per - growth as f64 / 300.0).abs() < 1.0, "{r}");
     // The backend saw exactly those connections, each carrying every request sent on it.
     let stats = backend_stats(&be.addr);
     assert_eq!(u(&stats, &["connections"]), 301); // + the stats request itself
