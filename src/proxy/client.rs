@@ -740,12 +740,20 @@ pub(super) struct Done {
 }
 
 impl Done {
-    pub(super) fn of(req: &Request, framing: Framing, conn: &ConnectionOptions) -> Done {
+    /// A request of `method` and `version` whose head is `head_len` bytes: the connection
+    /// closes when a body is left unread or the client asked to close.
+    pub(super) fn of(
+        method: Method,
+        version: Version,
+        head_len: usize,
+        framing: Framing,
+        conn: &ConnectionOptions,
+    ) -> Done {
         Done {
-            method: req.method,
-            version: req.version,
-            head_len: req.head_len,
-            close: framing != Framing::None || conn.closes_after(req.version),
+            method,
+            version,
+            head_len,
+            close: framing != Framing::None || conn.closes_after(version),
         }
     }
 }
@@ -773,11 +781,13 @@ impl ClientConn<'_> {
         info: &ReqInfo,
     ) -> Next {
         let extra = format!("Retry-After: {retry_after}\r\n");
-        if info.conn.closes_after(info.version) {
-            return self.reject_with(503, detail, &extra).await;
-        }
-        let (framing, head_len, version) = (info.framing, info.head_len, info.version);
-        self.reject_keep(503, detail, framing, head_len, version, &extra)
-            .await
+        let done = Done::of(
+            info.method,
+            info.version,
+            info.head_len,
+            info.framing,
+            &info.conn,
+        );
+        self.refuse(503, detail, &extra, done).await
     }
 }

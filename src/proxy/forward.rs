@@ -106,7 +106,7 @@ impl<'a> ClientConn<'a> {
             .routes
             .find_matching(host.of(buf), decision, &|c| c.admit(&view));
         // How the connection ends when the proxy answers this request itself.
-        let done = Done::of(&req, framing, &conn);
+        let done = Done::of(req.method, req.version, req.head_len, framing, &conn);
         let Some(route) = found else {
             return self
                 .refuse(404, "no route for this host and path", "", done)
@@ -174,7 +174,7 @@ impl<'a> ClientConn<'a> {
         let text = || RequestText {
             client_ip,
             tls,
-            route,
+            route: &route.name,
             host: host.of(buf),
             target: target_bytes,
             method: req.method_span.of(buf),
@@ -183,7 +183,7 @@ impl<'a> ClientConn<'a> {
         };
         if let Some(p) = policy {
             let g = &mut self.scratch.gateway;
-            g.begin(p, decision, text());
+            g.begin(p, route, decision, text());
             if p.request_id {
                 g.request_id(hs, buf, &self.state.upstreams);
                 self.captured.set_request_id(&g.request_id);

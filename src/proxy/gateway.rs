@@ -34,7 +34,8 @@ pub(super) struct GatewayScratch {
 pub(super) struct RequestText<'v> {
     pub(super) client_ip: &'v str,
     pub(super) tls: bool,
-    pub(super) route: &'v Route,
+    /// The route's name.
+    pub(super) route: &'v str,
     /// The `Host` value (or the authority of an absolute-form target) as received.
     pub(super) host: &'v [u8],
     /// The target as received.
@@ -50,8 +51,13 @@ const MAX_REQUEST_ID: usize = 128;
 impl GatewayScratch {
     /// Starts a request on a route with policy `p`: forgets the previous request's values and
     /// records what the response's templates need.
-    pub(super) fn begin(&mut self, p: &RoutePolicy, decision: &[u8], r: RequestText) {
-        let route = r.route;
+    pub(super) fn begin(
+        &mut self,
+        p: &RoutePolicy,
+        route: &Route,
+        decision: &[u8],
+        r: RequestText,
+    ) {
         self.request_id.clear();
         self.origin.clear();
         self.identity.consumer.clear();
@@ -76,8 +82,8 @@ impl GatewayScratch {
             keep(&mut self.host, crate::route::host_without_port(r.host));
             keep(&mut self.request_target, r.target);
             keep(&mut self.method, r.method);
-            if *self.route != *route.name {
-                self.route = route.name.clone();
+            if *self.route != *r.route {
+                self.route = r.route.into();
             }
             if self.client_ip != r.client_ip {
                 self.client_ip.clear();
@@ -123,7 +129,7 @@ impl GatewayScratch {
             target: r.target,
             method: r.method,
             scheme: if r.tls { "https" } else { "http" },
-            route: &r.route.name,
+            route: r.route,
             request_id: &self.request_id,
             consumer: &self.identity.consumer,
             upstream_addr: "",
@@ -137,9 +143,23 @@ impl GatewayScratch {
 
     /// `X-Request-Id: …` (a route with `request_id`) appended to `out`.
     pub(super) fn request_id_field(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"X-Request-Id: ");
-        out.extend_from_slice(&self.request_id);
-        out.extend_from_slice(b"\r\n");
+        self.write_request_id(&mut |b: &[u8]| out.extend_from_slice(b));
+    }
+
+    fn write_request_id(&self, out: &mut impl FnMut(&[u8])) {
+        out(b"X-Request-Id: ");
+        out(&self.request_id);
+        out(b"\r\n");
+    }
+
+    /// The request id (a route with `request_id`) and, for an allowed origin, the CORS fields.
+    fn write_id_and_cors(&self, p: &RoutePolicy, out: &mut impl FnMut(&[u8])) {
+        if p.request_id {
+            self.write_request_id(out);
+        }
+        if let Some(cors) = p.cors.as_ref().filter(|_| !self.origin.is_empty()) {
+            cors.write_response(&self.origin, out);
+        }
     }
 
     /// The fields of an error answer on a policy route (a refusal by auth or a limit, a failed
@@ -147,12 +167,7 @@ impl GatewayScratch {
     /// browser can read the refusal. `response_headers` are for relayed answers only.
     pub(super) fn answer_fields(&self, p: &RoutePolicy) -> String {
         let mut out = Vec::new();
-        if p.request_id {
-            self.request_id_field(&mut out);
-        }
-        if let Some(cors) = p.cors.as_ref().filter(|_| !self.origin.is_empty()) {
-            cors.write_response(&self.origin, &mut |b: &[u8]| out.extend_from_slice(b));
-        }
+        self.write_id_and_cors(p, &mut |b: &[u8]| out.extend_from_slice(b));
         // Field lines made of checked bytes (ids, origins and config text).
         String::from_utf8_lossy(&out).into_owned()
     }
@@ -178,28 +193,24 @@ impl GatewayScratch {
         answer: Option<(&str, u16)>,
         out: &mut impl FnMut(&[u8]),
     ) {
-        if p.request_id {
-            out(b"X-Request-Id: ");
-            out(&self.request_id);
-            out(b"\r\n");
-        }
-        if let Some(cors) = p.cors.as_ref().filter(|_| !self.origin.is_empty()) {
-            cors.write_response(&self.origin, out);
-        }
+        self.write_id_and_cors(p, out);
         if !p.response_headers.is_empty() {
             let (upstream_addr, status) = answer.unwrap_or(("", 0));
-            let vars = Vars {
+            // The request's values as `begin` kept them.
+            let kept = RequestText {
                 client_ip: &self.client_ip,
+                tls: self.tls,
+                route: &self.route,
                 host: &self.host,
                 target: &self.request_target,
                 method: &self.method,
-                scheme: if self.tls { "https" } else { "http" },
-                route: &self.route,
-                request_id: &self.request_id,
-                consumer: &self.identity.consumer,
+                headers: &[],
+                buf: &[],
+            };
+            let vars = Vars {
                 upstream_addr,
                 status,
-                ..Vars::default()
+                ..self.vars(kept)
             };
             p.response_headers.write(&vars, out);
         }
