@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::Command;
 
 use common::*;
@@ -95,13 +94,10 @@ print(json.dumps({
 
 /// One request with the extra field lines `fields` on a new connection.
 fn request(addr: std::net::SocketAddr, target: &str, fields: &str) -> Response {
-    let mut s = connect(addr);
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: api.test\r\n{fields}Connection: close\r\n\r\n"
+    send(
+        addr,
+        &format!("GET {target} HTTP/1.1\r\nHost: api.test\r\n{fields}Connection: close\r\n\r\n"),
     )
-    .unwrap();
-    read_response(&mut s)
 }
 
 fn bearer(token: &serde_json::Value) -> String {
@@ -109,12 +105,9 @@ fn bearer(token: &serde_json::Value) -> String {
 }
 
 fn challenge(r: &Response) -> String {
-    r.head
-        .lines()
-        .find_map(|l| l.strip_prefix("www-authenticate:"))
-        .unwrap_or("")
-        .trim()
-        .to_string()
+    r.values("WWW-Authenticate")
+        .first()
+        .map_or(String::new(), |v| v.to_string())
 }
 
 #[test]

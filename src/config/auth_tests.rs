@@ -3,18 +3,7 @@ use std::path::PathBuf;
 use crate::config::{line_col, parse, ConfigError};
 use crate::policy::auth::Kind;
 
-const BASE: &str = r#"
-[[listeners]]
-address = "127.0.0.1:8080"
-
-[[upstreams]]
-name = "app"
-backends = [ { address = "127.0.0.1:9000" } ]
-
-[[routes]]
-name = "all"
-upstream = "app"
-"#;
+use crate::config::tests::MINIMAL as BASE;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const BCRYPT: &str = "$2y$05$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZFpe";

@@ -2,7 +2,8 @@ use std::time::Duration;
 
 use super::*;
 
-const MINIMAL: &str = r#"
+/// The smallest valid config (the auth tests build on it too).
+pub(super) const MINIMAL: &str = r#"
 [[listeners]]
 address = "127.0.0.1:8080"
 

@@ -345,6 +345,25 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+impl Response {
+    /// The values of the field `name` (any case), in order, trimmed.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        self.head
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(str::trim)
+            .collect()
+    }
+}
+
+/// Sends `raw` (one whole request) on a new connection and reads the answer.
+pub fn send(addr: SocketAddr, raw: &str) -> Response {
+    let mut s = connect(addr);
+    s.write_all(raw.as_bytes()).unwrap();
+    read_response(&mut s)
+}
+
 /// Reads one response with a Content-Length body from `s`.
 pub fn read_response(s: &mut TcpStream) -> Response {
     let mut buf = Vec::new();
