@@ -11,6 +11,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEFAULT_CONFIG: &str = "config/coregate.toml";
 
+extern "C" {
+    /// mimalloc's collection of the calling thread's heap (`force`: purge free pages now).
+    fn mi_collect(force: bool);
+}
+
+/// Gives the free pages of the calling worker's heap back to the system.
+fn release_memory() {
+    // SAFETY: mi_collect takes no pointers and may be called from any thread at any time.
+    unsafe { mi_collect(true) }
+}
+
 #[derive(Parser)]
 #[command(
     name = "coregate",
@@ -55,6 +66,7 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = coregate::runtime::RELEASE_MEMORY.set(release_memory);
     match cli.command {
         Command::Check { config } => match coregate::config::load(&config) {
             Ok(snapshot) => {

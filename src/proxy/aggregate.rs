@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use super::client::{ClientConn, Done, Next};
-use super::io::{write_all, IoFail, RecvBuf};
+use super::io::{write_all, IoFail, Limit, RecvBuf};
 use super::WorkerState;
 use crate::config::Upstream;
 use crate::http1::{
@@ -63,9 +63,10 @@ impl ClientConn<'_> {
             destination,
             owner: self.conn_id,
         };
+        let clock = &self.ctx.deadlines;
         let fetches = agg.parts.iter().zip(&paths).map(|(part, path)| {
             let u = &snap.upstreams[part.upstream];
-            fetch(state, u, part, path, &common, &ends, agg.max_bytes)
+            fetch(state, clock, u, part, path, &common, &ends, agg.max_bytes)
         });
         let results = futures_util::future::join_all(fetches).await;
         self.tally.upstream_time = Some(started.elapsed());
@@ -120,8 +121,10 @@ impl ClientConn<'_> {
 
 /// One part: a GET to a backend of `u`, its JSON body parsed. A pooled connection the backend
 /// had closed is replaced once by a new one.
+#[allow(clippy::too_many_arguments)]
 async fn fetch(
     state: &WorkerState,
+    clock: &super::deadline::Deadlines,
     u: &Upstream,
     part: &AggregatePart,
     path: &[u8],
@@ -130,6 +133,8 @@ async fn fetch(
     max: usize,
 ) -> Result<Value, String> {
     let ms = part.timeout.as_millis();
+    // Parts run at once in the client's task: each has its own deadline slot.
+    let slot = clock.open_owned();
     let attempt = async {
         let ups = &state.upstreams;
         let mut tried = Tried::default();
@@ -157,7 +162,7 @@ async fn fetch(
             head.extend_from_slice(b"\r\n");
             // Each I/O step may take the whole part's time: the part's own deadline (below)
             // is what ends it.
-            let io = part.timeout + Duration::from_secs(1);
+            let io = Limit::new(slot.timer(), part.timeout + Duration::from_secs(1));
             match exchange(&mut conn.stream, head, u, io, max).await {
                 Ok((body, reusable)) => {
                     ups.success(u, backend);
@@ -209,7 +214,7 @@ async fn exchange(
     stream: &mut crate::tls::Stream,
     head: Vec<u8>,
     u: &Upstream,
-    timeout: Duration,
+    timeout: Limit<'_>,
     max: usize,
 ) -> Result<(Vec<u8>, bool), Failure> {
     let other = |s: &str| Failure::Other(s.to_string());

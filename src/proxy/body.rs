@@ -5,10 +5,9 @@
 //! received, or de-chunked for HTTP/1.0 clients; close-delimited bodies run to EOF, chunked on
 //! the way for HTTP/1.1 clients.
 
-use super::io::{write_all, write_head, IoFail, RecvBuf};
+use super::io::{write_all, write_head, IoFail, Limit, RecvBuf};
 use crate::http1::{Chunk, ChunkedDecoder, HeadPlan};
 use crate::tls::Stream;
-use std::time::Duration;
 
 /// Why a body relay stopped early.
 #[derive(Debug)]
@@ -35,7 +34,7 @@ pub async fn length(
     buf: &mut RecvBuf,
     dst: &mut Stream,
     mut remaining: u64,
-    idle: Duration,
+    idle: Limit<'_>,
     sent: &mut u64,
 ) -> Result<(), RelayFail> {
     while remaining > 0 {
@@ -63,7 +62,7 @@ pub async fn chunked(
     dst: &mut Stream,
     dechunk: bool,
     max: u64,
-    idle: Duration,
+    idle: Limit<'_>,
     sent: &mut u64,
 ) -> Result<(), RelayFail> {
     let mut decoder = ChunkedDecoder::default();
@@ -117,7 +116,7 @@ pub async fn until_close(
     src: &mut Stream,
     buf: &mut RecvBuf,
     dst: &mut Stream,
-    idle: Duration,
+    idle: Limit<'_>,
     sent: &mut u64,
 ) -> Result<(), RelayFail> {
     loop {
@@ -146,7 +145,7 @@ pub async fn rechunk(
     dst: &mut Stream,
     plan: &mut HeadPlan,
     iovecs: &mut Vec<libc::iovec>,
-    idle: Duration,
+    idle: Limit<'_>,
     sent: &mut u64,
 ) -> Result<(), RelayFail> {
     let mut first = true;

@@ -2,8 +2,9 @@
 //! parsing the head; steps 2–5 in `forward.rs`, `exchange.rs` and `response.rs`), and the error
 //! answers every step can end with.
 
+use super::deadline::Timer;
 use super::error::error_response_with;
-use super::io::{write_all, IoFail, RecvBuf};
+use super::io::{write_all, IoFail, Limit, RecvBuf};
 use super::WorkerState;
 use super::{Generation, WorkerCtx};
 use crate::config::Snapshot;
@@ -14,8 +15,11 @@ use crate::http1::{
 use crate::observe::access::{Captured, Entry};
 use crate::route::LogChoice;
 use crate::tls::Stream;
-use monoio::io::AsyncWriteRent;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Initial client buffer (held by every idle keep-alive connection's pending read); it grows up
@@ -67,6 +71,10 @@ pub struct ClientConn<'a> {
     pub(super) ctx: &'a WorkerCtx,
     pub(super) state: &'a WorkerState,
     pub(super) snap: &'a Snapshot,
+    /// The connection's deadline slot: every I/O step of the connection is bounded by it.
+    pub(super) timer: Timer<'a>,
+    /// Cancels the read that waits for the next request when its grace ends.
+    canceller: monoio::io::Canceller,
     pub(super) buf: RecvBuf,
     /// Parsed fields: the request's (at most `max_headers`), then, once the request is sent,
     /// the response's in the same storage.
@@ -89,26 +97,66 @@ pub struct ClientConn<'a> {
     pub(super) listen_addr: SocketAddr,
 }
 
-/// What a connection keeps when it moves to a new generation: everything but the borrowed
-/// config, plus the request head already read.
-pub struct ConnParts {
+/// What a connection keeps while it waits for a request without buffers: its socket and who
+/// it is. An idle keep-alive connection's task holds this and nothing else of it.
+pub struct Conn {
     stream: Stream,
-    peer_ip: String,
-    peer_key: u64,
     peer: SocketAddr,
     conn_id: u64,
+    listen_addr: SocketAddr,
+    /// Its slot in the worker's [`super::deadline::Deadlines`].
+    pub(super) slot: u32,
+    pipelining: bool,
+    /// What few connections have: a PROXY protocol destination, a TLS client's subject.
+    extra: Option<Box<Extra>>,
+}
+
+struct Extra {
     local: Option<SocketAddr>,
     client_subject: Option<Box<str>>,
-    listen_addr: SocketAddr,
+}
+
+/// The buffers a connection uses while it serves requests, lent from its worker's pool
+/// ([`WorkerCtx::workspace`]) and given back when the connection goes idle or closes.
+pub struct Workspace {
     buf: RecvBuf,
     headers: Vec<Header>,
     reader: HeadReader,
     plan: HeadPlan,
     iovecs: Vec<libc::iovec>,
     scratch: PathScratch,
-    pipelining: bool,
     captured: Captured,
-    pending: Option<Request>,
+    peer_ip: String,
+}
+
+impl Workspace {
+    pub fn new(snap: &Snapshot) -> Workspace {
+        Workspace {
+            buf: RecvBuf::with_capacity(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024))),
+            headers: vec![Header::default(); snap.header_slots],
+            reader: HeadReader::new(snap.limits.max_head_bytes),
+            plan: HeadPlan::new(),
+            iovecs: Vec::with_capacity(16),
+            scratch: PathScratch::default(),
+            captured: Captured::default(),
+            peer_ip: String::new(),
+        }
+    }
+
+    /// Made ready for a connection of `snap` (after another used it): a buffer that grew for
+    /// a large head or body shrinks back.
+    pub fn reset(&mut self, snap: &Snapshot) {
+        // Bytes a closed connection left unread are not the next one's.
+        let left = self.buf.data().len();
+        self.buf.consume(left);
+        self.buf
+            .shrink(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024)));
+        if self.headers.len() < snap.header_slots {
+            self.headers.resize(snap.header_slots, Header::default());
+        }
+        self.reader = HeadReader::new(snap.limits.max_head_bytes);
+        self.captured.clear();
+    }
 }
 
 /// What one request moved and how it ended (reset after each request).
@@ -132,63 +180,64 @@ pub(super) struct Tally {
 /// How [`ClientConn::run`] ended.
 pub enum Ended {
     Closed,
-    /// A new generation is in force: go on with it (the head of the next request is read).
-    NewGeneration(Box<ConnParts>),
+    /// The client sent nothing for a grace period after its last answer: wait for its next
+    /// request without buffers ([`idle_wait`]).
+    Idle,
+    /// A new generation is in force: go on with it (the head of this request is in the
+    /// workspace's buffer).
+    NewGeneration(Request),
 }
 
-impl ConnParts {
+impl Conn {
     pub fn new(
         stream: Stream,
         peer: SocketAddr,
         conn_id: u64,
         listen_addr: SocketAddr,
-        snap: &Snapshot,
-    ) -> Self {
-        let (peer_ip, peer_key) = peer_fields(peer);
-        ConnParts {
+        slot: u32,
+    ) -> Conn {
+        Conn {
             stream,
-            peer_key,
-            peer_ip,
             peer,
             conn_id,
-            local: None,
-            client_subject: None,
             listen_addr,
-            buf: RecvBuf::with_capacity(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024))),
-            headers: vec![Header::default(); snap.header_slots],
-            reader: HeadReader::new(snap.limits.max_head_bytes),
-            plan: HeadPlan::new(),
-            iovecs: Vec::with_capacity(16),
-            scratch: PathScratch::default(),
+            slot,
             pipelining: false,
-            captured: Captured::default(),
-            pending: None,
+            extra: None,
         }
     }
 
     /// Reads the PROXY protocol header that opens a connection on a listener that expects one,
     /// within `timeout` in all; the client it names becomes the connection's peer (for
     /// `X-Forwarded-For`, the access log and rate-limit keys), and what follows it is the first
-    /// request. `Err`: the connection is to be closed (no header, a bad one, or none in time).
-    pub async fn read_proxy_header(&mut self, timeout: Duration) -> Result<(), String> {
+    /// request (left in `ws`). `Err`: the connection is to be closed (no header, a bad one, or
+    /// none in time).
+    pub async fn read_proxy_header(
+        &mut self,
+        ws: &mut Workspace,
+        timer: Timer<'_>,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
-            match super::proxy_protocol::parse(self.buf.data()) {
+            match super::proxy_protocol::parse(ws.buf.data()) {
                 Ok(Some(p)) => {
-                    self.buf.consume(p.len);
+                    ws.buf.consume(p.len);
                     if let Some(source) = p.source {
-                        (self.peer_ip, self.peer_key) = peer_fields(source);
                         self.peer = source;
-                        self.local = p.destination;
+                        self.extra_mut().local = p.destination;
                     }
                     return Ok(());
                 }
                 Ok(None) => {}
                 Err(e) => return Err(e.to_string()),
             }
-            let left = deadline.saturating_duration_since(Instant::now());
             let max = super::proxy_protocol::V2_MAX;
-            match self.buf.read_from(&mut self.stream, left, max).await {
+            match ws
+                .buf
+                .read_until(&mut self.stream, timer, deadline, max)
+                .await
+            {
                 Ok(_) => {}
                 Err(IoFail::TimedOut) => return Err("no PROXY protocol header in time".into()),
                 Err(IoFail::Eof) => return Err("closed before a PROXY protocol header".into()),
@@ -197,14 +246,35 @@ impl ConnParts {
         }
     }
 
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    pub fn id(&self) -> u64 {
+        self.conn_id
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(|| {
+            Box::new(Extra {
+                local: None,
+                client_subject: None,
+            })
+        })
+    }
+
     /// For a TCP listener: what it needs of the connection.
-    pub fn into_tcp(self) -> TcpClient {
+    pub fn into_tcp(self, ws: &Workspace) -> TcpClient {
         TcpClient {
-            early: self.buf.data().to_vec(),
+            early: ws.buf.data().to_vec(),
             stream: self.stream,
             peer: self.peer,
-            peer_key: self.peer_key,
-            local: self.local,
+            peer_key: peer_fields(self.peer).1,
+            local: self.extra.and_then(|e| e.local),
         }
     }
 
@@ -212,20 +282,42 @@ impl ConnParts {
     /// header are its first bytes); `Ok(resumed)`. The connection then speaks TLS.
     pub async fn start_tls(
         mut self,
+        ws: &mut Workspace,
         tls: &crate::tls::ListenerTls,
     ) -> Result<(Self, bool), crate::tls::FailureReason> {
         let Stream::Plain(tcp) = self.stream else {
             return Err(crate::tls::FailureReason::Other);
         };
-        let accepted = tls.accept(tcp, self.buf.data()).await?;
-        let n = self.buf.data().len();
-        self.buf.consume(n);
+        let accepted = tls.accept(tcp, ws.buf.data()).await?;
+        let n = ws.buf.data().len();
+        ws.buf.consume(n);
         self.stream = accepted.stream;
-        self.client_subject = accepted.subject.map(Into::into);
+        if let Some(s) = accepted.subject {
+            self.extra_mut().client_subject = Some(s.into());
+        }
         Ok((self, accepted.resumed))
     }
 }
 
+/// Waits, holding no buffer, until an idle plain connection has bytes to read (`true`), or its
+/// idle deadline passes, or the worker shuts down (`false`: close it).
+pub async fn idle_wait(conn: &Conn, ctx: &WorkerCtx, stats: &crate::observe::WorkerStats) -> bool {
+    let Stream::Plain(tcp) = &conn.stream else {
+        return false;
+    };
+    let ready = ctx.deadlines.timer(conn.slot).current(tcp.readable(true));
+    monoio::select! {
+        r = ready => match r {
+            Some(Ok(())) => true,
+            Some(Err(_)) => false,
+            None => {
+                stats.client_timeouts.inc();
+                false
+            }
+        },
+        _ = ctx.shutdown_signal() => false,
+    }
+}
 /// The address a client connected to, for a PROXY protocol header sent upstream: what its own
 /// PROXY header said (`local`), else the listener's address, on a wildcard listener the
 /// socket's local address.
@@ -240,9 +332,25 @@ pub(super) fn destination(local: Option<SocketAddr>, listen: SocketAddr, s: &Str
 /// A client address as the request path uses it: its text (IPv4-mapped IPv6 shown as IPv4) and
 /// its hash (the key of `client_ip` rate limits and hashing).
 fn peer_fields(peer: SocketAddr) -> (String, u64) {
-    let ip = peer.ip().to_canonical().to_string();
-    let key = crate::upstream::maglev::hash_key(ip.as_bytes());
+    let mut ip = String::new();
+    let key = peer_text(peer, &mut ip);
     (ip, key)
+}
+
+/// Writes `peer`'s address as text into `out` (its storage reused) and returns its hash.
+fn peer_text(peer: SocketAddr, out: &mut String) -> u64 {
+    use std::fmt::Write;
+    out.clear();
+    let _ = write!(out, "{}", peer.ip().to_canonical());
+    crate::upstream::maglev::hash_key(out.as_bytes())
+}
+
+/// What reading a request head ended with.
+enum Head {
+    Request(Request),
+    /// Nothing arrived within the grace period: go idle.
+    Idle,
+    Close,
 }
 
 /// A connection of a TCP listener.
@@ -317,116 +425,105 @@ pub(super) struct PathScratch {
 }
 
 impl<'a> ClientConn<'a> {
-    /// Serves `parts` with generation `gen`; `None` when the listener the connection came in on
-    /// is not in `gen` (the connection stays with the generation it has).
-    pub fn resume(
-        parts: ConnParts,
-        ctx: &'a WorkerCtx,
-        gen: &'a Generation,
-    ) -> Result<(Self, Option<Request>), Box<ConnParts>> {
+    /// Serves `conn` with the buffers `ws` and generation `gen`, which has the listener the
+    /// connection came in on.
+    pub fn resume(conn: Conn, mut ws: Workspace, ctx: &'a WorkerCtx, gen: &'a Generation) -> Self {
         let snap = &*gen.snapshot;
-        let Some(listener) = snap
+        let listener = snap
             .listeners
             .iter()
-            .position(|l| l.addr == parts.listen_addr)
-        else {
-            return Err(Box::new(parts));
-        };
-        let ConnParts {
+            .position(|l| l.addr == conn.listen_addr)
+            .unwrap_or(0);
+        let Conn {
             stream,
-            peer_ip,
+            peer,
+            conn_id,
+            listen_addr,
+            slot,
+            pipelining,
+            extra,
+        } = conn;
+        let (local, client_subject) = extra.map_or((None, None), |e| (e.local, e.client_subject));
+        let peer_key = peer_text(peer, &mut ws.peer_ip);
+        ClientConn {
+            stream,
+            peer_ip: ws.peer_ip,
             peer_key,
             peer,
             conn_id,
             local,
             client_subject,
-            listen_addr,
-            buf,
-            mut headers,
-            mut reader,
-            plan,
-            iovecs,
-            scratch,
+            listener,
+            ctx,
+            state: &gen.proxy,
+            snap,
+            timer: ctx.deadlines.timer(slot),
+            canceller: monoio::io::Canceller::new(),
+            buf: ws.buf,
+            headers: ws.headers,
+            reader: ws.reader,
+            plan: ws.plan,
+            iovecs: ws.iovecs,
+            scratch: ws.scratch,
             pipelining,
-            captured,
-            pending,
-        } = parts;
-        if headers.len() < snap.header_slots {
-            headers.resize(snap.header_slots, Header::default());
+            route: None,
+            tally: Tally::default(),
+            captured: ws.captured,
+            gen_id: gen.id,
+            listen_addr,
         }
-        if pending.is_none() {
-            reader = HeadReader::new(snap.limits.max_head_bytes);
-        }
-        Ok((
-            ClientConn {
-                stream,
-                peer_ip,
-                peer_key,
-                peer,
-                conn_id,
-                local,
-                client_subject,
-                listener,
-                ctx,
-                state: &gen.proxy,
-                snap,
-                buf,
-                headers,
-                reader,
-                plan,
-                iovecs,
-                scratch,
-                pipelining,
-                route: None,
-                tally: Tally::default(),
-                captured,
-                gen_id: gen.id,
-                listen_addr,
-            },
-            pending,
-        ))
     }
 
-    fn into_parts(self, pending: Option<Request>) -> ConnParts {
-        ConnParts {
+    fn into_parts(self) -> (Conn, Workspace) {
+        let extra = (self.local.is_some() || self.client_subject.is_some()).then(|| {
+            Box::new(Extra {
+                local: self.local,
+                client_subject: self.client_subject,
+            })
+        });
+        let conn = Conn {
             stream: self.stream,
-            peer_ip: self.peer_ip,
-            peer_key: self.peer_key,
             peer: self.peer,
             conn_id: self.conn_id,
-            local: self.local,
-            client_subject: self.client_subject,
             listen_addr: self.listen_addr,
+            slot: self.timer.slot(),
+            pipelining: self.pipelining,
+            extra,
+        };
+        let ws = Workspace {
             buf: self.buf,
             headers: self.headers,
             reader: self.reader,
             plan: self.plan,
             iovecs: self.iovecs,
             scratch: self.scratch,
-            pipelining: self.pipelining,
             captured: self.captured,
-            pending,
-        }
+            peer_ip: self.peer_ip,
+        };
+        (conn, ws)
     }
 
-    /// Serves requests until the connection ends, or until a request arrives after a new
-    /// generation was installed (it is then handed over with the connection).
-    pub async fn run(mut self, mut pending: Option<Request>) -> Ended {
-        loop {
+    /// Serves requests until the connection ends, goes idle, or a request arrives after a new
+    /// generation was installed (it is then handed over with the connection); gives the
+    /// connection and its buffers back.
+    pub async fn run(mut self, mut pending: Option<Request>) -> (Ended, Conn, Workspace) {
+        let ended = loop {
             let req = match pending.take() {
                 Some(r) => r,
                 None => {
                     if self.ctx.shutting_down() && self.buf.is_empty() {
-                        return Ended::Closed;
+                        break Ended::Closed;
                     }
-                    let Some(req) = self.read_head().await else {
-                        return Ended::Closed;
+                    let req = match self.read_head().await {
+                        Head::Request(r) => r,
+                        Head::Idle => break Ended::Idle,
+                        Head::Close => break Ended::Closed,
                     };
                     // A new config: the request goes to it, unless it no longer has the listener
                     // this connection came in on (then the connection drains on this one).
                     if self.ctx.current_id() != self.gen_id {
                         if self.ctx.current_has_listener(self.listen_addr) {
-                            return Ended::NewGeneration(Box::new(self.into_parts(Some(req))));
+                            break Ended::NewGeneration(req);
                         }
                         self.gen_id = self.ctx.current_id();
                     }
@@ -439,18 +536,19 @@ impl<'a> ClientConn<'a> {
             self.finish(started);
             match next {
                 Next::KeepAlive => continue,
-                Next::Close => return Ended::Closed,
+                Next::Close => break Ended::Closed,
             }
-        }
+        };
+        let (conn, ws) = self.into_parts();
+        (ended, conn, ws)
     }
 
-    /// Step 1: a complete, valid request head at the start of the buffer, or `None` when the
-    /// connection is to be closed (answered already if it was malformed).
-    async fn read_head(&mut self) -> Option<Request> {
+    /// Step 1: a complete, valid request head at the start of the buffer; or the connection
+    /// goes idle, or is to be closed (answered already if the head was malformed).
+    async fn read_head(&mut self) -> Head {
         self.buf.compact();
         self.reader.reset();
         let limits = &self.snap.limits;
-        let ctx = self.ctx;
         let mut deadline = None;
         loop {
             if !self.buf.is_empty() {
@@ -460,7 +558,7 @@ impl<'a> ClientConn<'a> {
                     .reader
                     .request(self.buf.data(), &mut self.headers[..max])
                 {
-                    Ok(Status::Complete(req)) => return Some(req),
+                    Ok(Status::Complete(req)) => return Head::Request(req),
                     Ok(Status::Partial) => {}
                     Err(e) => {
                         self.tally.bytes_in = self.buf.data().len() as u64;
@@ -470,39 +568,85 @@ impl<'a> ClientConn<'a> {
                         self.route = None;
                         self.reject(e.status(), e.as_str()).await;
                         self.finish(started);
-                        return None;
+                        return Head::Close;
                     }
                 }
             }
             let max = limits.max_head_bytes;
             let res = match deadline {
                 Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    self.buf.read_from(&mut self.stream, left, max).await
+                    self.buf
+                        .read_until(&mut self.stream, self.timer, d, max)
+                        .await
                 }
-                None => {
-                    let read =
-                        self.buf
-                            .read_from(&mut self.stream, limits.client_idle_timeout, max);
-                    monoio::select! {
-                        r = read => r,
-                        _ = ctx.shutdown_signal() => return None,
-                    }
-                }
+                None => match self.await_request(max).await {
+                    Some(r) => r,
+                    None => return Head::Idle,
+                },
             };
             match res {
                 Ok(_) => {}
                 Err(IoFail::TimedOut) => {
                     self.state.stats.client_timeouts.inc();
-                    return None;
+                    return Head::Close;
                 }
                 Err(IoFail::Io(e)) => {
                     tracing::debug!(error = %e, "client read failed");
-                    return None;
+                    return Head::Close;
                 }
-                Err(IoFail::Eof) => return None,
+                Err(IoFail::Eof) => return Head::Close,
             }
         }
+    }
+
+    /// The first read of a request, within the idle timeout. On a plain connection it waits
+    /// for a grace period with its buffer posted; when that passes without a byte, the read is
+    /// cancelled and `None` says to go idle (see [`super::deadline`]). A TLS connection keeps
+    /// its read (its stream holds buffers of its own) and closes at shutdown.
+    async fn await_request(&mut self, max: usize) -> Option<Result<usize, IoFail>> {
+        let ctx = self.ctx;
+        let idle = Instant::now() + self.snap.limits.client_idle_timeout;
+        let Stream::Plain(tcp) = &mut self.stream else {
+            let read = self.buf.read_until(&mut self.stream, self.timer, idle, max);
+            return Some(monoio::select! {
+                r = read => r,
+                _ = ctx.shutdown_signal() => Err(IoFail::Eof),
+            });
+        };
+        let timer = self.timer;
+        let vec = self.buf.lend(max);
+        let len = vec.len();
+        let handle = self.canceller.handle();
+        timer.set(idle);
+        timer.begin_grace();
+        let mut read = std::pin::pin!(tcp.cancelable_read(vec.slice_mut(len..), handle));
+        let mut cancelled = false;
+        let canceller = &mut self.canceller;
+        let (res, slice) = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            if !cancelled && timer.poll_graced(cx) {
+                // The read ends with its bytes or with ECANCELED; it is polled to its end.
+                cancelled = true;
+                *canceller = std::mem::take(canceller).cancel();
+            }
+            Poll::Pending
+        })
+        .await;
+        let vec = slice.into_inner();
+        if cancelled && vec.len() == len {
+            if let Err(e) = &res {
+                if e.raw_os_error() == Some(libc::ECANCELED) {
+                    self.buf.put_back(vec);
+                    if timer.expired() {
+                        return Some(Err(IoFail::TimedOut));
+                    }
+                    return None;
+                }
+            }
+        }
+        Some(self.buf.settle(vec, res, max))
     }
 
     /// The end of a request that began at `started`: its time and bytes are counted, and its
@@ -584,7 +728,7 @@ impl<'a> ClientConn<'a> {
     /// [`Self::reject`] with the complete field lines `extra` in the answer.
     pub(super) async fn reject_with(&mut self, status: u16, detail: &str, extra: &str) -> Next {
         self.count_error(status, detail);
-        let idle = self.snap.limits.client_idle_timeout;
+        let idle = self.limit(self.snap.limits.client_idle_timeout);
         let answer = error_response_with(status, detail, Some("close"), extra);
         let sizes = answer_sizes(&answer);
         if write_all(&mut self.stream, answer, idle).await.is_ok() {
@@ -603,8 +747,10 @@ impl<'a> ClientConn<'a> {
         let deadline = Instant::now() + LINGER;
         self.buf = RecvBuf::with_capacity(16 * 1024);
         while drained < LINGER_BYTES {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.buf.read_from(&mut self.stream, left, 16 * 1024).await {
+            let read = self
+                .buf
+                .read_until(&mut self.stream, self.timer, deadline, 16 * 1024);
+            match read.await {
                 Ok(n) => {
                     drained += n;
                     let len = self.buf.data().len();
@@ -646,7 +792,7 @@ impl<'a> ClientConn<'a> {
             return self.reject_with(status, detail, extra).await;
         }
         self.count_error(status, detail);
-        let idle = self.snap.limits.client_idle_timeout;
+        let idle = self.limit(self.snap.limits.client_idle_timeout);
         let answer = error_response_with(
             status,
             detail,
@@ -711,7 +857,7 @@ impl ClientConn<'_> {
         }
         self.tally.status = status;
         self.state.stats.request(self.listener, self.route, status);
-        let idle = self.snap.limits.client_idle_timeout;
+        let idle = self.limit(self.snap.limits.client_idle_timeout);
         let sizes = (answer.len() as u64, head);
         match write_all(&mut self.stream, answer, idle).await {
             Ok(_) => {
@@ -764,7 +910,12 @@ fn answer_sizes(answer: &[u8]) -> (u64, u64) {
     (answer.len() as u64, head as u64)
 }
 
-impl ClientConn<'_> {
+impl<'a> ClientConn<'a> {
+    /// `after` from now on the connection's deadline slot.
+    pub(super) fn limit(&self, after: Duration) -> Limit<'a> {
+        Limit::new(self.timer, after)
+    }
+
     /// Counts an error answer that was written.
     fn answered(&mut self, (all, head): (u64, u64)) {
         self.tally.bytes_out += all;

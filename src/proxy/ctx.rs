@@ -40,6 +40,13 @@ pub struct WorkerCtx {
     pub logs: crate::observe::access::LogBuffers,
     /// Spare response buffers (leased per request, returned after).
     spare: RefCell<Vec<Vec<u8>>>,
+    /// The deadline of every connection (and of the parts of one that run at once).
+    pub deadlines: super::deadline::Deadlines,
+    /// Blocks for the state of connections serving requests (see `arena.rs`).
+    pub(super) busy: super::arena::Arena,
+    /// Spare connection buffers (a connection takes one when it has bytes to serve).
+    workspaces: RefCell<Vec<super::client::Workspace>>,
+    released: Cell<u64>,
     live: Cell<usize>,
     /// Connections accepted so far: each gets the next number (never 0), unique on this worker
     /// for its lifetime (upstream connections kept for one client are tagged with it).
@@ -101,6 +108,10 @@ impl WorkerCtx {
             current_id: Cell::new(0),
             aborts: super::abort::AbortWatch::default(),
             spare: RefCell::new(Vec::new()),
+            deadlines: super::deadline::Deadlines::default(),
+            busy: super::arena::Arena::default(),
+            workspaces: RefCell::new(Vec::new()),
+            released: Cell::new(0),
             live: Cell::new(0),
             accepted: Cell::new(0),
             shutting_down: Cell::new(false),
@@ -176,6 +187,33 @@ impl WorkerCtx {
         }
     }
 
+    /// Buffers for a connection of `snap` that has bytes to serve.
+    pub(super) fn workspace(&self, snap: &Snapshot) -> super::client::Workspace {
+        match self.workspaces.borrow_mut().pop() {
+            Some(mut ws) => {
+                ws.reset(snap);
+                ws
+            }
+            None => super::client::Workspace::new(snap),
+        }
+    }
+
+    /// Takes back the buffers of a connection that went idle or closed.
+    pub(super) fn give_workspace(&self, ws: super::client::Workspace) {
+        let mut spare = self.workspaces.borrow_mut();
+        if spare.len() < SPARE_WORKSPACES {
+            spare.push(ws);
+        } else {
+            self.released.set(self.released.get() + 1);
+        }
+    }
+
+    /// Connection buffers freed (beyond the spares) since the last call: memory the allocator
+    /// may give back to the system.
+    pub fn take_released(&self) -> u64 {
+        self.released.replace(0)
+    }
+
     /// True once a graceful shutdown began: finish the current request, answer it with
     /// `Connection: close`, and do not wait for another one. One `Cell` read.
     #[inline]
@@ -225,9 +263,20 @@ impl WorkerCtx {
     }
 }
 
+/// Connection buffers kept for reuse at most: connections beyond this many busy at once
+/// allocate their own, freed when they go idle.
+const SPARE_WORKSPACES: usize = 64;
+
 /// Decrements the worker's live-connection count when dropped.
 pub struct LiveGuard {
     ctx: Rc<WorkerCtx>,
+}
+
+impl LiveGuard {
+    /// The worker the connection is counted on.
+    pub fn ctx(&self) -> &WorkerCtx {
+        &self.ctx
+    }
 }
 
 impl Drop for LiveGuard {

@@ -240,6 +240,7 @@ impl<'a> ClientConn<'a> {
         timeout: Duration,
     ) -> Result<(), UpFail> {
         let tail = info.head_len..info.head_len + info.body_in_buf;
+        let timeout = self.limit(timeout);
         let (buf, plan, iovecs) = (&mut self.buf, &mut self.plan, &mut self.iovecs);
         match write_head(&mut conn.stream, buf, plan, iovecs, tail, timeout).await {
             Ok(()) => Ok(()),
@@ -259,7 +260,7 @@ impl<'a> ClientConn<'a> {
         info: &ReqInfo,
     ) -> Result<(), UpFail> {
         self.buf.consume(info.head_len + info.body_in_buf);
-        let idle = upstream.timeouts.idle;
+        let idle = self.limit(upstream.timeouts.idle);
         let received = &mut self.tally.bytes_in;
         let res = match info.framing {
             Framing::Length(n) => {

@@ -548,7 +548,7 @@ impl<'a> ClientConn<'a> {
             && framing != Framing::None
             && available == 0;
         if needs_continue {
-            let idle = self.snap.limits.client_idle_timeout;
+            let idle = self.limit(self.snap.limits.client_idle_timeout);
             if write_all(&mut self.stream, CONTINUE, idle).await.is_err() {
                 return Next::Close;
             }

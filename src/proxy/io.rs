@@ -1,15 +1,17 @@
 //! Owned-buffer I/O for the forwarding path: a receive buffer that keeps unconsumed bytes (a
 //! pipelined request, the rest of a body) across reads, and writes of its ranges, each bounded
-//! by a timeout. Buffers move into the kernel and come back (monoio's rent model); a read that
-//! times out loses its buffer and its connection (see MONOIO-FACTS: bytes may be lost).
+//! by the deadline of the connection's slot ([`Timer`]). Buffers move into the kernel and come
+//! back (monoio's rent model); a read that times out loses its buffer and its connection (see
+//! MONOIO-FACTS: bytes may be lost).
 
+use super::deadline::Timer;
 use super::sys::Vectored;
 use crate::http1::HeadPlan;
 use crate::tls::Stream;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why an I/O step failed.
 #[derive(Debug)]
@@ -18,6 +20,24 @@ pub enum IoFail {
     Eof,
     TimedOut,
     Io(io::Error),
+}
+
+/// How long one I/O step may take: `after` from its start, on `timer`'s slot.
+#[derive(Clone, Copy)]
+pub struct Limit<'a> {
+    pub timer: Timer<'a>,
+    pub after: Duration,
+}
+
+impl<'a> Limit<'a> {
+    pub fn new(timer: Timer<'a>, after: Duration) -> Limit<'a> {
+        Limit { timer, after }
+    }
+
+    /// Runs `fut` within the limit (`None`: it passed).
+    pub fn run<F: std::future::Future>(self, fut: F) -> super::deadline::Within<'a, F> {
+        self.timer.within(self.after, fut)
+    }
 }
 
 /// Received bytes: `vec[start..]` is unconsumed.
@@ -87,9 +107,33 @@ impl RecvBuf {
     pub async fn read_from(
         &mut self,
         stream: &mut Stream,
-        timeout: Duration,
+        limit: Limit<'_>,
         max: usize,
     ) -> Result<usize, IoFail> {
+        self.read_until(stream, limit.timer, Instant::now() + limit.after, max)
+            .await
+    }
+
+    /// [`Self::read_from`] until `deadline`.
+    pub async fn read_until(
+        &mut self,
+        stream: &mut Stream,
+        t: Timer<'_>,
+        deadline: Instant,
+        max: usize,
+    ) -> Result<usize, IoFail> {
+        let vec = self.lend(max);
+        let len = vec.len();
+        let read = stream.read(vec.slice_mut(len..));
+        let Some((res, slice)) = t.until(deadline, read).await else {
+            return Err(IoFail::TimedOut);
+        };
+        self.settle(slice.into_inner(), res, max)
+    }
+
+    /// The buffer, with room for a read after its unconsumed bytes (see [`Self::read_from`]),
+    /// lent to a read that hands it back to [`Self::settle`].
+    pub fn lend(&mut self, max: usize) -> Vec<u8> {
         if self.vec.len() == self.vec.capacity() {
             if self.start > 0 {
                 self.compact();
@@ -98,14 +142,17 @@ impl RecvBuf {
                 self.vec.reserve(want.saturating_sub(self.vec.len()).max(1));
             }
         }
-        let vec = std::mem::take(&mut self.vec);
-        let len = vec.len();
-        let read = stream.read(vec.slice_mut(len..));
-        let (res, slice) = match monoio::time::timeout(timeout, read).await {
-            Ok(r) => r,
-            Err(_) => return Err(IoFail::TimedOut),
-        };
-        self.vec = slice.into_inner();
+        std::mem::take(&mut self.vec)
+    }
+
+    /// Takes the buffer back from a read that returned `res`.
+    pub fn settle(
+        &mut self,
+        vec: Vec<u8>,
+        res: io::Result<usize>,
+        max: usize,
+    ) -> Result<usize, IoFail> {
+        self.vec = vec;
         match res {
             Ok(0) => Err(IoFail::Eof),
             Ok(n) => {
@@ -119,18 +166,26 @@ impl RecvBuf {
         }
     }
 
+    /// Gives back a buffer that grew past `keep` bytes (after a large head or body), so that a
+    /// connection waiting for its next request holds no more than that.
+    pub fn shrink(&mut self, keep: usize) {
+        if self.vec.capacity() > keep && self.is_empty() {
+            self.vec = Vec::with_capacity(keep);
+            self.start = 0;
+        }
+    }
+
     /// Writes `data()[range]` to `stream`.
     pub async fn write_range(
         &mut self,
         stream: &mut Stream,
         range: std::ops::Range<usize>,
-        timeout: Duration,
+        limit: Limit<'_>,
     ) -> Result<(), IoFail> {
         let vec = std::mem::take(&mut self.vec);
         let slice = vec.slice(self.start + range.start..self.start + range.end);
-        let (res, slice) = match monoio::time::timeout(timeout, stream.write_all(slice)).await {
-            Ok(r) => r,
-            Err(_) => return Err(IoFail::TimedOut),
+        let Some((res, slice)) = limit.run(stream.write_all(slice)).await else {
+            return Err(IoFail::TimedOut);
         };
         self.vec = slice.into_inner();
         res.map(drop).map_err(IoFail::Io)
@@ -138,7 +193,7 @@ impl RecvBuf {
 }
 
 /// Writes the head `plan` describes over `buf`'s bytes, then `buf[tail]`, in one vectored write
-/// within `timeout`, and gives the buffers back. `buf` must be compacted (offsets start at 0).
+/// within `limit`, and gives the buffers back. `buf` must be compacted (offsets start at 0).
 /// On a timeout the buffers went with the cancelled write: they come back empty, and the
 /// connection cannot go on.
 pub async fn write_head(
@@ -147,7 +202,7 @@ pub async fn write_head(
     plan: &mut HeadPlan,
     iovecs: &mut Vec<libc::iovec>,
     tail: std::ops::Range<usize>,
-    timeout: Duration,
+    limit: Limit<'_>,
 ) -> Result<(), IoFail> {
     let v = Vectored::new(
         buf.take(),
@@ -155,9 +210,8 @@ pub async fn write_head(
         tail,
         std::mem::take(iovecs),
     );
-    let (res, v) = match monoio::time::timeout(timeout, stream.write_vectored_all(v)).await {
-        Ok(r) => r,
-        Err(_) => return Err(IoFail::TimedOut),
+    let Some((res, v)) = limit.run(stream.write_vectored_all(v)).await else {
+        return Err(IoFail::TimedOut);
     };
     let (input, p, iov) = v.into_parts();
     buf.put_back(input);
@@ -166,15 +220,15 @@ pub async fn write_head(
     res.map(drop).map_err(IoFail::Io)
 }
 
-/// Writes a whole owned buffer within `timeout`.
+/// Writes a whole owned buffer within `limit`.
 pub async fn write_all<T: IoBuf + 'static>(
     stream: &mut Stream,
     buf: T,
-    timeout: Duration,
+    limit: Limit<'_>,
 ) -> Result<T, IoFail> {
-    match monoio::time::timeout(timeout, stream.write_all(buf)).await {
-        Ok((Ok(_), buf)) => Ok(buf),
-        Ok((Err(e), _)) => Err(IoFail::Io(e)),
-        Err(_) => Err(IoFail::TimedOut),
+    match limit.run(stream.write_all(buf)).await {
+        Some((Ok(_), buf)) => Ok(buf),
+        Some((Err(e), _)) => Err(IoFail::Io(e)),
+        None => Err(IoFail::TimedOut),
     }
 }

@@ -18,9 +18,11 @@
 
 mod abort;
 mod aggregate;
+mod arena;
 mod body;
 mod client;
 mod ctx;
+mod deadline;
 mod error;
 mod exchange;
 mod forward;
@@ -40,7 +42,6 @@ use crate::tls::Stream;
 use crate::upstream::Upstreams;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
-use std::rc::Rc;
 
 /// What the workers of a process share, handed to each when it starts: the cross-core table of
 /// backends and the rate limiters' shared parts (with each worker's link to the coordinator).
@@ -182,41 +183,125 @@ impl WorkerState {
 }
 
 /// Serves one client connection until it closes, fails, times out, or the worker shuts down.
-pub async fn serve_connection(
+///
+/// This future is the connection's task and stays small: while the connection waits for a
+/// request without buffers (idle keep-alive), it holds the socket, who the client is and its
+/// deadline slot, nothing more. The state of requests in progress lives in a block of the
+/// worker's arena and the buffers in a workspace of its pool, both taken when bytes arrive
+/// and given back when the connection goes idle.
+pub fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     addr: SocketAddr,
-    ctx: Rc<WorkerCtx>,
-) {
+    live: LiveGuard,
+) -> impl std::future::Future<Output = ()> {
+    let ctx = live.ctx();
+    let slot = ctx.deadlines.open();
+    let conn = client::Conn::new(
+        Stream::Plain(stream),
+        peer,
+        ctx.next_connection_id(),
+        addr,
+        slot,
+    );
+    serve(conn, live)
+}
+
+async fn serve(mut conn: client::Conn, live: LiveGuard) {
+    let ctx = live.ctx();
     let mut gen = ctx.current();
-    let id = ctx.next_connection_id();
-    let mut parts = client::ConnParts::new(Stream::Plain(stream), peer, id, addr, &gen.snapshot);
-    let snap = &gen.snapshot;
-    let Some(listener) = snap.listeners.iter().find(|l| l.addr == addr) else {
+    let addr = conn.listen_addr();
+    let Some(listener) = gen.snapshot.listeners.iter().find(|l| l.addr == addr) else {
+        ctx.deadlines.close(conn.slot);
         return;
     };
+    // Requests to go on with: the first one's buffers after a prologue, or a request handed
+    // to a new generation (boxed: rare, and this future stays small).
+    let mut carried: Option<Box<(client::Workspace, Option<crate::http1::Request>)>> = None;
+    if listener.proxy_protocol || listener.tls.is_some() || listener.tcp.is_some() {
+        let slot = conn.slot;
+        match Box::pin(prologue(conn, ctx, &gen)).await {
+            Some((c, ws)) => {
+                conn = c;
+                carried = Some(Box::new((ws, None)));
+            }
+            None => {
+                ctx.deadlines.close(slot);
+                return;
+            }
+        }
+    }
+    loop {
+        let (ws, pending) = match carried.take() {
+            Some(b) => *b,
+            None => (ctx.workspace(&gen.snapshot), None),
+        };
+        let busy = client::ClientConn::resume(conn, ws, ctx, &gen).run(pending);
+        let (ended, c, ws) = ctx.busy.pin(busy).await;
+        conn = c;
+        match ended {
+            client::Ended::Closed => {
+                ctx.give_workspace(ws);
+                break;
+            }
+            client::Ended::NewGeneration(req) => {
+                carried = Some(Box::new((ws, Some(req))));
+                gen = ctx.current();
+                continue;
+            }
+            client::Ended::Idle => ctx.give_workspace(ws),
+        }
+        if !client::idle_wait(&conn, ctx, &gen.proxy.stats).await {
+            break;
+        }
+        // The next request goes to the generation in force, if it still has the listener.
+        if ctx.current_id() != gen.id && ctx.current_has_listener(addr) {
+            gen = ctx.current();
+        }
+    }
+    let (slot, id) = (conn.slot, conn.id());
+    drop(conn);
+    ctx.deadlines.close(slot);
+    // Idle upstream connections kept for this client alone go with it.
+    let gen = ctx.current();
+    gen.proxy.upstreams.forget_client(&gen.snapshot, id);
+}
+
+/// What a listener does before HTTP: read a PROXY protocol header, the TLS handshake, or, on a
+/// TCP listener, the whole connection (`None` then, and when the connection is to close).
+async fn prologue(
+    mut conn: client::Conn,
+    ctx: &WorkerCtx,
+    gen: &Generation,
+) -> Option<(client::Conn, client::Workspace)> {
+    let snap = &gen.snapshot;
+    let addr = conn.listen_addr();
+    let listener = snap.listeners.iter().find(|l| l.addr == addr)?;
+    let peer = conn.peer();
+    let timer = ctx.deadlines.timer(conn.slot);
+    let mut ws = ctx.workspace(snap);
     if listener.proxy_protocol {
         let timeout = snap.limits.client_header_timeout;
         let read = monoio::select! {
-            r = parts.read_proxy_header(timeout) => r,
-            _ = ctx.shutdown_signal() => return,
+            r = conn.read_proxy_header(&mut ws, timer, timeout) => r,
+            _ = ctx.shutdown_signal() => return None,
         };
         if let Err(e) = read {
             gen.proxy.stats.proxy_protocol_errors.inc();
             tracing::debug!(%peer, listener = %addr, "connection closed: {e}");
-            return;
+            return None;
         }
     }
     if let Some(tls) = &listener.tls {
         let stats = &gen.proxy.stats;
-        let accept = parts.start_tls(tls);
+        let accept = conn.start_tls(&mut ws, tls);
         let done = monoio::select! {
             r = accept => r,
-            _ = ctx.shutdown_signal() => return,
+            _ = ctx.shutdown_signal() => return None,
         };
         match done {
-            Ok((p, resumed)) => {
-                parts = p;
+            Ok((c, resumed)) => {
+                conn = c;
                 stats.tls_handshakes.inc();
                 if resumed {
                     stats.tls_resumed.inc();
@@ -225,29 +310,15 @@ pub async fn serve_connection(
             Err(reason) => {
                 stats.tls_failures[reason.index()].inc();
                 tracing::debug!(%peer, listener = %addr, "TLS handshake failed: {}", reason.as_str());
-                return;
+                return None;
             }
         }
     }
     if let Some(t) = &listener.tcp {
-        tcp::serve(parts.into_tcp(), (addr, listener.index), t, &gen, &ctx).await;
-        return;
+        let c = conn.into_tcp(&ws);
+        ctx.give_workspace(ws);
+        tcp::serve(c, (addr, listener.index), t, gen, ctx, timer).await;
+        return None;
     }
-    loop {
-        let Ok((conn, pending)) = client::ClientConn::resume(parts, &ctx, &gen) else {
-            break; // not reached: a connection moves only to a generation with its listener
-        };
-        match conn.run(pending).await {
-            client::Ended::Closed => {
-                // Idle upstream connections kept for this client alone go with it.
-                let gen = ctx.current();
-                gen.proxy.upstreams.forget_client(&gen.snapshot, id);
-                break;
-            }
-            client::Ended::NewGeneration(p) => {
-                parts = *p;
-                gen = ctx.current();
-            }
-        }
-    }
+    Some((conn, ws))
 }

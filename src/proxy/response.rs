@@ -51,7 +51,7 @@ impl<'a> ClientConn<'a> {
         let deadline = started + upstream.timeouts.response_head;
         let max_head = upstream.max_response_head;
         let mut reader = HeadReader::new(max_head);
-        let idle = upstream.timeouts.idle;
+        let idle = self.limit(upstream.timeouts.idle);
         // Watch the client while the head is awaited: one that closes its side aborts the
         // exchange (nginx's 499), unless it pipelines requests (then a half-close after the
         // last one is how it says it is done sending, and it wants every answer) or the config
@@ -89,9 +89,9 @@ impl<'a> ClientConn<'a> {
                     }
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
             let res = {
-                let mut read = pin!(rbuf.read_from(&mut conn.stream, left, max_head));
+                let read = rbuf.read_until(&mut conn.stream, self.timer, deadline, max_head);
+                let mut read = pin!(read);
                 if watch {
                     let (abort, fd) = (&self.ctx.aborts, self.stream.as_raw_fd());
                     Watched::new(abort, fd, started, read.as_mut())
@@ -322,7 +322,7 @@ impl ClientConn<'_> {
         info: &ReqInfo,
         started: Instant,
     ) -> Result<Relayed, UpFail> {
-        let idle = upstream.timeouts.idle;
+        let idle = self.limit(upstream.timeouts.idle);
         let rh = &self.headers[..resp.header_count];
         let plan = &mut self.plan;
         plan.clear();

@@ -30,6 +30,7 @@ pub(super) async fn serve(
     t: &TcpForward,
     gen: &Generation,
     ctx: &WorkerCtx,
+    timer: super::deadline::Timer<'_>,
 ) {
     let TcpClient {
         stream: mut client,
@@ -62,9 +63,10 @@ pub(super) async fn serve(
         return;
     };
     stats.tcp_connections.inc();
+    let idle = super::io::Limit::new(timer, t.idle_timeout);
     if !early.is_empty() {
         let n = early.len() as u64;
-        if super::io::write_all(&mut conn.stream, early, t.idle_timeout)
+        if super::io::write_all(&mut conn.stream, early, idle)
             .await
             .is_err()
         {
@@ -74,7 +76,7 @@ pub(super) async fn serve(
             c.add(n);
         }
     }
-    let moved = super::tunnel::relay(&mut client, &mut conn.stream, t.idle_timeout).await;
+    let moved = super::tunnel::relay(&mut client, &mut conn.stream, idle).await;
     if let Some(c) = stats.bytes_in.get(li) {
         c.add(moved.to_upstream);
     }

@@ -13,11 +13,10 @@
 //! tunnel). A TLS side may already hold decrypted bytes, relayed without waiting; a write to a
 //! TLS side is one record flight sent whole (rustls cannot take part of one back).
 
-use super::io::{IoFail, RecvBuf};
+use super::io::{IoFail, Limit, RecvBuf};
 use crate::tls::Stream;
 use monoio::buf::IoBuf;
 use monoio::io::AsyncWriteRent;
-use std::time::Duration;
 
 const CHUNK: usize = 16 * 1024;
 
@@ -77,7 +76,7 @@ async fn ready(s: &Stream, wanted: bool, write: bool) -> std::io::Result<()> {
 }
 
 /// Relays between `client` and `upstream` as described above.
-pub async fn relay(client: &mut Stream, upstream: &mut Stream, idle: Duration) -> Moved {
+pub async fn relay(client: &mut Stream, upstream: &mut Stream, idle: Limit<'_>) -> Moved {
     // [client → upstream, upstream → client]
     let mut dirs = [Direction::new(), Direction::new()];
     let mut idle_timeout = false;
@@ -98,22 +97,23 @@ pub async fn relay(client: &mut Stream, upstream: &mut Stream, idle: Duration) -
             Event::Read(false)
         } else {
             let (c, u) = (&*client, &*upstream);
-            let waited = monoio::time::timeout(idle, async {
-                monoio::select! {
-                    r = ready(c, dirs[0].wants_read(), false) => r.map(|_| Event::Read(true)),
-                    r = ready(u, dirs[1].wants_read(), false) => r.map(|_| Event::Read(false)),
-                    r = ready(u, dirs[0].wants_write(), true) => r.map(|_| Event::Write(true)),
-                    r = ready(c, dirs[1].wants_write(), true) => r.map(|_| Event::Write(false)),
-                }
-            })
-            .await;
+            let waited = idle
+                .run(async {
+                    monoio::select! {
+                        r = ready(c, dirs[0].wants_read(), false) => r.map(|_| Event::Read(true)),
+                        r = ready(u, dirs[1].wants_read(), false) => r.map(|_| Event::Read(false)),
+                        r = ready(u, dirs[0].wants_write(), true) => r.map(|_| Event::Write(true)),
+                        r = ready(c, dirs[1].wants_write(), true) => r.map(|_| Event::Write(false)),
+                    }
+                })
+                .await;
             match waited {
-                Err(_) => {
+                None => {
                     idle_timeout = true;
                     break;
                 }
-                Ok(Err(_)) => break,
-                Ok(Ok(e)) => e,
+                Some(Err(_)) => break,
+                Some(Ok(e)) => e,
             }
         };
         let ok = match event {
@@ -153,7 +153,7 @@ pub async fn relay(client: &mut Stream, upstream: &mut Stream, idle: Duration) -
 }
 
 /// Writes what `to` takes of `d`'s bytes (a plain socket: what fits; TLS: all of them).
-async fn write_some(d: &mut Direction, to: &mut Stream, idle: Duration) -> bool {
+async fn write_some(d: &mut Direction, to: &mut Stream, idle: Limit<'_>) -> bool {
     // What a partial write left goes to the front (`take` hands over the buffer from 0).
     d.buf.compact();
     let n = d.buf.data().len();
@@ -169,9 +169,8 @@ async fn write_some(d: &mut Direction, to: &mut Stream, idle: Duration) -> bool 
             Err(_) => false,
         };
     }
-    let (res, slice) = match monoio::time::timeout(idle, to.write(vec.slice(0..n))).await {
-        Ok(r) => r,
-        Err(_) => return false,
+    let Some((res, slice)) = idle.run(to.write(vec.slice(0..n))).await else {
+        return false;
     };
     d.buf.put_back(slice.into_inner());
     match res {
@@ -214,7 +213,7 @@ impl super::client::ClientConn<'_> {
         self.tally.status = 200;
         self.tally.backend = Some((u.index, conn.backend));
         const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
-        let idle = snap.limits.client_idle_timeout;
+        let idle = self.limit(snap.limits.client_idle_timeout);
         if super::io::write_all(&mut self.stream, ESTABLISHED, idle)
             .await
             .is_err()
@@ -235,7 +234,7 @@ impl super::client::ClientConn<'_> {
         &mut self,
         upstream: &mut Stream,
         request: usize,
-        idle: Duration,
+        idle: Limit<'_>,
     ) -> bool {
         self.buf.consume(request);
         let pending = self.buf.data().len();
@@ -253,12 +252,8 @@ impl super::client::ClientConn<'_> {
         }
         let stats = &self.state.stats;
         stats.tunnels_open.inc();
-        let moved = relay(
-            &mut self.stream,
-            upstream,
-            self.snap.limits.tunnel_idle_timeout,
-        )
-        .await;
+        let limit = self.limit(self.snap.limits.tunnel_idle_timeout);
+        let moved = relay(&mut self.stream, upstream, limit).await;
         stats.tunnels_open.dec();
         self.tally.bytes_in += moved.to_upstream;
         self.tally.bytes_out += moved.to_client;

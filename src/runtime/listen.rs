@@ -123,12 +123,9 @@ pub async fn accept_loop(
                     %peer,
                     "accepted"
                 );
-                let guard = ctx.track_connection();
-                let conn_ctx = ctx.clone();
-                monoio::spawn(async move {
-                    crate::proxy::serve_connection(stream, peer, addr, conn_ctx).await;
-                    drop(guard);
-                });
+                let live = ctx.track_connection();
+                let fut = crate::proxy::serve_connection(stream, peer, addr, live);
+                monoio::spawn(fut);
             }
             Err(e) if is_transient(&e) => {}
             Err(e) => {

@@ -20,6 +20,12 @@ use tokio::sync::watch;
 
 use crate::config::Snapshot;
 
+/// Returns the memory a worker thread's allocator holds free to the system; set once by the
+/// binary, which knows its allocator (mimalloc keeps freed pages until asked). Workers call it
+/// from their housekeeping tick after connections went idle and gave their buffers back, so
+/// that idle connections cost their small state only.
+pub static RELEASE_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

@@ -178,6 +178,9 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
     }
     let ctx = WorkerCtx::new(index, snapshot, &shared);
     super::sync::spawn(ctx.clone());
+    // The one timer behind every connection's deadline.
+    let sweep_ctx = ctx.clone();
+    monoio::spawn(async move { sweep_ctx.deadlines.run_sweeper().await });
 
     // Relay the process-wide shutdown broadcast into this worker's local signal.
     let relay_ctx = ctx.clone();
@@ -252,6 +255,11 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
             tick.tick().await;
             let now = Instant::now();
             hk_ctx.check_aborts(now);
+            if hk_ctx.take_released() > 0 {
+                if let Some(release) = super::RELEASE_MEMORY.get() {
+                    release();
+                }
+            }
             hk_ctx.logs.flush_due(now);
             if now >= next {
                 let g = hk_ctx.current();
