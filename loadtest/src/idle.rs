@@ -185,9 +185,10 @@ pub fn measure(args: &IdleArgs) -> Result<IdleReport, String> {
     while shared.ready.load(Ordering::Relaxed) < n as u64 && Instant::now() < half {
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(
-        Duration::from_millis(200).min(end.saturating_duration_since(Instant::now())),
-    );
+    // One second of idleness before the figure: a proxy may keep a connection's buffers for a
+    // short grace after its answer (coregate does for 50 ms) and give memory back on its next
+    // housekeeping tick.
+    std::thread::sleep(Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())));
     let rss_held = args.pid.and_then(rss_tree);
     let established = shared.ready.load(Ordering::Relaxed);
     let mut rss_end = None;
