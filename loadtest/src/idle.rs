@@ -186,7 +186,7 @@ pub fn measure(args: &IdleArgs) -> Result<IdleReport, String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     // One second of idleness before the figure: a proxy may keep a connection's buffers for a
-    // short grace after its answer (coregate does for 50 ms) and give memory back on its next
+    // short grace after its answer (coregate does for 250 ms) and give memory back on its next
     // housekeeping tick.
     std::thread::sleep(Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())));
     let rss_held = args.pid.and_then(rss_tree);

@@ -127,6 +127,8 @@ pub struct Workspace {
     scratch: PathScratch,
     captured: Captured,
     peer_ip: String,
+    /// Kept with the buffers so that its table is allocated once, not per connection.
+    canceller: monoio::io::Canceller,
 }
 
 impl Workspace {
@@ -140,6 +142,7 @@ impl Workspace {
             scratch: PathScratch::default(),
             captured: Captured::default(),
             peer_ip: String::new(),
+            canceller: monoio::io::Canceller::new(),
         }
     }
 
@@ -458,7 +461,7 @@ impl<'a> ClientConn<'a> {
             state: &gen.proxy,
             snap,
             timer: ctx.deadlines.timer(slot),
-            canceller: monoio::io::Canceller::new(),
+            canceller: ws.canceller,
             buf: ws.buf,
             headers: ws.headers,
             reader: ws.reader,
@@ -499,6 +502,7 @@ impl<'a> ClientConn<'a> {
             scratch: self.scratch,
             captured: self.captured,
             peer_ip: self.peer_ip,
+            canceller: self.canceller,
         };
         (conn, ws)
     }

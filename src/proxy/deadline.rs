@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 /// How long a keep-alive connection keeps its buffers after a response before it waits
 /// without them (up to [`SWEEP_BATCH`] more).
-pub const GRACE: Duration = Duration::from_millis(50);
+pub const GRACE: Duration = Duration::from_millis(250);
 /// The sweeper wakes at most this often for grace waits alone (they end in batches).
 const SWEEP_BATCH: Duration = Duration::from_millis(10);
 /// How long the sweeper sleeps when nothing is queued (a new entry wakes it).
@@ -43,10 +43,9 @@ struct Slot {
     expired: bool,
     /// The current grace wait ended.
     graced: bool,
-    /// Counts grace waits, so that the entries of earlier ones are recognised.
+    /// Counts grace waits (of every owner of the slot), so that the entries of earlier ones
+    /// are recognised.
     grace_seq: u32,
-    /// Counts the slot's owners, so that entries of an earlier owner are recognised.
-    owner: u32,
     open: bool,
     waker: Option<Waker>,
 }
@@ -55,10 +54,11 @@ struct Slot {
 struct Inner {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// (deadline, slot, owner).
-    heap: BinaryHeap<Reverse<(Instant, u32, u32)>>,
-    /// (start, slot, owner, grace_seq), in start order.
-    grace: VecDeque<(Instant, u32, u32, u32)>,
+    /// (deadline, slot). A slot's queued entry outlives its owner: the next owner's deadline
+    /// is checked when it comes due (so connections that come and go leave no entries behind).
+    heap: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// (start, slot, grace_seq), in start order.
+    grace: VecDeque<(Instant, u32, u32)>,
     /// What the sweeper sleeps until, and its waker.
     target: Option<Instant>,
     sweeper: Option<Waker>,
@@ -116,14 +116,15 @@ impl Deadlines {
         OwnedTimer(self.timer(self.open()))
     }
 
-    /// Gives slot `i` back; its queued entries are ignored from now on.
+    /// Gives slot `i` back. Its queued entry stays: it serves the slot's next owner, or is
+    /// dropped when it comes due with the slot closed.
     pub fn close(&self, i: u32) {
         let mut inner = self.inner.borrow_mut();
         let s = &mut inner.slots[i as usize];
         s.open = false;
-        s.owner = s.owner.wrapping_add(1);
+        s.at = None;
         s.waker = None;
-        s.armed = None;
+        s.grace_seq = s.grace_seq.wrapping_add(1);
         inner.free.push(i);
     }
 
@@ -147,8 +148,7 @@ impl Deadlines {
             return;
         }
         s.armed = Some(at);
-        let owner = s.owner;
-        inner.heap.push(Reverse((at, i, owner)));
+        inner.heap.push(Reverse((at, i)));
         if inner.target.is_none_or(|t| at < t) {
             inner.target = Some(at);
             if let Some(w) = inner.sweeper.take() {
@@ -177,7 +177,7 @@ impl Deadlines {
         let s = &mut inner.slots[i as usize];
         s.grace_seq = s.grace_seq.wrapping_add(1);
         s.graced = false;
-        let entry = (now, i, s.owner, s.grace_seq);
+        let entry = (now, i, s.grace_seq);
         inner.grace.push_back(entry);
         if inner.grace.len() == 1 {
             let due = now + GRACE;
@@ -197,16 +197,19 @@ impl Deadlines {
         let next = {
             let mut guard = self.inner.borrow_mut();
             let inner = &mut *guard;
-            while let Some(&Reverse((at, i, owner))) = inner.heap.peek() {
+            while let Some(&Reverse((at, i))) = inner.heap.peek() {
                 if at > now {
                     break;
                 }
                 inner.heap.pop();
                 let s = &mut inner.slots[i as usize];
-                if !s.open || s.owner != owner || s.armed != Some(at) {
-                    continue; // closed, reused, or a later duplicate of a re-armed entry
+                if s.armed != Some(at) {
+                    continue; // a later duplicate of an entry queued again earlier
                 }
                 s.armed = None;
+                if !s.open {
+                    continue;
+                }
                 match s.at {
                     Some(d) if d <= now => {
                         s.expired = true;
@@ -216,25 +219,25 @@ impl Deadlines {
                     }
                     Some(d) => {
                         s.armed = Some(d);
-                        inner.heap.push(Reverse((d, i, owner)));
+                        inner.heap.push(Reverse((d, i)));
                     }
                     None => {}
                 }
             }
-            while let Some(&(start, i, owner, seq)) = inner.grace.front() {
+            while let Some(&(start, i, seq)) = inner.grace.front() {
                 if start + GRACE > now {
                     break;
                 }
                 inner.grace.pop_front();
                 let s = &mut inner.slots[i as usize];
-                if s.open && s.owner == owner && s.grace_seq == seq {
+                if s.open && s.grace_seq == seq {
                     s.graced = true;
                     if let Some(w) = &s.waker {
                         wake.push(w.clone());
                     }
                 }
             }
-            let heap = inner.heap.peek().map(|Reverse((at, _, _))| *at);
+            let heap = inner.heap.peek().map(|Reverse((at, _))| *at);
             let grace = inner
                 .grace
                 .front()
@@ -417,8 +420,21 @@ mod tests {
         let b = d.open();
         assert_eq!(a, b, "the slot is reused");
         d.set(b, t0 + Duration::from_secs(30));
+        assert_eq!(
+            d.inner.borrow().heap.len(),
+            1,
+            "the old owner's entry serves the new one"
+        );
         d.sweep(t0 + Duration::from_secs(2));
         assert!(!d.timer(b).expired(), "the old owner's entry must not fire");
+        assert_eq!(d.inner.borrow().heap.len(), 1, "queued again at 30 s");
+        // Connections that come and go leave at most one entry per slot behind.
+        for _ in 0..1000 {
+            let s = d.open();
+            d.set(s, t0 + Duration::from_secs(60));
+            d.close(s);
+        }
+        assert!(d.inner.borrow().heap.len() <= 2);
         assert_eq!(d.open_slots(), 1);
         let owned = d.open_owned();
         assert_eq!(d.open_slots(), 2);
