@@ -191,7 +191,15 @@ fn gateway_variants_measure_without_errors() {
     // The idle-memory phase holds its connections with requests each variant answers 200 (the
     // JWT one's carry the token too).
     let idle = json["idle"].as_array().expect("an idle phase");
-    assert_eq!(idle.len(), 4, "{idle:?}");
+    // Each variant in both patterns: answered once then silent, and one request per second.
+    assert_eq!(idle.len(), 8, "{idle:?}");
+    for pattern in ["after one request", "one request per second"] {
+        assert_eq!(
+            idle.iter().filter(|t| t["pattern"] == pattern).count(),
+            4,
+            "{idle:?}"
+        );
+    }
     for t in idle {
         assert_eq!(t["errors"].as_u64(), Some(0), "{t}");
         assert_eq!(t["established"], t["connections"], "{t}");

@@ -190,43 +190,52 @@ pub(super) fn idle_memory(
     let backends = targets::spawn_backends(plan.backends, &[], &[], &plan.gen)?;
     let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
     let mut rows = Vec::new();
-    for name in plan.targets.iter().filter(|n| *n != "direct") {
-        let t = match start_target(name, &addrs, plan, dir, None) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("  {name} skipped: {e}");
-                continue;
+    // Connections answered once and then silent (the interval outlasts the hold), and
+    // connections sending a request every second; a fresh proxy process for each.
+    let patterns = [
+        ("after one request", Duration::from_secs(3600)),
+        ("one request per second", Duration::from_secs(1)),
+    ];
+    for (pattern, interval) in patterns {
+        for name in plan.targets.iter().filter(|n| *n != "direct") {
+            let t = match start_target(name, &addrs, plan, dir, None) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("  {name} skipped: {e}");
+                    continue;
+                }
+            };
+            let r = crate::idle::measure(&crate::idle::IdleArgs {
+                url: format!("http://{}/", t.addr),
+                connections: n,
+                interval,
+                duration: Duration::from_secs(hold),
+                pid: t.proc.as_ref().and_then(Running::pid),
+                threads: 1,
+                json: None,
+                headers: t.variant.map(Variant::request_headers).unwrap_or_default(),
+            })?;
+            eprintln!(
+                "  {:<9} {pattern}: {} of {n} held, {:.0} bytes per connection",
+                name,
+                r.established,
+                r.bytes_per_connection.unwrap_or(0.0)
+            );
+            rows.push(IdleRow {
+                name: name.clone(),
+                pattern,
+                connections: n,
+                established: r.established,
+                rss_before: r.rss_before,
+                rss_held: r.rss_held,
+                bytes_per_connection: r.bytes_per_connection,
+                errors: r.errors,
+            });
+            let Target { proc, log, .. } = t;
+            drop(proc);
+            if let Some(mut log) = log {
+                let _ = log.cut(LOG_SAMPLE);
             }
-        };
-        let r = crate::idle::measure(&crate::idle::IdleArgs {
-            url: format!("http://{}/", t.addr),
-            connections: n,
-            interval: Duration::from_secs(1),
-            duration: Duration::from_secs(hold),
-            pid: t.proc.as_ref().and_then(Running::pid),
-            threads: 1,
-            json: None,
-            headers: t.variant.map(Variant::request_headers).unwrap_or_default(),
-        })?;
-        eprintln!(
-            "  {:<9} {} of {n} held, {:.0} bytes per connection",
-            name,
-            r.established,
-            r.bytes_per_connection.unwrap_or(0.0)
-        );
-        rows.push(IdleRow {
-            name: name.clone(),
-            connections: n,
-            established: r.established,
-            rss_before: r.rss_before,
-            rss_held: r.rss_held,
-            bytes_per_connection: r.bytes_per_connection,
-            errors: r.errors,
-        });
-        let Target { proc, log, .. } = t;
-        drop(proc);
-        if let Some(mut log) = log {
-            let _ = log.cut(LOG_SAMPLE);
         }
     }
     Ok(rows)

@@ -237,6 +237,9 @@ pub struct ScenarioResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct IdleRow {
     pub name: String,
+    /// How the connections were held: "after one request" (each answered once, then silent)
+    /// or "one request per second".
+    pub pattern: &'static str,
     pub connections: usize,
     pub established: u64,
     pub rss_before: Option<u64>,

@@ -333,20 +333,22 @@ pub fn markdown(b: &BenchReport) -> String {
         let _ = writeln!(
             m,
             "### Memory per idle keep-alive connection\n\n\
-             Each proxy holds N connections (one request per second on each); RSS of its process \
-             tree before opening them and while holding them.\n"
+             Each proxy holds N connections, answered once and then silent or sending one request \
+             per second (a fresh process for each); RSS of its process tree before opening them \
+             and after one second of holding them.\n"
         );
         let _ = writeln!(
             m,
-            "| target | connections held | RSS before | RSS holding | per connection | errors |"
+            "| target | pattern | connections held | RSS before | RSS holding | per connection | errors |"
         );
-        let _ = writeln!(m, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(m, "|---|---|---:|---:|---:|---:|---:|");
         for r in &b.idle {
             let opt = |v: Option<u64>| v.map_or("–".into(), |b| fmt_bytes(b as f64));
             let _ = writeln!(
                 m,
-                "| {} | {} of {} | {} | {} | {} | {} |",
+                "| {} | {} | {} of {} | {} | {} | {} | {} |",
                 r.name,
+                r.pattern,
                 r.established,
                 r.connections,
                 opt(r.rss_before),
