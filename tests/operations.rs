@@ -464,3 +464,47 @@ fn the_admin_api_adds_and_drains_backends_and_refuses_unauthenticated_changes() 
         404
     );
 }
+
+/// A reload that raises `max_response_headers` while a keep-alive connection holds its buffers
+/// (its grace after an answer): the next request is handed to the new config with those
+/// buffers, which must get the field slots the new config needs (a response with more fields
+/// than the old config had room for is relayed, not a crash).
+#[test]
+fn buffers_carried_into_a_reloaded_config_get_its_field_slots() {
+    let a = TestBackend::start(|r| {
+        let mut reply = Reply::ok("A");
+        if r.target == "/many" {
+            for i in 0..150 {
+                reply = reply.header(&format!("X-F{i}"), "v");
+            }
+        }
+        reply
+    });
+    let config = |fields: u32| {
+        format!(
+            "[limits]\nmax_headers = 20\n\n[[upstreams]]\nname = \"a\"\nmax_response_headers = {fields}\n\
+             backends = [ {{ address = \"127.0.0.1:{}\" }} ]\n\n[[routes]]\nname = \"all\"\nupstream = \"a\"\n",
+            a.port
+        )
+    };
+    let (proxy, admin_addr) = with_admin(&config(20), "");
+    let original = std::fs::read_to_string(proxy.config_path()).unwrap();
+    for _ in 0..3 {
+        let mut c = Client::connect(proxy.addr);
+        c.send(get_req("a", "/one", ""));
+        assert_eq!(c.response().text(), "A");
+        std::fs::write(
+            proxy.config_path(),
+            original.replace(&config(20), &config(200)),
+        )
+        .unwrap();
+        let (status, body) = admin(admin_addr, "POST", "/reload", "", None);
+        assert_eq!(status, 200, "{body}");
+        c.send(get_req("a", "/many", ""));
+        let r = c.response();
+        assert_eq!((r.status, r.text().as_str()), (200, "A"));
+        std::fs::write(proxy.config_path(), &original).unwrap();
+        let (status, body) = admin(admin_addr, "POST", "/reload", "", None);
+        assert_eq!(status, 200, "{body}");
+    }
+}

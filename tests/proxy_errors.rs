@@ -29,6 +29,7 @@ both_drivers!(
     no_route_gives_404,
     idle_keep_alive_connection_is_closed,
     stalled_bodies_hit_the_idle_timeout,
+    buffers_of_a_timed_out_connection_serve_the_next_one_clean,
     client_leaving_inside_a_body_does_not_poison_the_pool,
     client_reset_during_a_large_response_leaves_the_proxy_running,
     client_closing_while_the_response_is_awaited_aborts_the_exchange,
@@ -464,6 +465,29 @@ fn stalled_bodies_hit_the_idle_timeout(driver: &str) {
     }
     assert!(client.closed());
     assert_eq!(backend.requests().len(), 1, "only /stall was complete");
+}
+
+fn buffers_of_a_timed_out_connection_serve_the_next_one_clean(driver: &str) {
+    // A chunked body that stops inside its trailers times out with part of the buffer
+    // consumed; the buffers go back to the worker's pool and the next connection takes them:
+    // it must start empty (no bytes, no stale offsets) and be served.
+    let backend = TestBackend::echo();
+    let proxy = proxy_to(driver, backend.port, "", "idle = \"300ms\"");
+    for _ in 0..3 {
+        let mut client = Client::connect(proxy.addr);
+        client.send(
+            "POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: a",
+        );
+        match client.try_response_to("POST") {
+            None => {}
+            Some(r) => assert!(r.status >= 400, "{r:?}"),
+        }
+        assert!(client.closed());
+        let mut next = Client::connect(proxy.addr);
+        next.send("POST /next HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nnext");
+        let r = next.response_to("POST");
+        assert_eq!((r.status, r.text().as_str()), (200, "next"));
+    }
 }
 
 fn client_leaving_inside_a_body_does_not_poison_the_pool(driver: &str) {

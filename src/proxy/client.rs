@@ -146,19 +146,27 @@ impl Workspace {
         }
     }
 
-    /// Made ready for a connection of `snap` (after another used it): a buffer that grew for
-    /// a large head or body shrinks back.
+    /// Made ready for a connection of `snap` (after another used it).
     pub fn reset(&mut self, snap: &Snapshot) {
-        // Bytes a closed connection left unread are not the next one's.
-        let left = self.buf.data().len();
-        self.buf.consume(left);
-        self.buf
-            .shrink(CLIENT_BUF.min(snap.limits.max_head_bytes.max(1024)));
+        self.release();
+        self.fit(snap);
+        self.reader = HeadReader::new(snap.limits.max_head_bytes);
+    }
+
+    /// Emptied for the pool: bytes a closed connection left unread are not the next one's
+    /// (a timed-out step may have taken the buffer itself), and a buffer that grew for a large
+    /// head or body shrinks back.
+    pub fn release(&mut self) {
+        self.buf.clear();
+        self.buf.shrink(CLIENT_BUF);
+        self.captured.clear();
+    }
+
+    /// Has the field slots `snap` needs (a reload may raise `max_headers`).
+    fn fit(&mut self, snap: &Snapshot) {
         if self.headers.len() < snap.header_slots {
             self.headers.resize(snap.header_slots, Header::default());
         }
-        self.reader = HeadReader::new(snap.limits.max_head_bytes);
-        self.captured.clear();
     }
 }
 
@@ -448,6 +456,9 @@ impl<'a> ClientConn<'a> {
         } = conn;
         let (local, client_subject) = extra.map_or((None, None), |e| (e.local, e.client_subject));
         let peer_key = peer_text(peer, &mut ws.peer_ip);
+        // Buffers carried over from another generation keep their request and get the field
+        // slots this one needs.
+        ws.fit(snap);
         ClientConn {
             stream,
             peer_ip: ws.peer_ip,

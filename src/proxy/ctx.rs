@@ -199,7 +199,8 @@ impl WorkerCtx {
     }
 
     /// Takes back the buffers of a connection that went idle or closed.
-    pub(super) fn give_workspace(&self, ws: super::client::Workspace) {
+    pub(super) fn give_workspace(&self, mut ws: super::client::Workspace) {
+        ws.release();
         let mut spare = self.workspaces.borrow_mut();
         if spare.len() < SPARE_WORKSPACES {
             spare.push(ws);

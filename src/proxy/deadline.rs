@@ -15,7 +15,8 @@
 //! The same slot carries the keep-alive *grace*: after a response a plain connection waits for
 //! its next request with its buffer posted for [`GRACE`]; when that passes without a byte it
 //! gives its buffers back and waits without any (see `client.rs`). Grace waits are queued in
-//! arrival order, so a FIFO serves them.
+//! arrival order, so a FIFO serves them. A graceful shutdown reaches a connection in its grace
+//! when the grace ends (within [`GRACE`] and [`SWEEP_BATCH`]), then closes it at once.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;

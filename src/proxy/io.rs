@@ -166,6 +166,13 @@ impl RecvBuf {
         }
     }
 
+    /// Forgets every byte (also after a timed-out step took the buffer with it, when `start`
+    /// may point past the empty vector).
+    pub fn clear(&mut self) {
+        self.vec.clear();
+        self.start = 0;
+    }
+
     /// Gives back a buffer that grew past `keep` bytes (after a large head or body), so that a
     /// connection waiting for its next request holds no more than that.
     pub fn shrink(&mut self, keep: usize) {
