@@ -284,7 +284,7 @@ impl Conn {
             early: ws.buf.data().to_vec(),
             stream: self.stream,
             peer: self.peer,
-            peer_key: peer_fields(self.peer).1,
+            peer_key: peer_text(self.peer, &mut String::new()),
             local: self.extra.and_then(|e| e.local),
         }
     }
@@ -340,15 +340,9 @@ pub(super) fn destination(local: Option<SocketAddr>, listen: SocketAddr, s: &Str
     }
 }
 
-/// A client address as the request path uses it: its text (IPv4-mapped IPv6 shown as IPv4) and
-/// its hash (the key of `client_ip` rate limits and hashing).
-fn peer_fields(peer: SocketAddr) -> (String, u64) {
-    let mut ip = String::new();
-    let key = peer_text(peer, &mut ip);
-    (ip, key)
-}
-
-/// Writes `peer`'s address as text into `out` (its storage reused) and returns its hash.
+/// Writes `peer`'s address into `out` (its storage reused) as the request path uses it: as text
+/// (IPv4-mapped IPv6 shown as IPv4); returns its hash (the key of `client_ip` rate limits and
+/// hashing).
 fn peer_text(peer: SocketAddr, out: &mut String) -> u64 {
     use std::fmt::Write;
     out.clear();

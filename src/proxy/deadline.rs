@@ -51,6 +51,13 @@ struct Slot {
     waker: Option<Waker>,
 }
 
+impl Slot {
+    /// The deadline passed, or with `grace` the grace wait begun last ended.
+    fn ended(&self, grace: bool) -> bool {
+        self.expired || (grace && self.graced)
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     slots: Vec<Slot>,
@@ -63,6 +70,18 @@ struct Inner {
     /// What the sweeper sleeps until, and its waker.
     target: Option<Instant>,
     sweeper: Option<Waker>,
+}
+
+impl Inner {
+    /// Something comes due at `at`: the sweeper is woken when it sleeps past it.
+    fn due(&mut self, at: Instant) {
+        if self.target.is_none_or(|t| at < t) {
+            self.target = Some(at);
+            if let Some(w) = self.sweeper.take() {
+                w.wake();
+            }
+        }
+    }
 }
 
 /// The deadlines of one worker's connections (see the module docs).
@@ -133,8 +152,9 @@ impl Deadlines {
         Timer { clock: self, slot }
     }
 
-    /// Slots in use (for tests and gauges).
-    pub fn open_slots(&self) -> usize {
+    /// Slots in use.
+    #[cfg(test)]
+    fn open_slots(&self) -> usize {
         let inner = self.inner.borrow();
         inner.slots.len() - inner.free.len()
     }
@@ -150,19 +170,14 @@ impl Deadlines {
         }
         s.armed = Some(at);
         inner.heap.push(Reverse((at, i)));
-        if inner.target.is_none_or(|t| at < t) {
-            inner.target = Some(at);
-            if let Some(w) = inner.sweeper.take() {
-                w.wake();
-            }
-        }
+        inner.due(at);
     }
 
     /// True when slot `i`'s deadline passed; else the task behind `cx` is woken when it does.
     fn poll_expired(&self, i: u32, cx: &Context<'_>, grace: bool) -> bool {
         let mut inner = self.inner.borrow_mut();
         let s = &mut inner.slots[i as usize];
-        if s.expired || (grace && s.graced) {
+        if s.ended(grace) {
             return true;
         }
         match &s.waker {
@@ -181,13 +196,7 @@ impl Deadlines {
         let entry = (now, i, s.grace_seq);
         inner.grace.push_back(entry);
         if inner.grace.len() == 1 {
-            let due = now + GRACE;
-            if inner.target.is_none_or(|t| due < t) {
-                inner.target = Some(due);
-                if let Some(w) = inner.sweeper.take() {
-                    w.wake();
-                }
-            }
+            inner.due(now + GRACE);
         }
     }
 
@@ -338,15 +347,14 @@ impl<'a> Timer<'a> {
     }
 
     /// The grace wait (or the deadline) ended.
-    pub fn graced(self) -> bool {
-        let inner = self.clock.inner.borrow();
-        let s = &inner.slots[self.slot as usize];
-        s.graced || s.expired
+    #[cfg(test)]
+    fn graced(self) -> bool {
+        self.clock.inner.borrow().slots[self.slot as usize].ended(true)
     }
 
     /// The deadline passed.
     pub fn expired(self) -> bool {
-        self.clock.inner.borrow().slots[self.slot as usize].expired
+        self.clock.inner.borrow().slots[self.slot as usize].ended(false)
     }
 }
 

@@ -253,18 +253,15 @@ async fn serve(spec: WorkerSpec, driver: &'static str, core: Option<usize>) {
         let mut next = Instant::now() + period;
         // Memory goes back to the system at most every 500 ms (a collection walks the heap),
         // after connections gave their buffers back.
-        let mut released = 0;
         let mut next_release = Instant::now();
         loop {
             tick.tick().await;
             let now = Instant::now();
             hk_ctx.check_aborts(now);
-            released += hk_ctx.take_released();
-            if released > 0 && now >= next_release {
+            if now >= next_release && hk_ctx.take_released() > 0 {
                 if let Some(release) = super::RELEASE_MEMORY.get() {
                     release();
                 }
-                released = 0;
                 next_release = now + Duration::from_millis(500);
             }
             hk_ctx.logs.flush_due(now);
